@@ -1,0 +1,911 @@
+//! The edge of the program: the only layer that touches stdin, the
+//! environment, the clock, the hostname, the uid and the exit status. It
+//! wires the pure modules together for each invocation and maps every
+//! error to one sysexits code, with a message that says what went wrong,
+//! where, and what to do.
+//!
+//! Its one rule: never exit 0 after dropping a message. Any message that is
+//! refused after it was read is saved to dead.letter first.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::aliases::{AliasError, Aliases};
+use crate::cli::{self, CliError, Invocation, SendArgs};
+use crate::config::{self, Config, LocalTransport};
+use crate::exit::{self, Exit};
+use crate::local::{self, Owner};
+use crate::log::{self, Severity};
+use crate::message::address::Mailbox;
+use crate::message::header::Header;
+use crate::message::intake::{self, Intake};
+use crate::message::prepare::{self, AccountRef, BodyPlan, Directory, FromPolicy, RevAlias};
+
+/// Runs one invocation from its argv and returns the exit status.
+pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
+    let invocation = match cli::parse(argv) {
+        Ok(i) => i,
+        Err(CliError::Clap { text, is_error }) => {
+            if is_error {
+                eprint!("{text}");
+                return Exit::Usage;
+            }
+            print!("{text}");
+            return Exit::Ok;
+        }
+        Err(e) => {
+            eprintln!("mailhop: {e}");
+            return Exit::Usage;
+        }
+    };
+    match invocation {
+        Invocation::Version => {
+            print!("{}", cli::clap_command().render_version());
+            Exit::Ok
+        }
+        Invocation::Send(args) => with_env(&args, send),
+        Invocation::Verify(args) => with_env(&args, verify),
+        Invocation::NewAliases(args) => with_env(&args, newaliases),
+        Invocation::ListQueue(args) => {
+            warn_all(&args);
+            // The queue arrives with the queue issue; until then nothing is
+            // ever queued, so this is the truth.
+            println!("Mail queue is empty");
+            Exit::Ok
+        }
+        Invocation::RunQueue { args, .. } => {
+            warn_all(&args);
+            Exit::Ok
+        }
+    }
+}
+
+fn warn_all(args: &SendArgs) {
+    for w in &args.warnings {
+        eprintln!("{w}");
+    }
+}
+
+/// An error on its way to the exit status: the message for stderr and the
+/// sysexits code.
+#[derive(Debug)]
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+/// Facts about where and as whom we run, gathered once.
+#[derive(Debug)]
+struct Env {
+    config: Config,
+    hostname: String,
+    /// Qualifying domain for bare names.
+    domain: String,
+    /// Domains that mean "this host".
+    local_domains: Vec<String>,
+    user: String,
+    gecos_name: Option<String>,
+    home: Option<PathBuf>,
+    euid: u32,
+    verbose: u8,
+    tag: String,
+    log_file: Option<PathBuf>,
+    now: SystemTime,
+}
+
+fn with_env(args: &SendArgs, f: fn(&Env, &SendArgs) -> Result<Exit, Failure>) -> Exit {
+    warn_all(args);
+    let result = gather_env(args).and_then(|env| f(&env, args));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailhop: {}", e.message);
+            e.exit
+        }
+    }
+}
+
+fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
+    let explicit = args.common.config.as_deref();
+    let config = match config::locate(explicit, dirs::config_dir().as_deref()) {
+        Some(path) => config::load(&path).map_err(|e| {
+            Failure::new(
+                Exit::Config,
+                format!(
+                    "{e}\n(see mailhop.toml(5); check the file with `mailhop newaliases -C {}`)",
+                    path.display()
+                ),
+            )
+        })?,
+        None => Config::defaults(),
+    };
+
+    let uid = nix::unistd::getuid();
+    let euid = nix::unistd::geteuid().as_raw();
+    let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+    let user = pw
+        .as_ref()
+        .map(|u| u.name.clone())
+        .unwrap_or_else(|| format!("uid{}", uid.as_raw()));
+    let gecos_name = pw.as_ref().and_then(|u| {
+        let g = u.gecos.to_string_lossy();
+        let first = g.split(',').next().unwrap_or("").trim().to_string();
+        (!first.is_empty()).then_some(first)
+    });
+    let home = pw.as_ref().map(|u| u.dir.clone());
+
+    let hostname = match &config.hostname {
+        Some(h) => h.clone(),
+        None => system_hostname(),
+    };
+    let mut local_domains = vec![
+        hostname.to_ascii_lowercase(),
+        "localhost".to_string(),
+        "localhost.localdomain".to_string(),
+    ];
+    if let Some((short, _)) = hostname.split_once('.') {
+        local_domains.push(short.to_ascii_lowercase());
+    }
+    // An explicitly configured rewrite domain is where the organisation's
+    // mail lives (remote); the default one is this machine's own mail name.
+    let domain = match &config.rewrite.domain {
+        Some(d) => d.clone(),
+        None => {
+            let d = mailname().unwrap_or_else(|| hostname.clone());
+            if !local_domains.contains(&d) {
+                local_domains.push(d.clone());
+            }
+            d
+        }
+    };
+
+    Ok(Env {
+        hostname,
+        domain,
+        local_domains,
+        user,
+        gecos_name,
+        home,
+        euid,
+        verbose: args.common.verbose,
+        tag: args
+            .common
+            .syslog_tag
+            .clone()
+            .unwrap_or_else(|| "mailhop".to_string()),
+        log_file: args
+            .common
+            .log_file
+            .clone()
+            .or_else(|| config.log_file.clone()),
+        now: SystemTime::now(),
+        config,
+    })
+}
+
+/// The system's fully qualified name: gethostname(), and if that is a
+/// short name, the matching FQDN from /etc/hosts. No DNS: that would put a
+/// network round trip (and a failure mode) on every message.
+fn system_hostname() -> String {
+    let short = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    if short.contains('.') {
+        return short.to_ascii_lowercase();
+    }
+    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+        let prefix = format!("{short}.");
+        for line in hosts.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let names: Vec<&str> = line.split_whitespace().skip(1).collect();
+            if names.iter().any(|n| n.eq_ignore_ascii_case(&short))
+                && let Some(fq) = names
+                    .iter()
+                    .find(|n| n.to_ascii_lowercase().starts_with(&prefix))
+            {
+                return fq.to_ascii_lowercase();
+            }
+        }
+    }
+    short.to_ascii_lowercase()
+}
+
+/// Debian's /etc/mailname: the domain this machine's mail comes from.
+fn mailname() -> Option<String> {
+    let s = std::fs::read_to_string("/etc/mailname").ok()?;
+    let d = s
+        .lines()
+        .next()?
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    (!d.is_empty() && !d.contains(char::is_whitespace)).then_some(d)
+}
+
+/// Loads the aliases file (if configured) and the inline map.
+fn load_aliases(env: &Env) -> Result<(Aliases, Vec<String>), Failure> {
+    let mut aliases = Aliases::default();
+    for (name, targets) in &env.config.aliases.map {
+        aliases.insert(name, targets.clone());
+    }
+    let mut warnings = Vec::new();
+    if let Some(file) = &env.config.aliases.file {
+        let text = std::fs::read(file).map_err(|e| {
+            Failure::new(
+                exit::from_io(e.kind()).max_config(),
+                format!(
+                    "{}: cannot read aliases file ([aliases] file in {}): {e}",
+                    file.display(),
+                    config_name(env)
+                ),
+            )
+        })?;
+        let parsed = Aliases::parse(&file.display().to_string(), &text)
+            .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
+        warnings = parsed.warnings;
+        // Inline map entries win over the file.
+        aliases.merge(parsed.aliases);
+    }
+    Ok((aliases, warnings))
+}
+
+fn config_name(env: &Env) -> String {
+    env.config.source.as_ref().map_or_else(
+        || "the built-in defaults".to_string(),
+        |p| p.display().to_string(),
+    )
+}
+
+trait MaxConfig {
+    fn max_config(self) -> Exit;
+}
+
+impl MaxConfig for Exit {
+    /// A file the configuration names is missing: that is a config error.
+    fn max_config(self) -> Exit {
+        match self {
+            Exit::CantCreat => Exit::Config,
+            other => other,
+        }
+    }
+}
+
+/// The `Directory` the message module consults, over config and aliases.
+struct Lookup<'a> {
+    env: &'a Env,
+    aliases: &'a Aliases,
+}
+
+impl Lookup<'_> {
+    fn is_local(&self, domain: Option<&str>) -> bool {
+        match domain {
+            None => true,
+            Some(d) => self.is_local_domain(d),
+        }
+    }
+
+    /// Expansion of one local name, with trace lines for -bv.
+    ///
+    /// `[aliases] default` catches the names a caller used that no alias
+    /// lists. It does not apply to alias targets: `root: admin` is the
+    /// admin's explicit choice of the local user admin.
+    fn expand_local(&self, local: &str) -> Result<(Vec<String>, Vec<String>), AliasError> {
+        let default = self.env.config.aliases.default.as_deref();
+        match default {
+            Some(d) if self.aliases.get(local).is_none() => {
+                let e = self.aliases.expand(d, None)?;
+                let mut trace = vec![format!("{local} -> {d} (no alias; [aliases] default)")];
+                trace.extend(e.trace);
+                Ok((e.addresses, trace))
+            }
+            _ => {
+                let e = self.aliases.expand(local, None)?;
+                Ok((e.addresses, e.trace))
+            }
+        }
+    }
+
+    fn qualify(&self, a: &str) -> String {
+        if a.contains('@') {
+            a.to_string()
+        } else {
+            format!("{a}@{}", self.env.domain)
+        }
+    }
+}
+
+impl Directory for Lookup<'_> {
+    fn revalias(&self, local_user: &str) -> Option<RevAlias> {
+        self.env
+            .config
+            .rewrite
+            .revaliases
+            .get(local_user)
+            .map(|r| RevAlias {
+                from: r.from.clone(),
+                account: r.account.clone(),
+            })
+    }
+
+    fn account(&self, name: Option<&str>, sender: &str) -> Option<AccountRef> {
+        let a = match name {
+            Some(n) => self.env.config.account_named(n),
+            None => self.env.config.account_for(sender),
+        }?;
+        Some(AccountRef {
+            name: a.name.clone(),
+            from: a.from.clone(),
+        })
+    }
+
+    fn expand(&self, m: &Mailbox) -> Result<Vec<String>, String> {
+        if !self.is_local(m.domain.as_deref()) {
+            return Ok(vec![m.addr_spec()]);
+        }
+        let (addrs, _) = self
+            .expand_local(&m.local_part)
+            .map_err(|e| e.to_string())?;
+        Ok(addrs.iter().map(|a| self.qualify(a)).collect())
+    }
+
+    fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.env.local_domains.contains(&d)
+    }
+}
+
+/// RFC 5322 date-time in the local zone.
+fn rfc5322_date(now: SystemTime) -> String {
+    let ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let zoned = ts.to_zoned(jiff::tz::TimeZone::system());
+    zoned.strftime("%a, %d %b %Y %H:%M:%S %z").to_string()
+}
+
+/// A msg-id: time, pid and 64 random bits, so it is unique without state.
+fn message_id(now: SystemTime, hostname: &str) -> String {
+    let mut rnd = [0u8; 8];
+    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd));
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "<{secs}.{}.{:016x}@{hostname}>",
+        std::process::id(),
+        u64::from_be_bytes(rnd)
+    )
+}
+
+/// A message after intake: the header block in memory, the body in a
+/// spool file.
+struct Spooled {
+    intake: Intake,
+    body: File,
+}
+
+impl Spooled {
+    /// The message exactly as read (normalised line endings), for
+    /// dead.letter.
+    fn original(&mut self) -> io::Result<impl Read + '_> {
+        self.body.seek(SeekFrom::Start(0))?;
+        let sep: &[u8] = if self.intake.header.is_empty() {
+            b""
+        } else {
+            b"\r\n"
+        };
+        Ok(io::Cursor::new([self.intake.header.as_slice(), sep].concat()).chain(&mut self.body))
+    }
+}
+
+/// Saves the message to the configured dead-letter directory, or
+/// ~/dead.letter, or (if that is not writable) a fresh file in /var/tmp.
+/// Returns where it went.
+fn save_dead_letter(env: &Env, spooled: &mut Spooled, sender: &str) -> Result<PathBuf, String> {
+    let mut tries: Vec<String> = Vec::new();
+    if let Some(dir) = &env.config.dead_letter {
+        let mut msg = spooled.original().map_err(|e| e.to_string())?;
+        match local::save_to_dir(dir, &mut msg, env.now) {
+            Ok(p) => return Ok(p),
+            Err(e) => tries.push(e.to_string()),
+        }
+    }
+    if let Some(home) = &env.home {
+        let path = home.join("dead.letter");
+        let mut msg = spooled.original().map_err(|e| e.to_string())?;
+        match local::deliver_mbox(&path, sender, &mut msg, env.now, None) {
+            Ok(()) => return Ok(path),
+            Err(e) => tries.push(e.to_string()),
+        }
+    }
+    let mut msg = spooled.original().map_err(|e| e.to_string())?;
+    match local::save_to_dir(Path::new("/var/tmp"), &mut msg, env.now) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            tries.push(e.to_string());
+            Err(tries.join("; "))
+        }
+    }
+}
+
+/// Refuses a message that was read: saves it, then returns the failure
+/// with where it was saved.
+fn refuse(env: &Env, spooled: &mut Spooled, sender: &str, exit: Exit, message: String) -> Failure {
+    let saved = match save_dead_letter(env, spooled, sender) {
+        Ok(p) => format!("the message was saved in {}", p.display()),
+        Err(e) => format!("THE MESSAGE COULD NOT BE SAVED: {e}"),
+    };
+    log_line(
+        env,
+        Severity::Err,
+        &format!("status=refused ({}) {saved}", log::field(&message)),
+    );
+    Failure::new(exit, format!("{message}\nmailhop: {saved}"))
+}
+
+fn log_line(env: &Env, severity: Severity, line: &str) {
+    if env.config.syslog {
+        log::syslog(&env.tag, severity, line);
+    }
+    if let Some(path) = &env.log_file {
+        let ts = jiff::Timestamp::try_from(env.now)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        if let Err(e) = log::to_file(path, &ts, &env.tag, line) {
+            eprintln!("mailhop: cannot write log file {}: {e}", path.display());
+        }
+    }
+}
+
+/// Reads stdin into a spool file. The header block stays in memory (at most
+/// 1 MiB); the body never does.
+fn intake_stdin(ignore_dots: bool) -> Result<Spooled, Failure> {
+    let mut body = tempfile::tempfile().map_err(|e| {
+        Failure::new(
+            Exit::TempFail,
+            format!(
+                "cannot create a spool file in {}: {e}",
+                std::env::temp_dir().display()
+            ),
+        )
+    })?;
+    let stdin = io::stdin().lock();
+    let intake = intake::read_message(stdin, ignore_dots, &mut body).map_err(|e| {
+        Failure::new(
+            Exit::TempFail,
+            format!("{e}; nothing was delivered, try again"),
+        )
+    })?;
+    Ok(Spooled { intake, body })
+}
+
+/// `sendmail` in its default mode: read, prepare, deliver.
+fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
+    let (aliases, alias_warnings) = load_aliases(env)?;
+    if env.verbose > 0 {
+        for w in &alias_warnings {
+            eprintln!("mailhop: {w}");
+        }
+    }
+    let mut spooled = intake_stdin(args.ignore_dots)?;
+    let raw_sender = args.sender.clone().unwrap_or_else(|| env.user.clone());
+
+    if spooled.intake.empty {
+        return Err(Failure::new(
+            Exit::NoInput,
+            "no message on standard input; nothing was sent (pipe the message into sendmail)",
+        ));
+    }
+    if spooled.intake.nul {
+        return Err(refuse(
+            env,
+            &mut spooled,
+            &raw_sender,
+            Exit::DataErr,
+            "the message contains NUL bytes, which mail cannot carry; encode binary data as a MIME attachment".into(),
+        ));
+    }
+    if spooled.intake.header_too_large {
+        return Err(refuse(
+            env,
+            &mut spooled,
+            &raw_sender,
+            Exit::DataErr,
+            format!(
+                "the header block is larger than {} bytes; that is not a mail message",
+                intake::MAX_HEADER
+            ),
+        ));
+    }
+    let header = match Header::parse(&spooled.intake.header) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(refuse(
+                env,
+                &mut spooled,
+                &raw_sender,
+                Exit::DataErr,
+                format!("bad header: {e}"),
+            ));
+        }
+    };
+
+    let lookup = Lookup {
+        env,
+        aliases: &aliases,
+    };
+    let date = rfc5322_date(env.now);
+    let msgid = message_id(env.now, &env.hostname);
+    let ctx = prepare::Context {
+        user: &env.user,
+        gecos_name: env.gecos_name.as_deref(),
+        domain: &env.domain,
+        date: &date,
+        message_id: &msgid,
+        from_policy: match env.config.rewrite.from_policy {
+            config::FromPolicy::Account => FromPolicy::Account,
+            config::FromPolicy::Keep => FromPolicy::Keep,
+            config::FromPolicy::Qualify => FromPolicy::Qualify,
+        },
+        reply_to_original: env.config.rewrite.reply_to_original,
+    };
+    let req = prepare::Request {
+        sender: args.sender.as_deref(),
+        full_name: args.full_name.as_deref(),
+        extract_recipients: args.extract_recipients,
+        recipients: &args.recipients,
+    };
+    let mut prepared = match prepare::prepare(header, &req, &ctx, &lookup) {
+        Ok(p) => p,
+        Err(e) => {
+            let code = match e {
+                prepare::PrepareError::NoRecipients { extract: false } => Exit::Usage,
+                _ => Exit::DataErr,
+            };
+            return Err(refuse(env, &mut spooled, &raw_sender, code, e.to_string()));
+        }
+    };
+    if env.verbose > 0 {
+        for n in &prepared.notes {
+            eprintln!("mailhop: {n}");
+        }
+    }
+
+    // Body fix-ups.
+    let stats = spooled.intake.body.clone();
+    let mut body = match prepare::plan_body(&prepared.header, stats.longest_line) {
+        BodyPlan::AsIs => {
+            if stats.eight_bit
+                && prepare::label_eight_bit(&mut prepared.header, stats.valid_utf8)
+                && env.verbose > 0
+            {
+                eprintln!("mailhop: labelled the 8-bit body as text/plain; charset=utf-8");
+            }
+            spooled
+                .body
+                .try_clone()
+                .map_err(|e| Failure::new(Exit::OsErr, e.to_string()))?
+        }
+        BodyPlan::QuotedPrintable => {
+            let encoded = reencode_qp(&mut spooled.body)?;
+            prepare::apply_quoted_printable(&mut prepared.header, stats.valid_utf8);
+            if env.verbose > 0 {
+                eprintln!(
+                    "mailhop: re-encoded the body as quoted-printable (a line was {} octets, over the 998 limit)",
+                    stats.longest_line
+                );
+            }
+            encoded
+        }
+        BodyPlan::Refuse(why) => {
+            let sender = prepared.sender.clone();
+            return Err(refuse(env, &mut spooled, &sender, Exit::DataErr, why));
+        }
+    };
+
+    let mut head = Vec::new();
+    prepared.header.write_to(&mut head);
+    head.extend_from_slice(b"\r\n");
+    let size = head.len() as u64 + body.metadata().map(|m| m.len()).unwrap_or(0);
+    let msgid_final = prepared
+        .header
+        .get("Message-ID")
+        .map(|f| String::from_utf8_lossy(&f.unfolded_value()).into_owned())
+        .unwrap_or_default();
+
+    // Route: local recipients to the embedded delivery, the rest to the
+    // smarthost.
+    let capture = env.config.local.capture;
+    let (local_rcpts, remote_rcpts): (Vec<&String>, Vec<&String>) = prepared
+        .recipients
+        .iter()
+        .partition(|r| capture || lookup.is_local(r.rsplit_once('@').map(|(_, d)| d)));
+
+    let mut failures: Vec<(String, Exit, String)> = Vec::new();
+    let mut delivered: Vec<String> = Vec::new();
+    for r in &local_rcpts {
+        match deliver_local(env, r, &prepared.sender, &head, &mut body) {
+            Ok(where_) => delivered.push(format!("{r} ({where_})")),
+            Err((code, msg)) => failures.push(((*r).clone(), code, msg)),
+        }
+    }
+    if !remote_rcpts.is_empty() {
+        let msg = if env.config.accounts.is_empty() {
+            format!(
+                "no smarthost is configured, so mail for remote addresses cannot be sent; \
+                 add an [[account]] to {} (see mailhop.toml(5))",
+                config_name(env)
+            )
+        } else {
+            "SMTP submission to the smarthost is not available in this build yet".to_string()
+        };
+        for r in &remote_rcpts {
+            failures.push(((*r).clone(), Exit::Unavailable, msg.clone()));
+        }
+    }
+
+    let summary = format!(
+        "msgid={} from=<{}> nrcpt={} size={}",
+        log::field(&msgid_final),
+        log::field(&prepared.sender),
+        prepared.recipients.len(),
+        size
+    );
+    if env.verbose > 0 {
+        for d in &delivered {
+            eprintln!("mailhop: delivered to {d}");
+        }
+    }
+    if failures.is_empty() {
+        log_line(
+            env,
+            Severity::Info,
+            &format!(
+                "{summary} status=sent ({})",
+                log::field(&delivered.join(", "))
+            ),
+        );
+        return Ok(Exit::Ok);
+    }
+
+    // Some or all failed: report each, keep the message, pick the exit code.
+    let mut text = String::new();
+    for (r, _, m) in &failures {
+        text.push_str(&format!("{r}: {m}\n"));
+    }
+    if !delivered.is_empty() {
+        text.push_str(&format!("delivered to: {}\n", delivered.join(", ")));
+    }
+    let code = worst(failures.iter().map(|(_, c, _)| *c));
+    let sender = prepared.sender.clone();
+    log_line(
+        env,
+        Severity::Warning,
+        &format!(
+            "{summary} status=failed ({} of {} recipients)",
+            failures.len(),
+            prepared.recipients.len()
+        ),
+    );
+    Err(refuse(
+        env,
+        &mut spooled,
+        &sender,
+        code,
+        text.trim_end().replace('\n', "\nmailhop: "),
+    ))
+}
+
+/// The exit code for several failed recipients: a temporary failure wins
+/// (the caller may retry), then the first permanent one.
+fn worst(codes: impl Iterator<Item = Exit>) -> Exit {
+    let codes: Vec<Exit> = codes.collect();
+    if codes.contains(&Exit::TempFail) {
+        Exit::TempFail
+    } else {
+        codes.first().copied().unwrap_or(Exit::Software)
+    }
+}
+
+fn reencode_qp(body: &mut File) -> Result<File, Failure> {
+    let io_fail =
+        |e: io::Error| Failure::new(Exit::TempFail, format!("cannot re-encode the body: {e}"));
+    body.seek(SeekFrom::Start(0)).map_err(io_fail)?;
+    let mut out = tempfile::tempfile().map_err(io_fail)?;
+    intake::encode_quoted_printable(&mut *body, &mut out)
+        .map_err(|e| Failure::new(Exit::TempFail, format!("cannot re-encode the body: {e}")))?;
+    Ok(out)
+}
+
+/// Delivers to one local recipient through the `[local]` transport.
+fn deliver_local(
+    env: &Env,
+    rcpt: &str,
+    sender: &str,
+    head: &[u8],
+    body: &mut File,
+) -> Result<String, (Exit, String)> {
+    let local_name = rcpt.rsplit_once('@').map_or(rcpt, |(l, _)| l);
+    let settings = &env.config.local;
+    let needs_home = settings.path.starts_with('~');
+    let user = nix::unistd::User::from_name(local_name).ok().flatten();
+    if needs_home && user.is_none() {
+        return Err((
+            Exit::NoUser,
+            format!(
+                "no local user \"{local_name}\" (looked up because [local] path is \"{}\"); \
+                 add an alias for it, or set [aliases] default",
+                settings.path
+            ),
+        ));
+    }
+    let home = user.as_ref().map(|u| u.dir.clone());
+    let path =
+        local::expand_path(&settings.path, local_name, home.as_deref()).ok_or_else(|| {
+            (
+                Exit::DataErr,
+                format!("\"{local_name}\" cannot be used as a mailbox name"),
+            )
+        })?;
+    // As root, files created in a user's mailbox belong to that user, so
+    // they can read their own mail.
+    let owner = match (&user, env.euid) {
+        (Some(u), 0) if settings.path.starts_with('~') || settings.path.contains("%u") => {
+            Some(Owner {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            })
+        }
+        _ => None,
+    };
+    body.seek(SeekFrom::Start(0))
+        .map_err(|e| (Exit::IoErr, e.to_string()))?;
+    let mut msg = io::Cursor::new(head).chain(&mut *body);
+    let result = match settings.transport {
+        LocalTransport::Maildir => {
+            local::deliver_maildir(&path, &mut msg, &env.hostname, env.now, owner)
+                .map(|p| p.display().to_string())
+        }
+        LocalTransport::Mbox => local::deliver_mbox(&path, sender, &mut msg, env.now, owner)
+            .map(|()| path.display().to_string()),
+    };
+    result.map_err(|e| (exit::from_io(e.kind()), e.to_string()))
+}
+
+/// `sendmail -bv`: shows what each recipient expands to and where it would
+/// go, without reading or sending a message.
+fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
+    let (aliases, warnings) = load_aliases(env)?;
+    for w in &warnings {
+        eprintln!("mailhop: {w}");
+    }
+    let lookup = Lookup {
+        env,
+        aliases: &aliases,
+    };
+    let mut status = Exit::Ok;
+    let mut out = io::stdout().lock();
+    for r in &args.recipients {
+        let items = match crate::message::address::parse_address_list(r.as_bytes()) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = writeln!(out, "{r}: undeliverable: {e}");
+                status = Exit::DataErr;
+                continue;
+            }
+        };
+        for item in items {
+            let members = match item {
+                crate::message::address::Address::Mailbox(m) => vec![m],
+                crate::message::address::Address::Group { members, .. } => members,
+            };
+            for m in members {
+                let finals = if lookup.is_local(m.domain.as_deref()) {
+                    match lookup.expand_local(&m.local_part) {
+                        Ok((a, trace)) => {
+                            if env.verbose > 0 {
+                                for t in trace {
+                                    let _ = writeln!(out, "  {t}");
+                                }
+                            }
+                            a.iter().map(|x| lookup.qualify(x)).collect()
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "{}: undeliverable: {e}", m.addr_spec());
+                            status = Exit::DataErr;
+                            continue;
+                        }
+                    }
+                } else {
+                    vec![m.addr_spec()]
+                };
+                for f in finals {
+                    let domain = f.rsplit_once('@').map(|(_, d)| d);
+                    let route = if env.config.local.capture || lookup.is_local(domain) {
+                        let local_name = f.rsplit_once('@').map_or(f.as_str(), |(l, _)| l);
+                        match verify_local_path(env, local_name) {
+                            Ok(p) => format!("local delivery to {p}"),
+                            Err(e) => {
+                                status = Exit::NoUser;
+                                format!("undeliverable: {e}")
+                            }
+                        }
+                    } else {
+                        match env.config.account_for(&f) {
+                            Some(a) => format!("smarthost {} (account {})", a.host, a.name),
+                            None => {
+                                status = Exit::Unavailable;
+                                "undeliverable: no smarthost configured".to_string()
+                            }
+                        }
+                    };
+                    let _ = writeln!(out, "{} -> {f}: {route}", m.addr_spec());
+                }
+            }
+        }
+    }
+    Ok(status)
+}
+
+fn verify_local_path(env: &Env, local_name: &str) -> Result<String, String> {
+    let settings = &env.config.local;
+    let user = nix::unistd::User::from_name(local_name).ok().flatten();
+    if settings.path.starts_with('~') && user.is_none() {
+        return Err(format!("no local user \"{local_name}\""));
+    }
+    let home = user.map(|u| u.dir);
+    local::expand_path(&settings.path, local_name, home.as_deref())
+        .map(|p| {
+            let kind = match settings.transport {
+                LocalTransport::Maildir => "Maildir",
+                LocalTransport::Mbox => "mbox",
+            };
+            format!("{kind} {}", p.display())
+        })
+        .ok_or_else(|| format!("\"{local_name}\" cannot be used as a mailbox name"))
+}
+
+/// `newaliases`: there is nothing to compile; validate the aliases file and
+/// the inline map and report.
+fn newaliases(env: &Env, _args: &SendArgs) -> Result<Exit, Failure> {
+    let Some(file) = &env.config.aliases.file else {
+        println!(
+            "mailhop: no aliases file is configured ([aliases] file in {}); {} inline aliases",
+            config_name(env),
+            env.config.aliases.map.len()
+        );
+        return Ok(Exit::Ok);
+    };
+    let text = std::fs::read(file).map_err(|e| {
+        Failure::new(
+            exit::from_io(e.kind()).max_config(),
+            format!("{}: cannot read aliases file: {e}", file.display()),
+        )
+    })?;
+    let source = file.display().to_string();
+    let warnings = crate::aliases::validate(&source, &text)
+        .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
+    for w in &warnings {
+        eprintln!("mailhop: {w}");
+    }
+    let count = Aliases::parse(&source, &text)
+        .map(|p| p.aliases.len())
+        .unwrap_or(0);
+    println!(
+        "mailhop: {source}: {count} aliases, no errors (nothing to rebuild: mailhop reads the file directly)"
+    );
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,1494 @@
+//! Command-line parsing: turns argv into an [`Invocation`].
+//!
+//! Two stages, like ripgrep: first dispatch on the basename of argv[0]
+//! (`sendmail`, `mailq`, `newaliases` or `mailhop`), then parse. The
+//! sendmail(1) grammar is hand-written because clap cannot express it
+//! (getopt clusters, `-q` taking only an attached value, `-o`/`-b` letter
+//! families); [`SENDMAIL_FLAGS`] is the one table it parses from. The
+//! `mailhop` front end is clap; its `send`, `mailq` and `newaliases`
+//! subcommands hand their arguments, untouched, to the sendmail parser.
+//!
+//! Pure: no I/O, no environment, no printing, no exit. The caller prints
+//! `SendArgs::warnings` and maps [`CliError`] to an exit status.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// How a sendmail flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// No value; the rest of the cluster holds more flags (`-ti`).
+    None,
+    /// A value: the rest of the cluster if non-empty (`-fuser@x`), else the
+    /// next argument, whatever it looks like (`-f -x@y`).
+    Value,
+    /// The rest of the argument, possibly empty; never the next argument
+    /// (`-q`, `-q30m`, `-d0.1`, `-oem`).
+    AttachedOnly,
+}
+
+/// One flag the sendmail parser accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagSpec {
+    /// The flag as written, e.g. `-f`, `-bm`, `-oi`, `-oem`.
+    pub flag: &'static str,
+    /// How it takes its value.
+    pub arg: ArgKind,
+    /// One line for the man page. For [`ArgKind::Value`] flags the part
+    /// before any `;` names the value, and usage errors quote it.
+    pub doc: &'static str,
+}
+
+const fn flag(flag: &'static str, arg: ArgKind, doc: &'static str) -> FlagSpec {
+    FlagSpec { flag, arg, doc }
+}
+
+/// Every flag of the sendmail(1) interface, the single source of truth of
+/// the parser. At each point of a cluster the longest matching flag wins,
+/// so `-oem` beats `-o` and `-bm` is a flag of its own. The man page must
+/// document every entry (checked by a test).
+pub const SENDMAIL_FLAGS: &[FlagSpec] = &[
+    flag(
+        "-t",
+        ArgKind::None,
+        "read the recipients from the To, Cc and Bcc headers",
+    ),
+    flag(
+        "-i",
+        ArgKind::None,
+        "a line holding a single dot does not end the message",
+    ),
+    flag(
+        "-f",
+        ArgKind::Value,
+        "the envelope sender address; <> is the null sender",
+    ),
+    flag(
+        "-r",
+        ArgKind::Value,
+        "the envelope sender address; an old synonym for -f",
+    ),
+    flag("-F", ArgKind::Value, "the sender's full name"),
+    flag("-v", ArgKind::None, "verbose; repeat for more detail"),
+    flag(
+        "-N",
+        ArgKind::Value,
+        "the DSN NOTIFY list; never, or a comma-separated list of success, failure and delay",
+    ),
+    flag("-R", ArgKind::Value, "the DSN RET value; hdrs or full"),
+    flag("-V", ArgKind::Value, "the DSN envelope identifier (ENVID)"),
+    flag("-B", ArgKind::Value, "the body type; 7BIT or 8BITMIME"),
+    flag("-C", ArgKind::Value, "the configuration file"),
+    flag("-X", ArgKind::Value, "the log file"),
+    flag("-L", ArgKind::Value, "the syslog tag"),
+    flag(
+        "-bm",
+        ArgKind::None,
+        "deliver the message (the default mode)",
+    ),
+    flag("-bp", ArgKind::None, "list the queue, like mailq"),
+    flag("-bi", ArgKind::None, "rebuild the aliases, like newaliases"),
+    flag(
+        "-bv",
+        ArgKind::None,
+        "verify: print what each recipient expands to, send nothing",
+    ),
+    flag("-bs", ArgKind::None, "refused: SMTP on standard input"),
+    flag("-bd", ArgKind::None, "refused: run as a daemon"),
+    flag(
+        "-bD",
+        ArgKind::None,
+        "refused: run as a daemon in the foreground",
+    ),
+    flag(
+        "-bh",
+        ArgKind::None,
+        "refused: print the host status database",
+    ),
+    flag(
+        "-bH",
+        ArgKind::None,
+        "refused: purge the host status database",
+    ),
+    flag("-bt", ArgKind::None, "refused: address test mode"),
+    flag(
+        "-bP",
+        ArgKind::None,
+        "refused: print the number of queued messages",
+    ),
+    flag("-ba", ArgKind::None, "refused: ARPANET protocol mode"),
+    flag(
+        "-q",
+        ArgKind::AttachedOnly,
+        "run the queue; an attached value (-q30m, -qIid, -qRsite, -qSsender) is kept as given",
+    ),
+    flag(
+        "-oi",
+        ArgKind::AttachedOnly,
+        "same as -i; an attached boolean (-oitrue, -oifalse) may follow",
+    ),
+    flag("-oem", ArgKind::AttachedOnly, "report errors by mail"),
+    flag(
+        "-oep",
+        ArgKind::AttachedOnly,
+        "print errors on standard error",
+    ),
+    flag(
+        "-oeq",
+        ArgKind::AttachedOnly,
+        "report errors only through the exit status",
+    ),
+    flag(
+        "-oew",
+        ArgKind::AttachedOnly,
+        "write errors to the sender's terminal",
+    ),
+    flag(
+        "-oee",
+        ArgKind::AttachedOnly,
+        "BerkNet-style error reporting",
+    ),
+    flag(
+        "-odi",
+        ArgKind::AttachedOnly,
+        "deliver interactively, waiting for the smarthost",
+    ),
+    flag("-odb", ArgKind::AttachedOnly, "deliver in the background"),
+    flag(
+        "-odq",
+        ArgKind::AttachedOnly,
+        "queue only; the next queue run delivers",
+    ),
+    flag("-odf", ArgKind::AttachedOnly, "legacy synonym for -odi"),
+    flag("-odd", ArgKind::AttachedOnly, "legacy synonym for -odq"),
+    flag(
+        "-o",
+        ArgKind::AttachedOnly,
+        "any other option letter and value (-oX...); accepted and ignored",
+    ),
+    flag(
+        "-O",
+        ArgKind::Value,
+        "an option=value setting; accepted and ignored",
+    ),
+    flag(
+        "-G",
+        ArgKind::None,
+        "gateway submission; accepted and ignored",
+    ),
+    flag(
+        "-U",
+        ArgKind::None,
+        "initial user submission; accepted and ignored",
+    ),
+    flag(
+        "-n",
+        ArgKind::None,
+        "do not expand aliases; accepted and ignored",
+    ),
+    flag("-m", ArgKind::None, "send to me too; accepted and ignored"),
+    flag("-h", ArgKind::Value, "a hop count; accepted and ignored"),
+    flag(
+        "-A",
+        ArgKind::Value,
+        "c or m, the submit.cf choice; accepted and ignored",
+    ),
+    flag(
+        "-d",
+        ArgKind::AttachedOnly,
+        "debug flags; accepted and ignored",
+    ),
+    flag(
+        "-c",
+        ArgKind::None,
+        "hold expensive deliveries; accepted and ignored",
+    ),
+    flag("-x", ArgKind::None, "accepted and ignored"),
+    flag(
+        "-p",
+        ArgKind::Value,
+        "the protocol and host name; accepted and ignored",
+    ),
+];
+
+/// Options shared by every invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Common {
+    /// `-C`: configuration file.
+    pub config: Option<PathBuf>,
+    /// `-v`, once per occurrence.
+    pub verbose: u8,
+    /// `-X`: log file.
+    pub log_file: Option<PathBuf>,
+    /// `-L`: syslog tag.
+    pub syslog_tag: Option<String>,
+}
+
+/// DSN RET (`-R`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsnRet {
+    Hdrs,
+    Full,
+}
+
+/// Body type (`-B`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyType {
+    SevenBit,
+    EightBitMime,
+}
+
+/// Error reporting mode (`-oe?`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorMode {
+    Mail,
+    Print,
+    Quiet,
+    Write,
+    BerkNet,
+}
+
+/// Delivery mode (`-od?`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    Interactive,
+    Background,
+    Queue,
+}
+
+/// The `-b` mode that sendmail runs in; refused modes never get this far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `-bm`
+    #[default]
+    Deliver,
+    /// `-bv`
+    Verify,
+    /// `-bp`, `mailq`
+    ListQueue,
+    /// `-bi`, `newaliases`
+    NewAliases,
+}
+
+/// Everything the sendmail interface can ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendArgs {
+    pub common: Common,
+    /// `-t`
+    pub extract_recipients: bool,
+    /// `-i`, `-oi`
+    pub ignore_dots: bool,
+    /// `-f` / `-r`, raw; `Some("<>")` or `Some("")` is the null sender.
+    pub sender: Option<String>,
+    /// `-F`
+    pub full_name: Option<String>,
+    /// Operands, comma lists split, trimmed, empties dropped.
+    pub recipients: Vec<String>,
+    /// `-N`, validated, lowercased, items joined by `,`.
+    pub dsn_notify: Option<String>,
+    /// `-R`
+    pub dsn_ret: Option<DsnRet>,
+    /// `-V`
+    pub envid: Option<String>,
+    /// `-B`
+    pub body_type: Option<BodyType>,
+    /// `-oe?`
+    pub error_mode: Option<ErrorMode>,
+    /// `-od?`
+    pub delivery_mode: Option<DeliveryMode>,
+    /// One line each, already prefixed with `mailhop: `, for stderr.
+    pub warnings: Vec<String>,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// `-bm`: deliver a message read from stdin.
+    Send(SendArgs),
+    /// `-bv`: print the alias expansion of each recipient.
+    Verify(SendArgs),
+    /// `-bp`, `mailq`.
+    ListQueue(SendArgs),
+    /// `-bi`, `newaliases`.
+    NewAliases(SendArgs),
+    /// `-q[TIME]`; `interval` is the attached value, raw.
+    RunQueue {
+        args: SendArgs,
+        interval: Option<String>,
+    },
+    /// `mailhop --version` / `-V`.
+    Version,
+}
+
+/// Why the command line was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CliError {
+    /// A bad sendmail command line: one line, EX_USAGE.
+    Usage(String),
+    /// clap's rendered text. `is_error == false` for help and version
+    /// (stdout, exit 0); otherwise stderr and EX_USAGE.
+    Clap { text: String, is_error: bool },
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(msg) => f.write_str(msg),
+            CliError::Clap { text, .. } => f.write_str(text.trim_end()),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The `mailhop` front end. New subcommands go in [`Command`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailhop",
+    version,
+    about,
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Print version
+    // Our own flag rather than clap's so that it becomes
+    // `Invocation::Version` instead of clap printing and exiting.
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The `mailhop` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a message read from standard input; takes the options of sendmail(1)
+    // No help flag: `-h` is sendmail's hop count and must pass through.
+    #[command(disable_help_flag = true)]
+    Send(PassThrough),
+    /// List the queue; same as sendmail -bp
+    #[command(disable_help_flag = true)]
+    Mailq(PassThrough),
+    /// Rebuild the aliases; same as sendmail -bi
+    #[command(disable_help_flag = true)]
+    Newaliases(PassThrough),
+}
+
+/// Arguments handed to the sendmail parser untouched.
+#[derive(Debug, Args)]
+pub struct PassThrough {
+    /// sendmail(1) options and recipients
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<OsString>,
+}
+
+/// The clap command of the `mailhop` front end, for help and for tests
+/// that list its flags.
+pub fn clap_command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parses a whole argv, argv[0] included, dispatching on its basename.
+pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Invocation, CliError> {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    let (argv0, rest) = match argv.split_first() {
+        Some((first, rest)) => (first.as_os_str(), rest),
+        None => (OsStr::new(""), &[][..]),
+    };
+    match personality(argv0) {
+        Personality::Sendmail(mode) => parse_sendmail_at(rest, mode, 1),
+        Personality::Mailhop => parse_mailhop(&argv),
+    }
+}
+
+/// Parses sendmail(1) arguments, argv[0] excluded, starting in `default_mode`.
+pub fn parse_sendmail(args: &[OsString], default_mode: Mode) -> Result<Invocation, CliError> {
+    parse_sendmail_at(args, default_mode, 1)
+}
+
+enum Personality {
+    Sendmail(Mode),
+    Mailhop,
+}
+
+fn personality(argv0: &OsStr) -> Personality {
+    let base = Path::new(argv0)
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Distributions install alternatives such as `mailq.mailhop`.
+    let is = |name: &str| {
+        base == name
+            || base
+                .strip_prefix(name)
+                .is_some_and(|tail| tail.starts_with('.'))
+    };
+    if is("mailq") {
+        Personality::Sendmail(Mode::ListQueue)
+    } else if is("newaliases") {
+        Personality::Sendmail(Mode::NewAliases)
+    } else if base.contains("sendmail") {
+        Personality::Sendmail(Mode::Deliver)
+    } else {
+        Personality::Mailhop
+    }
+}
+
+fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
+    let cli = Cli::try_parse_from(argv).map_err(|e| CliError::Clap {
+        text: e.render().to_string(),
+        is_error: e.use_stderr(),
+    })?;
+    if cli.version {
+        return Ok(Invocation::Version);
+    }
+    let (pass, mode) = match cli.command {
+        Some(Command::Send(p)) => (p, Mode::Deliver),
+        Some(Command::Mailq(p)) => (p, Mode::ListQueue),
+        Some(Command::Newaliases(p)) => (p, Mode::NewAliases),
+        None => {
+            // Only reachable once global options exist; keep clap's wording.
+            let err = clap_command().error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a subcommand is required",
+            );
+            return Err(CliError::Clap {
+                text: err.render().to_string(),
+                is_error: true,
+            });
+        }
+    };
+    let (tail, first) = passthrough_tail(argv, pass.args.len());
+    parse_sendmail_at(tail, mode, first)
+}
+
+/// The raw argv tail a pass-through subcommand received, and its position.
+/// The trailing values are argv's last `n` elements, except that clap eats
+/// a `--` right after the subcommand name, which sendmail must see (it
+/// makes `mailhop send -- -t` mean the recipient `-t`).
+fn passthrough_tail(argv: &[OsString], n: usize) -> (&[OsString], usize) {
+    let mut first = argv.len().saturating_sub(n);
+    if let Some(prev) = first.checked_sub(1)
+        && argv.get(prev).is_some_and(|a| a == "--")
+    {
+        first = prev;
+    }
+    (argv.get(first..).unwrap_or_default(), first)
+}
+
+/// `first` is the argv position of `args[0]`, for error messages.
+fn parse_sendmail_at(
+    args: &[OsString],
+    default_mode: Mode,
+    first: usize,
+) -> Result<Invocation, CliError> {
+    let args = utf8_args(args, first)?;
+    let mut st = State::new(default_mode);
+    let mut iter = args.into_iter();
+    let mut operands_only = false;
+    while let Some(arg) = iter.next() {
+        if operands_only || arg == "-" || !arg.starts_with('-') {
+            st.operand(arg);
+        } else if arg == "--" {
+            operands_only = true;
+        } else if arg.starts_with("--") {
+            // sendmail has no long options; warn rather than lose the mail.
+            st.args
+                .warnings
+                .push(format!("mailhop: ignoring unknown option {arg}"));
+        } else {
+            let cluster = arg.strip_prefix('-').unwrap_or(arg);
+            parse_cluster(cluster, &mut iter, &mut st)?;
+        }
+    }
+    st.finish()
+}
+
+fn utf8_args(args: &[OsString], first: usize) -> Result<Vec<&str>, CliError> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.to_str().ok_or_else(|| {
+                CliError::Usage(format!(
+                    "argument {} ({:?}) is not valid UTF-8; pass addresses and options as UTF-8",
+                    first.saturating_add(i),
+                    a.to_string_lossy()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The longest table flag that `cluster` (without its `-`) starts with.
+fn lookup(cluster: &str) -> Option<&'static FlagSpec> {
+    SENDMAIL_FLAGS
+        .iter()
+        .filter(|s| {
+            s.flag
+                .strip_prefix('-')
+                .is_some_and(|key| !key.is_empty() && cluster.starts_with(key))
+        })
+        .max_by_key(|s| s.flag.len())
+}
+
+fn parse_cluster<'a>(
+    cluster: &'a str,
+    next: &mut impl Iterator<Item = &'a str>,
+    st: &mut State,
+) -> Result<(), CliError> {
+    let mut rest = cluster;
+    while let Some(c) = rest.chars().next() {
+        let Some(spec) = lookup(rest) else {
+            if c == 'b' {
+                return Err(unknown_mode(rest));
+            }
+            st.args
+                .warnings
+                .push(format!("mailhop: ignoring unknown option -{c}"));
+            rest = rest.get(c.len_utf8()..).unwrap_or("");
+            continue;
+        };
+        // Table flags are ASCII, so this is a char boundary.
+        let after = rest.get(spec.flag.len().saturating_sub(1)..).unwrap_or("");
+        match spec.arg {
+            ArgKind::None => {
+                st.apply(spec, "")?;
+                rest = after;
+            }
+            ArgKind::AttachedOnly => {
+                st.apply(spec, after)?;
+                rest = "";
+            }
+            ArgKind::Value => {
+                let value = if after.is_empty() {
+                    next.next().ok_or_else(|| missing_value(spec))?
+                } else {
+                    after
+                };
+                st.apply(spec, value)?;
+                rest = "";
+            }
+        }
+    }
+    Ok(())
+}
+
+fn missing_value(spec: &FlagSpec) -> CliError {
+    let what = spec.doc.split(';').next().unwrap_or(spec.doc);
+    CliError::Usage(format!(
+        "option {} requires an argument ({what})",
+        spec.flag
+    ))
+}
+
+fn unknown_mode(rest: &str) -> CliError {
+    match rest.get(1..).and_then(|m| m.chars().next()) {
+        None => CliError::Usage(
+            "option -b requires a mode letter; mailhop supports -bm, -bp, -bi and -bv".into(),
+        ),
+        Some(m) => CliError::Usage(format!(
+            "unknown mode -b{m}; mailhop supports -bm, -bp, -bi and -bv"
+        )),
+    }
+}
+
+fn refused_mode(spec: &FlagSpec) -> CliError {
+    let what = spec.doc.strip_prefix("refused: ").unwrap_or(spec.doc);
+    let msg = match spec.flag {
+        "-bs" => "mailhop does not implement -bs (SMTP on standard input); use `sendmail -t` \
+                  or pipe the message to sendmail with the recipients as arguments"
+            .to_owned(),
+        "-bd" | "-bD" => format!(
+            "{} ({what}) is not supported: mailhop is not a daemon; use `mailhop queue run` \
+             from the timer",
+            spec.flag
+        ),
+        _ => format!(
+            "{} ({what}) is not supported by mailhop; it only relays mail to a smarthost",
+            spec.flag
+        ),
+    };
+    CliError::Usage(msg)
+}
+
+/// sendmail's boolean option values: empty or starting with t/y is true.
+fn sendmail_bool(value: &str) -> bool {
+    value.is_empty() || value.starts_with(['t', 'T', 'y', 'Y'])
+}
+
+fn parse_notify(value: &str) -> Result<String, CliError> {
+    let items: Vec<String> = value
+        .split(',')
+        .map(|i| i.trim().to_ascii_lowercase())
+        .collect();
+    let ok = match items.as_slice() {
+        [only] if only == "never" => true,
+        _ => items
+            .iter()
+            .all(|i| matches!(i.as_str(), "success" | "failure" | "delay")),
+    };
+    if ok {
+        Ok(items.join(","))
+    } else {
+        Err(CliError::Usage(format!(
+            "option -N takes never, or a comma-separated list of success, failure and delay; \
+             got {value:?}"
+        )))
+    }
+}
+
+fn parse_ret(value: &str) -> Result<DsnRet, CliError> {
+    if value.eq_ignore_ascii_case("hdrs") {
+        Ok(DsnRet::Hdrs)
+    } else if value.eq_ignore_ascii_case("full") {
+        Ok(DsnRet::Full)
+    } else {
+        Err(CliError::Usage(format!(
+            "option -R takes hdrs or full; got {value:?}"
+        )))
+    }
+}
+
+fn parse_body(value: &str) -> Result<BodyType, CliError> {
+    if value.eq_ignore_ascii_case("7bit") {
+        Ok(BodyType::SevenBit)
+    } else if value.eq_ignore_ascii_case("8bitmime") {
+        Ok(BodyType::EightBitMime)
+    } else {
+        Err(CliError::Usage(format!(
+            "option -B takes 7BIT or 8BITMIME; got {value:?}"
+        )))
+    }
+}
+
+/// Splits an operand on commas outside quotes, angle brackets and comments,
+/// so `"Doe, John" <j@x>` stays one recipient.
+fn split_recipients(operand: &str, out: &mut Vec<String>) {
+    let mut push = |part: Option<&str>| {
+        if let Some(p) = part.map(str::trim).filter(|p| !p.is_empty()) {
+            out.push(p.to_owned());
+        }
+    };
+    let (mut quoted, mut escaped) = (false, false);
+    let (mut angle, mut paren) = (0u32, 0u32);
+    let mut start = 0;
+    for (i, c) in operand.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || paren > 0 => escaped = true,
+            '"' if paren == 0 => quoted = !quoted,
+            '(' if !quoted => paren = paren.saturating_add(1),
+            ')' if !quoted => paren = paren.saturating_sub(1),
+            '<' if !quoted && paren == 0 => angle = angle.saturating_add(1),
+            '>' if !quoted && paren == 0 => angle = angle.saturating_sub(1),
+            ',' if !quoted && paren == 0 && angle == 0 => {
+                push(operand.get(start..i));
+                start = i.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+    push(operand.get(start..));
+}
+
+struct State {
+    args: SendArgs,
+    mode: Mode,
+    /// `Some` once `-q` is seen; the inner value is the attached interval.
+    queue_run: Option<Option<String>>,
+}
+
+impl State {
+    fn new(mode: Mode) -> Self {
+        State {
+            args: SendArgs::default(),
+            mode,
+            queue_run: None,
+        }
+    }
+
+    fn operand(&mut self, arg: &str) {
+        split_recipients(arg, &mut self.args.recipients);
+    }
+
+    /// Applies one table flag; `value` is empty for [`ArgKind::None`].
+    fn apply(&mut self, spec: &FlagSpec, value: &str) -> Result<(), CliError> {
+        let a = &mut self.args;
+        match spec.flag {
+            "-t" => a.extract_recipients = true,
+            "-i" => a.ignore_dots = true,
+            "-oi" => a.ignore_dots = sendmail_bool(value),
+            // Last one wins, as with Postfix; sendmail would refuse a second.
+            "-f" | "-r" => a.sender = Some(value.to_owned()),
+            "-F" => a.full_name = Some(value.to_owned()),
+            "-v" => a.common.verbose = a.common.verbose.saturating_add(1),
+            "-N" => a.dsn_notify = Some(parse_notify(value)?),
+            "-R" => a.dsn_ret = Some(parse_ret(value)?),
+            "-V" => a.envid = Some(value.to_owned()),
+            "-B" => a.body_type = Some(parse_body(value)?),
+            "-C" => a.common.config = Some(PathBuf::from(value)),
+            "-X" => a.common.log_file = Some(PathBuf::from(value)),
+            "-L" => a.common.syslog_tag = Some(value.to_owned()),
+            "-bm" => self.mode = Mode::Deliver,
+            "-bp" => self.mode = Mode::ListQueue,
+            "-bi" => self.mode = Mode::NewAliases,
+            "-bv" => self.mode = Mode::Verify,
+            "-bs" | "-bd" | "-bD" | "-bh" | "-bH" | "-bt" | "-bP" | "-ba" => {
+                return Err(refused_mode(spec));
+            }
+            "-q" => self.queue_run = Some(Some(value.to_owned()).filter(|v| !v.is_empty())),
+            "-oem" => a.error_mode = Some(ErrorMode::Mail),
+            "-oep" => a.error_mode = Some(ErrorMode::Print),
+            "-oeq" => a.error_mode = Some(ErrorMode::Quiet),
+            "-oew" => a.error_mode = Some(ErrorMode::Write),
+            "-oee" => a.error_mode = Some(ErrorMode::BerkNet),
+            "-odi" | "-odf" => a.delivery_mode = Some(DeliveryMode::Interactive),
+            "-odb" => a.delivery_mode = Some(DeliveryMode::Background),
+            "-odq" | "-odd" => a.delivery_mode = Some(DeliveryMode::Queue),
+            "-o" if value.is_empty() => {
+                return Err(CliError::Usage(
+                    "option -o requires an attached option letter, e.g. -oi or -oem".into(),
+                ));
+            }
+            // Everything else in the table is accepted and ignored.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn drop_operands(&mut self, why: &str) {
+        if !self.args.recipients.is_empty() {
+            let list = self.args.recipients.join(" ");
+            self.args
+                .warnings
+                .push(format!("mailhop: ignoring arguments {why}: {list}"));
+            self.args.recipients.clear();
+        }
+    }
+
+    fn finish(mut self) -> Result<Invocation, CliError> {
+        if let Some(interval) = self.queue_run.take() {
+            match self.mode {
+                Mode::Deliver => {
+                    self.drop_operands("with -q");
+                    return Ok(Invocation::RunQueue {
+                        args: self.args,
+                        interval,
+                    });
+                }
+                // mailq -qR... filters the listing in sendmail; we list it all.
+                Mode::ListQueue => self
+                    .args
+                    .warnings
+                    .push("mailhop: ignoring -q when listing the queue".into()),
+                Mode::Verify | Mode::NewAliases => {
+                    let m = if self.mode == Mode::Verify {
+                        "-bv"
+                    } else {
+                        "-bi"
+                    };
+                    return Err(CliError::Usage(format!(
+                        "-q cannot be combined with {m}; run them separately"
+                    )));
+                }
+            }
+        }
+        let needs_recipients = matches!(self.mode, Mode::Deliver | Mode::Verify);
+        if needs_recipients && self.args.recipients.is_empty() && !self.args.extract_recipients {
+            return Err(CliError::Usage(
+                "no recipients given; name them as arguments or use -t to read them from the \
+                 headers"
+                    .into(),
+            ));
+        }
+        Ok(match self.mode {
+            Mode::Deliver => Invocation::Send(self.args),
+            Mode::Verify => Invocation::Verify(self.args),
+            Mode::ListQueue => {
+                self.drop_operands("when listing the queue");
+                Invocation::ListQueue(self.args)
+            }
+            Mode::NewAliases => {
+                self.drop_operands("when rebuilding the aliases");
+                Invocation::NewAliases(self.args)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+// A failed match in a test should fail loudly with the value it saw.
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn sm(args: &[&str]) -> Result<Invocation, CliError> {
+        parse(os(&[&["/usr/sbin/sendmail"], args].concat()))
+    }
+
+    fn send(args: &[&str]) -> SendArgs {
+        match sm(args) {
+            Ok(Invocation::Send(a)) => a,
+            other => panic!("expected Send for {args:?}, got {other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match sm(args) {
+            Err(CliError::Usage(m)) => m,
+            other => panic!("expected usage error for {args:?}, got {other:?}"),
+        }
+    }
+
+    fn rcpts(r: &[&str]) -> Vec<String> {
+        r.iter().map(|s| s.to_string()).collect()
+    }
+
+    // ---- golden: real callers ----
+
+    #[test]
+    fn debian_cron() {
+        let got = sm(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
+        let want = SendArgs {
+            full_name: Some("CronDaemon".into()),
+            ignore_dots: true,
+            body_type: Some(BodyType::EightBitMime),
+            error_mode: Some(ErrorMode::Mail),
+            recipients: rcpts(&["root"]),
+            ..SendArgs::default()
+        };
+        assert_eq!(got, Ok(Invocation::Send(want)));
+    }
+
+    #[test]
+    fn cronie() {
+        let got = sm(&[
+            "-FCronDaemon",
+            "-i",
+            "-odi",
+            "-oem",
+            "-oi",
+            "-t",
+            "-f",
+            "root",
+        ]);
+        let want = SendArgs {
+            full_name: Some("CronDaemon".into()),
+            ignore_dots: true,
+            delivery_mode: Some(DeliveryMode::Interactive),
+            error_mode: Some(ErrorMode::Mail),
+            extract_recipients: true,
+            sender: Some("root".into()),
+            ..SendArgs::default()
+        };
+        assert_eq!(got, Ok(Invocation::Send(want)));
+    }
+
+    #[test]
+    fn php() {
+        let base = SendArgs {
+            extract_recipients: true,
+            ignore_dots: true,
+            ..SendArgs::default()
+        };
+        assert_eq!(sm(&["-t", "-i"]), Ok(Invocation::Send(base.clone())));
+        let with_from = SendArgs {
+            sender: Some("www@example.com".into()),
+            ..base
+        };
+        assert_eq!(
+            sm(&["-t", "-i", "-f", "www@example.com"]),
+            Ok(Invocation::Send(with_from))
+        );
+    }
+
+    #[test]
+    fn mutt() {
+        let got = sm(&[
+            "-oem",
+            "-oi",
+            "-B8BITMIME",
+            "-f",
+            "a@x",
+            "-N",
+            "failure,delay",
+            "-R",
+            "hdrs",
+            "--",
+            "b@y",
+        ]);
+        let want = SendArgs {
+            error_mode: Some(ErrorMode::Mail),
+            ignore_dots: true,
+            body_type: Some(BodyType::EightBitMime),
+            sender: Some("a@x".into()),
+            dsn_notify: Some("failure,delay".into()),
+            dsn_ret: Some(DsnRet::Hdrs),
+            recipients: rcpts(&["b@y"]),
+            ..SendArgs::default()
+        };
+        assert_eq!(got, Ok(Invocation::Send(want)));
+    }
+
+    #[test]
+    fn git_send_email() {
+        let want = SendArgs {
+            sender: Some("a@x".into()),
+            ignore_dots: true,
+            recipients: rcpts(&["b@y", "c@z"]),
+            ..SendArgs::default()
+        };
+        assert_eq!(
+            sm(&["-f", "a@x", "-i", "b@y", "c@z"]),
+            Ok(Invocation::Send(want))
+        );
+    }
+
+    #[test]
+    fn bsd_mailx() {
+        let want = SendArgs {
+            ignore_dots: true,
+            recipients: rcpts(&["root"]),
+            ..SendArgs::default()
+        };
+        assert_eq!(sm(&["-i", "--", "root"]), Ok(Invocation::Send(want)));
+    }
+
+    #[test]
+    fn gnu_mailutils() {
+        let want = SendArgs {
+            ignore_dots: true,
+            sender: Some("user@host".into()),
+            extract_recipients: true,
+            ..SendArgs::default()
+        };
+        assert_eq!(
+            sm(&["-oi", "-f", "user@host", "-t"]),
+            Ok(Invocation::Send(want))
+        );
+    }
+
+    #[test]
+    fn mdadm() {
+        let want = SendArgs {
+            extract_recipients: true,
+            ..SendArgs::default()
+        };
+        assert_eq!(sm(&["-t"]), Ok(Invocation::Send(want)));
+    }
+
+    #[test]
+    fn unattended_upgrades() {
+        let want = SendArgs {
+            ignore_dots: true,
+            extract_recipients: true,
+            ..SendArgs::default()
+        };
+        assert_eq!(sm(&["-oi", "-t"]), Ok(Invocation::Send(want)));
+    }
+
+    #[test]
+    fn fail2ban() {
+        let want = SendArgs {
+            sender: Some("fail2ban".into()),
+            recipients: rcpts(&["root"]),
+            ..SendArgs::default()
+        };
+        assert_eq!(sm(&["-f", "fail2ban", "root"]), Ok(Invocation::Send(want)));
+    }
+
+    // ---- getopt behaviour ----
+
+    #[test]
+    fn clusters_split_into_flags() {
+        let a = send(&["-ti"]);
+        assert!(a.extract_recipients && a.ignore_dots);
+        let a = send(&["-tvvi"]);
+        assert_eq!(a.common.verbose, 2);
+        assert!(a.extract_recipients && a.ignore_dots);
+    }
+
+    #[test]
+    fn cluster_value_takes_rest_or_next() {
+        assert_eq!(send(&["-tfuser@x"]).sender.as_deref(), Some("user@x"));
+        assert_eq!(send(&["-tf", "user@x"]).sender.as_deref(), Some("user@x"));
+        let a = send(&["-itFJo Bloggs"]);
+        assert_eq!(a.full_name.as_deref(), Some("Jo Bloggs"));
+    }
+
+    #[test]
+    fn detached_value_may_start_with_dash() {
+        assert_eq!(send(&["-f", "-x@y", "-t"]).sender.as_deref(), Some("-x@y"));
+        assert_eq!(send(&["-t", "-f", "--"]).sender.as_deref(), Some("--"));
+    }
+
+    #[test]
+    fn null_sender_kept_as_given() {
+        assert_eq!(send(&["-f", "<>", "-t"]).sender.as_deref(), Some("<>"));
+        assert_eq!(send(&["-f", "", "-t"]).sender.as_deref(), Some(""));
+        assert_eq!(send(&["-r", "a@x", "-t"]).sender.as_deref(), Some("a@x"));
+    }
+
+    #[test]
+    fn options_permute_until_double_dash() {
+        let a = send(&["root", "-t", "admin", "-i"]);
+        assert_eq!(a.recipients, rcpts(&["root", "admin"]));
+        assert!(a.extract_recipients && a.ignore_dots);
+        let a = send(&["--", "-t", "-", "x"]);
+        assert_eq!(a.recipients, rcpts(&["-t", "-", "x"]));
+        assert!(!a.extract_recipients);
+        assert_eq!(send(&["-", "-t"]).recipients, rcpts(&["-"]));
+    }
+
+    #[test]
+    fn missing_value_names_the_flag() {
+        assert_eq!(
+            usage(&["-t", "-f"]),
+            "option -f requires an argument (the envelope sender address)"
+        );
+        assert!(usage(&["-tN"]).starts_with("option -N requires an argument"));
+        assert!(usage(&["-t", "-C"]).contains("-C"));
+    }
+
+    #[test]
+    fn value_flags_are_stored() {
+        let a = send(&[
+            "-t",
+            "-V",
+            "env-1",
+            "-C",
+            "/etc/m.toml",
+            "-X",
+            "/tmp/log",
+            "-L",
+            "tag",
+            "-v",
+        ]);
+        assert_eq!(a.envid.as_deref(), Some("env-1"));
+        assert_eq!(a.common.config, Some(PathBuf::from("/etc/m.toml")));
+        assert_eq!(a.common.log_file, Some(PathBuf::from("/tmp/log")));
+        assert_eq!(a.common.syslog_tag.as_deref(), Some("tag"));
+        assert_eq!(a.common.verbose, 1);
+        let many = format!("-{}", "v".repeat(300));
+        assert_eq!(send(&["-t", &many]).common.verbose, u8::MAX);
+    }
+
+    #[test]
+    fn dsn_and_body_validation() {
+        assert_eq!(
+            send(&["-t", "-N", "Never"]).dsn_notify.as_deref(),
+            Some("never")
+        );
+        assert_eq!(
+            send(&["-t", "-N", "SUCCESS, Delay"]).dsn_notify.as_deref(),
+            Some("success,delay")
+        );
+        for bad in ["never,failure", "sometimes", "", "failure,,delay"] {
+            assert!(
+                usage(&["-t", "-N", bad]).starts_with("option -N takes"),
+                "{bad}"
+            );
+        }
+        assert_eq!(send(&["-t", "-R", "FULL"]).dsn_ret, Some(DsnRet::Full));
+        assert!(usage(&["-t", "-R", "body"]).starts_with("option -R takes"));
+        assert_eq!(
+            send(&["-t", "-B", "7bit"]).body_type,
+            Some(BodyType::SevenBit)
+        );
+        assert!(usage(&["-t", "-B", "binarymime"]).starts_with("option -B takes"));
+    }
+
+    #[test]
+    fn o_options() {
+        assert!(!send(&["-t", "-i", "-oifalse"]).ignore_dots);
+        assert!(send(&["-t", "-oitrue"]).ignore_dots);
+        let modes = [
+            ("-oem", ErrorMode::Mail),
+            ("-oep", ErrorMode::Print),
+            ("-oeq", ErrorMode::Quiet),
+            ("-oew", ErrorMode::Write),
+            ("-oee", ErrorMode::BerkNet),
+        ];
+        for (f, m) in modes {
+            assert_eq!(send(&["-t", f]).error_mode, Some(m), "{f}");
+        }
+        let modes = [
+            ("-odi", DeliveryMode::Interactive),
+            ("-odf", DeliveryMode::Interactive),
+            ("-odb", DeliveryMode::Background),
+            ("-odq", DeliveryMode::Queue),
+            ("-odd", DeliveryMode::Queue),
+        ];
+        for (f, m) in modes {
+            assert_eq!(send(&["-t", f]).delivery_mode, Some(m), "{f}");
+        }
+        // Other -o letters swallow the whole argument, silently.
+        let a = send(&["-t", "-oQ/var/spool/x", "-oL9", "-oex"]);
+        assert_eq!(a, send(&["-t"]));
+        assert!(usage(&["-t", "-o", "i"]).contains("-o requires"));
+    }
+
+    #[test]
+    fn ignored_flags_leave_no_trace() {
+        let a = send(&[
+            "-t",
+            "-Ofoo=bar",
+            "-O",
+            "x=y",
+            "-G",
+            "-U",
+            "-n",
+            "-m",
+            "-h",
+            "5",
+            "-Ac",
+            "-A",
+            "m",
+            "-d0.1",
+            "-d",
+            "-c",
+            "-x",
+            "-p",
+            "smtp:host",
+            "-Um",
+        ]);
+        assert_eq!(a, send(&["-t"]));
+    }
+
+    #[test]
+    fn every_table_flag_is_known_to_the_parser() {
+        for spec in SENDMAIL_FLAGS {
+            let mut argv = vec!["-t"];
+            let value = match spec.flag {
+                "-N" => "never",
+                "-R" => "hdrs",
+                "-B" => "7BIT",
+                "-o" => "Xfoo",
+                _ => "v",
+            };
+            let joined;
+            match spec.arg {
+                ArgKind::Value => argv.extend([spec.flag, value]),
+                ArgKind::AttachedOnly if spec.flag == "-o" => {
+                    joined = format!("-o{value}");
+                    argv.push(&joined);
+                }
+                _ => argv.push(spec.flag),
+            }
+            match sm(&argv) {
+                Ok(inv) => {
+                    let warnings = match inv {
+                        Invocation::Send(a)
+                        | Invocation::Verify(a)
+                        | Invocation::ListQueue(a)
+                        | Invocation::NewAliases(a)
+                        | Invocation::RunQueue { args: a, .. } => a.warnings,
+                        Invocation::Version => vec![],
+                    };
+                    assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
+                }
+                Err(CliError::Usage(m)) => {
+                    assert!(spec.doc.starts_with("refused: "), "{}: {m}", spec.flag)
+                }
+                Err(e) => panic!("{}: {e:?}", spec.flag),
+            }
+        }
+    }
+
+    #[test]
+    fn table_flags_are_unique_and_well_formed() {
+        for (i, s) in SENDMAIL_FLAGS.iter().enumerate() {
+            assert!(s.flag.starts_with('-') && s.flag.len() >= 2 && s.flag.is_ascii());
+            assert!(!s.doc.is_empty());
+            assert!(
+                SENDMAIL_FLAGS.iter().skip(i + 1).all(|o| o.flag != s.flag),
+                "{} twice",
+                s.flag
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_flag_warns_and_continues_cluster() {
+        let a = send(&["-Zt", "root"]);
+        assert!(a.extract_recipients);
+        assert_eq!(a.warnings, vec!["mailhop: ignoring unknown option -Z"]);
+        let a = send(&["-t", "--long-thing"]);
+        assert_eq!(
+            a.warnings,
+            vec!["mailhop: ignoring unknown option --long-thing"]
+        );
+        let a = send(&["-t\u{e9}"]);
+        assert_eq!(a.warnings, vec!["mailhop: ignoring unknown option -\u{e9}"]);
+    }
+
+    // ---- modes ----
+
+    #[test]
+    fn modes_last_wins() {
+        assert!(matches!(sm(&["-bv", "root"]), Ok(Invocation::Verify(_))));
+        assert!(matches!(sm(&["-bp"]), Ok(Invocation::ListQueue(_))));
+        assert!(matches!(sm(&["-bi"]), Ok(Invocation::NewAliases(_))));
+        assert!(matches!(
+            sm(&["-bp", "-bm", "root"]),
+            Ok(Invocation::Send(_))
+        ));
+        assert!(matches!(sm(&["-bv", "-bp"]), Ok(Invocation::ListQueue(_))));
+        assert!(matches!(sm(&["-tbv"]), Ok(Invocation::Verify(_))));
+    }
+
+    #[test]
+    fn refused_modes() {
+        let m = usage(&["-bs"]);
+        assert!(
+            m.contains("does not implement -bs") && m.contains("sendmail -t"),
+            "{m}"
+        );
+        for f in ["-bd", "-bD"] {
+            let m = usage(&[f]);
+            assert!(m.contains(f) && m.contains("not a daemon"), "{m}");
+            assert!(m.contains("mailhop queue run"), "{m}");
+        }
+        for f in ["-bh", "-bH", "-bt", "-bP", "-ba"] {
+            let m = usage(&[f]);
+            assert!(m.starts_with(f) && m.contains("not supported"), "{m}");
+        }
+        for m in [usage(&["-bx"]), usage(&["-tbZ"])] {
+            assert!(m.starts_with("unknown mode -b"), "{m}");
+        }
+        assert!(usage(&["-b"]).contains("requires a mode letter"));
+        assert!(!usage(&["-bs"]).contains('\n'));
+    }
+
+    #[test]
+    fn queue_run_value_only_when_attached() {
+        assert_eq!(
+            sm(&["-q"]),
+            Ok(Invocation::RunQueue {
+                args: SendArgs::default(),
+                interval: None
+            })
+        );
+        assert_eq!(
+            sm(&["-q30m"]),
+            Ok(Invocation::RunQueue {
+                args: SendArgs::default(),
+                interval: Some("30m".into())
+            })
+        );
+        for v in ["Iid", "Rsite", "Ssender"] {
+            match sm(&[&format!("-q{v}")]) {
+                Ok(Invocation::RunQueue { interval, .. }) => {
+                    assert_eq!(interval.as_deref(), Some(v))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            sm(&["-q", "root"]),
+            Ok(Invocation::RunQueue {
+                args: SendArgs {
+                    warnings: vec!["mailhop: ignoring arguments with -q: root".into()],
+                    ..SendArgs::default()
+                },
+                interval: None
+            })
+        );
+        assert!(usage(&["-q", "-bi"]).contains("-q cannot be combined with -bi"));
+        match sm(&["-bp", "-q"]) {
+            Ok(Invocation::ListQueue(a)) => assert_eq!(a.warnings.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_recipients_is_a_usage_error() {
+        assert!(usage(&[]).starts_with("no recipients"));
+        assert!(usage(&["-i", ","]).starts_with("no recipients"));
+        assert!(usage(&["-bv"]).starts_with("no recipients"));
+    }
+
+    // ---- recipients ----
+
+    #[test]
+    fn comma_lists_respect_quotes_brackets_comments() {
+        let a = send(&[
+            "a@x, b@y,,",
+            "\"Doe, John\" <j@x>",
+            "<c@z,d@w>",
+            "e@v (Smith, E.)",
+            "\"q\\\", r\" <q@x>, s@x",
+        ]);
+        assert_eq!(
+            a.recipients,
+            rcpts(&[
+                "a@x",
+                "b@y",
+                "\"Doe, John\" <j@x>",
+                "<c@z,d@w>",
+                "e@v (Smith, E.)",
+                "\"q\\\", r\" <q@x>",
+                "s@x",
+            ])
+        );
+        // Unbalanced input must not panic and stays whole.
+        assert_eq!(send(&["\"a, b"]).recipients, rcpts(&["\"a, b"]));
+        assert_eq!(send(&["é,ü@x"]).recipients, rcpts(&["é", "ü@x"]));
+    }
+
+    // ---- dispatch ----
+
+    #[test]
+    fn argv0_dispatch() {
+        let mq = parse(os(&["mailq"]));
+        assert_eq!(mq, Ok(Invocation::ListQueue(SendArgs::default())));
+        assert_eq!(
+            parse(os(&["/usr/bin/mailq.mailhop", "-v"])),
+            parse(os(&["mailq", "-v"]))
+        );
+        assert_eq!(
+            parse(os(&["/usr/bin/newaliases"])),
+            Ok(Invocation::NewAliases(SendArgs::default()))
+        );
+        let want = Ok(Invocation::Send(SendArgs {
+            extract_recipients: true,
+            ..SendArgs::default()
+        }));
+        for argv0 in [
+            "/usr/lib/sendmail",
+            "sendmail",
+            "/usr/sbin/sendmail.mailhop",
+        ] {
+            assert_eq!(parse(os(&[argv0, "-t"])), want, "{argv0}");
+        }
+        assert_eq!(parse_sendmail(&os(&["-t"]), Mode::Deliver), want);
+        assert_eq!(
+            parse_sendmail(&os(&["-v"]), Mode::ListQueue),
+            parse(os(&["mailq", "-v"]))
+        );
+    }
+
+    #[test]
+    fn mailhop_send_equals_sendmail() {
+        assert_eq!(
+            parse(os(&["mailhop", "send", "-t", "-i"])),
+            sm(&["-t", "-i"])
+        );
+        // `--`, `-h` and `-V` belong to sendmail here, not to clap.
+        let argv = ["-h", "3", "-V", "id", "--", "-x@y"];
+        assert_eq!(
+            parse(os(&[&["/usr/bin/mailhop", "send"], &argv[..]].concat())),
+            sm(&argv)
+        );
+        for argv in [
+            &["root", "--", "-t"][..],
+            &["--", "-t"],
+            &["--", "--", "x"],
+            &["-t", "--"],
+        ] {
+            assert_eq!(
+                parse(os(&[&["mailhop", "send"], argv].concat())),
+                sm(argv),
+                "{argv:?}"
+            );
+        }
+        assert_eq!(parse(os(&["mailhop", "mailq"])), parse(os(&["mailq"])));
+        assert_eq!(
+            parse(os(&["mailhop", "newaliases", "-v"])),
+            parse(os(&["newaliases", "-v"]))
+        );
+    }
+
+    #[test]
+    fn mailhop_version_and_help() {
+        assert_eq!(
+            parse(os(&["mailhop", "--version"])),
+            Ok(Invocation::Version)
+        );
+        assert_eq!(parse(os(&["mailhop", "-V"])), Ok(Invocation::Version));
+        match parse(os(&["mailhop", "--help"])) {
+            Err(CliError::Clap { text, is_error }) => {
+                assert!(!is_error);
+                assert!(text.contains("send") && text.contains("Usage"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for argv in [&["mailhop", "bogus"][..], &["mailhop"], &[]] {
+            match parse(os(argv)) {
+                Err(CliError::Clap { is_error, .. }) => assert!(is_error, "{argv:?}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn clap_command_is_valid() {
+        let cmd = clap_command();
+        cmd.clone().debug_assert();
+        let version = cmd.get_arguments().find(|a| a.get_id() == "version");
+        assert_eq!(version.and_then(|a| a.get_short()), Some('V'));
+        assert_eq!(version.and_then(|a| a.get_long()), Some("version"));
+        // Pass-through subcommands must own every flag, `-h` included.
+        for name in ["send", "mailq", "newaliases"] {
+            let sub = cmd.find_subcommand(name);
+            assert!(sub.is_some(), "{name}");
+            let flags = sub.into_iter().flat_map(|s| s.get_arguments());
+            assert!(
+                flags.filter(|a| !a.is_positional()).count() == 0,
+                "{name} has flags of its own"
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_argument_is_a_usage_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![b'r', 0xff]);
+        let argv = vec![
+            OsString::from("sendmail"),
+            OsString::from("-t"),
+            bad.clone(),
+        ];
+        match parse(argv) {
+            Err(CliError::Usage(m)) => assert!(m.starts_with("argument 2 "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let argv = vec![
+            OsString::from("mailhop"),
+            OsString::from("send"),
+            OsString::from("-t"),
+            bad,
+        ];
+        match parse(argv) {
+            Err(CliError::Usage(m)) => assert!(m.starts_with("argument 3 "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_display_as_one_line() {
+        let e = CliError::Usage("bad".into());
+        assert_eq!(e.to_string(), "bad");
+        let e = CliError::Clap {
+            text: "help\n".into(),
+            is_error: false,
+        };
+        assert_eq!(e.to_string(), "help");
+    }
+}

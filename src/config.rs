@@ -1,0 +1,903 @@
+//! TOML configuration: finding the file, parsing it, and validating it into
+//! plain settings structs. Every error names the file, the line and the key,
+//! and suggests the nearest valid key, because a typo in `/etc/mailhop.toml`
+//! must not silently change where mail goes.
+//!
+//! Only this module knows the file format. Other modules receive the one
+//! section they need (`Rewrite`, `AliasesSection`, `Local`, an `Account`),
+//! never the whole `Config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The system-wide configuration file.
+pub const SYSTEM_FILE: &str = "/etc/mailhop.toml";
+
+/// Every key the file accepts, as `section.key` (`key` at top level). The
+/// man page test checks each is documented in mailhop.toml(5), and a unit
+/// test checks this list against what the parser really accepts.
+pub const KEYS: &[&str] = &[
+    "hostname",
+    "log_file",
+    "syslog",
+    "dead_letter",
+    "account",
+    "account.name",
+    "account.host",
+    "account.from",
+    "account.senders",
+    "rewrite",
+    "rewrite.from_policy",
+    "rewrite.domain",
+    "rewrite.reply_to_original",
+    "rewrite.revaliases",
+    "aliases",
+    "aliases.file",
+    "aliases.map",
+    "aliases.default",
+    "local",
+    "local.transport",
+    "local.path",
+    "local.capture",
+];
+
+/// A validated configuration. `source` is `None` when no file exists and
+/// the built-in defaults apply.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub source: Option<PathBuf>,
+    pub hostname: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub syslog: bool,
+    pub dead_letter: Option<PathBuf>,
+    pub accounts: Vec<Account>,
+    pub rewrite: Rewrite,
+    pub aliases: AliasesSection,
+    pub local: Local,
+}
+
+/// One smarthost account. The submission issue adds the transport keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub host: String,
+    /// The address this account may send as.
+    pub from: String,
+    /// Envelope-sender patterns (`*@example.com`, `root`, `*`) selecting it.
+    pub senders: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromPolicy {
+    /// Envelope sender and From address become the account's `from`.
+    #[default]
+    Account,
+    /// The caller's From and `-f` are respected (only qualified).
+    Keep,
+    /// Unqualified addresses are qualified, revaliases apply.
+    Qualify,
+}
+
+/// One `revaliases` entry: local user to sender address, optionally an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevAlias {
+    pub from: String,
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rewrite {
+    pub from_policy: FromPolicy,
+    /// Qualifying domain; `None` means "use /etc/mailname, else hostname",
+    /// which the app layer resolves because it touches files.
+    pub domain: Option<String>,
+    pub reply_to_original: bool,
+    pub revaliases: BTreeMap<String, RevAlias>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AliasesSection {
+    /// An aliases(5) file. `None`: no file (the default; /etc/aliases is
+    /// only read when named, so a stale file cannot surprise anyone).
+    pub file: Option<PathBuf>,
+    /// Inline aliases; they win over the file.
+    pub map: Vec<(String, Vec<String>)>,
+    /// Catch-all for local names that no alias lists.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalTransport {
+    #[default]
+    Maildir,
+    Mbox,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub transport: LocalTransport,
+    /// Path template: `~` is the recipient's home, `%u` its local name.
+    pub path: String,
+    /// Deliver every recipient locally, remote ones included (developer
+    /// capture of what an application sends).
+    pub capture: bool,
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local {
+            transport: LocalTransport::Maildir,
+            path: "~/Maildir".to_string(),
+            capture: false,
+        }
+    }
+}
+
+/// A configuration error. Displayed as `file:line: what; what to do`.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Syntax, unknown key, wrong type or invalid value.
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(f, "{}: cannot read configuration: {error}", path.display())
+            }
+            ConfigError::Invalid {
+                path,
+                line: Some(line),
+                message,
+            } => write!(f, "{}:{line}: {message}", path.display()),
+            ConfigError::Invalid {
+                path,
+                line: None,
+                message,
+            } => write!(f, "{}: {message}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the configuration comes from, in order of precedence: `-C FILE`,
+/// then the user's file (which replaces the system file for that user),
+/// then `/etc/mailhop.toml`. Returns `None` when no file exists.
+pub fn locate(explicit: Option<&Path>, user_config_dir: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(dir) = user_config_dir {
+        let user = dir.join("mailhop").join("config.toml");
+        if user.exists() {
+            return Some(user);
+        }
+    }
+    let system = Path::new(SYSTEM_FILE);
+    system.exists().then(|| system.to_path_buf())
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text; `path` is only used in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: explain(text, &e),
+    })?;
+    validate(path, text, raw)
+}
+
+// ---------------------------------------------------------------------------
+// The file format, as serde sees it. Spanned values are the ones validation
+// may reject, so the error can point at their line.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<Spanned<String>>,
+    log_file: Option<PathBuf>,
+    #[serde(default = "yes")]
+    syslog: bool,
+    dead_letter: Option<PathBuf>,
+    #[serde(default)]
+    account: Vec<RawAccount>,
+    #[serde(default)]
+    rewrite: RawRewrite,
+    #[serde(default)]
+    aliases: RawAliases,
+    #[serde(default)]
+    local: RawLocal,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Spanned<String>,
+    host: Spanned<String>,
+    from: Spanned<String>,
+    #[serde(default)]
+    senders: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    #[serde(default)]
+    from_policy: FromPolicy,
+    domain: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    reply_to_original: bool,
+    #[serde(default)]
+    revaliases: BTreeMap<String, Spanned<RawRevAlias>>,
+}
+
+impl Default for RawRewrite {
+    fn default() -> Self {
+        RawRewrite {
+            from_policy: FromPolicy::default(),
+            domain: None,
+            reply_to_original: true,
+            revaliases: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRevAlias {
+    Address(String),
+    Full(RawRevAliasFull),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevAliasFull {
+    from: String,
+    account: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAliases {
+    file: Option<PathBuf>,
+    #[serde(default)]
+    map: BTreeMap<String, Spanned<OneOrMany>>,
+    default: Option<Spanned<String>>,
+}
+
+/// An alias target list may be written `"a@x, b@y"` or `["a@x", "b@y"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    #[serde(default)]
+    transport: LocalTransport,
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    capture: bool,
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        RawLocal {
+            transport: LocalTransport::Maildir,
+            path: None,
+            capture: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err<T>(&self, span: std::ops::Range<usize>, message: String) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: Some(line_of(self.text, span.start)),
+            message,
+        })
+    }
+
+    /// A qualified mailbox address, as accounts and revaliases need.
+    fn address(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        let v = value.get_ref().trim();
+        if !is_plain_address(v) {
+            return self.err(
+                value.span(),
+                format!("{key}: \"{v}\" is not a mail address; write it as user@example.com"),
+            );
+        }
+        Ok(v.to_string())
+    }
+
+    fn domain(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        let v = value.get_ref().trim().trim_end_matches('.');
+        if !is_domain(v) {
+            return self.err(
+                value.span(),
+                format!("{key}: \"{v}\" is not a valid domain name (letters, digits, '-' and '.')"),
+            );
+        }
+        Ok(v.to_ascii_lowercase())
+    }
+}
+
+fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+    let c = Checker { path, text };
+
+    let hostname = match &raw.hostname {
+        Some(h) => Some(c.domain("hostname", h)?),
+        None => None,
+    };
+
+    let mut accounts: Vec<Account> = Vec::new();
+    for a in &raw.account {
+        let name = a.name.get_ref().trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            return c.err(
+                a.name.span(),
+                format!("[[account]] name \"{name}\": use letters, digits, '-', '_' or '.'"),
+            );
+        }
+        if accounts.iter().any(|x| x.name == name) {
+            return c.err(
+                a.name.span(),
+                format!("[[account]] name \"{name}\" is used twice; account names must be unique"),
+            );
+        }
+        let host = a.host.get_ref().trim().to_string();
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return c.err(
+                a.host.span(),
+                format!("[[account]] \"{name}\": host \"{host}\" is not a host name"),
+            );
+        }
+        let from = c.address(&format!("[[account]] \"{name}\": from"), &a.from)?;
+        let mut senders = Vec::new();
+        for s in &a.senders {
+            let v = s.get_ref().trim();
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return c.err(
+                    s.span(),
+                    format!(
+                        "[[account]] \"{name}\": sender pattern \"{v}\" is empty or has spaces"
+                    ),
+                );
+            }
+            senders.push(v.to_ascii_lowercase());
+        }
+        accounts.push(Account {
+            name,
+            host,
+            from,
+            senders,
+        });
+    }
+
+    let domain = match &raw.rewrite.domain {
+        Some(d) => Some(c.domain("[rewrite] domain", d)?),
+        None => None,
+    };
+    let mut revaliases = BTreeMap::new();
+    for (user, entry) in &raw.rewrite.revaliases {
+        let span = entry.span();
+        let (from, account) = match entry.get_ref() {
+            RawRevAlias::Address(a) => (a.clone(), None),
+            RawRevAlias::Full(f) => (f.from.clone(), f.account.clone()),
+        };
+        let from = c.address(
+            &format!("[rewrite] revaliases.{user}"),
+            &Spanned::new(span.clone(), from),
+        )?;
+        if let Some(acc) = &account
+            && !accounts.iter().any(|a| &a.name == acc)
+        {
+            let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+            return c.err(
+                span,
+                format!(
+                    "[rewrite] revaliases.{user}: no [[account]] is named \"{acc}\" (defined: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+        }
+        revaliases.insert(user.to_ascii_lowercase(), RevAlias { from, account });
+    }
+
+    let mut map = Vec::new();
+    for (name, targets) in &raw.aliases.map {
+        let list: Vec<String> = match targets.get_ref() {
+            OneOrMany::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+            OneOrMany::Many(v) => v.iter().map(|t| t.trim().to_string()).collect(),
+        };
+        let list: Vec<String> = list.into_iter().filter(|t| !t.is_empty()).collect();
+        if list.is_empty() {
+            return c.err(
+                targets.span(),
+                format!("[aliases] map.{name}: no target address; give at least one"),
+            );
+        }
+        if let Some(bad) = list.iter().find(|t| t.contains(char::is_whitespace)) {
+            return c.err(
+                targets.span(),
+                format!("[aliases] map.{name}: \"{bad}\" is not an address (it contains spaces)"),
+            );
+        }
+        map.push((name.to_ascii_lowercase(), list));
+    }
+    let default = match &raw.aliases.default {
+        Some(d) => {
+            let v = d.get_ref().trim();
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return c.err(
+                    d.span(),
+                    format!("[aliases] default: \"{v}\" is not an address"),
+                );
+            }
+            Some(v.to_string())
+        }
+        None => None,
+    };
+
+    let local_path = match &raw.local.path {
+        Some(p) => {
+            let v = p.get_ref().trim();
+            if !(v.starts_with('/') || v.starts_with("~/") || v == "~") {
+                return c.err(
+                    p.span(),
+                    format!(
+                        "[local] path \"{v}\" must be absolute or start with ~/ (the recipient's home)"
+                    ),
+                );
+            }
+            v.to_string()
+        }
+        None => Local::default().path,
+    };
+
+    Ok(Config {
+        source: Some(path.to_path_buf()),
+        hostname,
+        log_file: raw.log_file,
+        syslog: raw.syslog,
+        dead_letter: raw.dead_letter,
+        accounts,
+        rewrite: Rewrite {
+            from_policy: raw.rewrite.from_policy,
+            domain,
+            reply_to_original: raw.rewrite.reply_to_original,
+            revaliases,
+        },
+        aliases: AliasesSection {
+            file: raw.aliases.file,
+            map,
+            default,
+        },
+        local: Local {
+            transport: raw.local.transport,
+            path: local_path,
+            capture: raw.local.capture,
+        },
+    })
+}
+
+impl Config {
+    /// Built-in defaults, used when no configuration file exists.
+    pub fn defaults() -> Config {
+        Config {
+            syslog: true,
+            rewrite: Rewrite {
+                reply_to_original: true,
+                ..Rewrite::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The account to use for an envelope sender: the first whose `senders`
+    /// patterns match, else the first account (the default), else none.
+    pub fn account_for(&self, sender: &str) -> Option<&Account> {
+        let sender = sender.to_ascii_lowercase();
+        self.accounts
+            .iter()
+            .find(|a| a.senders.iter().any(|p| pattern_matches(p, &sender)))
+            .or_else(|| self.accounts.first())
+    }
+
+    pub fn account_named(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal and
+/// case-insensitive (the caller lowercases both sides).
+pub fn pattern_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// A plain `local@domain` with nothing else (no display name): what the
+/// config accepts for sender addresses.
+fn is_plain_address(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !local.contains(|c: char| c.is_whitespace() || "<>(),;:\\".contains(c))
+                && is_domain(domain)
+        }
+        None => false,
+    }
+}
+
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+        })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()
+        .get(..end)
+        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+        + 1
+}
+
+/// The `[section]` that contains `offset`, for error messages.
+fn section_at(text: &str, offset: usize) -> Option<String> {
+    let head = text.get(..offset.min(text.len()))?;
+    head.lines().rev().find_map(|l| {
+        let t = l.trim();
+        (t.starts_with('[') && t.ends_with(']')).then(|| t.to_string())
+    })
+}
+
+/// Turns a toml/serde error into a message that says what to do: for an
+/// unknown key or value, the nearest valid one.
+fn explain(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    let section = e
+        .span()
+        .and_then(|s| section_at(text, s.start))
+        .map(|s| format!(" in {s}"))
+        .unwrap_or_default();
+    for (prefix, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let (bad, tail) = rest.split_once('`').unwrap_or((rest, ""));
+            let candidates: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            let hint = nearest(bad, &candidates)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            let valid = if candidates.is_empty() {
+                String::new()
+            } else {
+                format!(" (valid: {})", candidates.join(", "))
+            };
+            return format!("unknown {what} `{bad}`{section}{hint}{valid}");
+        }
+    }
+    if msg.starts_with("data did not match any variant") {
+        return format!(
+            "invalid value{section}: expected an address string or a table {{ from = \"…\", account = \"…\" }}"
+        );
+    }
+    format!("{msg}{section}")
+}
+
+/// The candidate with the smallest edit distance, if it is close enough to
+/// be a plausible typo.
+fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("/etc/mailhop.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        match p(text) {
+            Ok(_) => panic!("expected an error for {text:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+hostname = "host.example.com"
+
+[[account]]
+name = "office365"
+host = "smtp.office365.com"
+from = "shop@example.com"
+senders = ["*@example.com"]
+
+[[account]]
+name = "other"
+host = "mail.example.org"
+from = "john@example.com"
+
+[rewrite]
+from_policy = "account"
+domain = "example.com"
+reply_to_original = true
+revaliases = { root = "shop@example.com", john = { from = "john@example.com", account = "other" } }
+
+[aliases]
+file = "/etc/aliases"
+map = { root = "admin@example.net", ops = ["a@x.org", "b@x.org"] }
+default = "admin@example.net"
+
+[local]
+transport = "maildir"
+path = "~/Maildir"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = p(EXAMPLE).unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("host.example.com"));
+        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(c.accounts[0].senders, vec!["*@example.com"]);
+        assert_eq!(c.rewrite.from_policy, FromPolicy::Account);
+        assert_eq!(c.rewrite.domain.as_deref(), Some("example.com"));
+        assert_eq!(
+            c.rewrite.revaliases["john"],
+            RevAlias {
+                from: "john@example.com".into(),
+                account: Some("other".into())
+            }
+        );
+        assert_eq!(c.rewrite.revaliases["root"].account, None);
+        assert_eq!(
+            c.aliases.map[1],
+            ("root".into(), vec!["admin@example.net".into()])
+        );
+        assert_eq!(c.aliases.map[0].1, vec!["a@x.org", "b@x.org"]);
+        assert_eq!(c.local.transport, LocalTransport::Maildir);
+        assert!(c.syslog);
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = p("").unwrap();
+        assert_eq!(c.rewrite.from_policy, FromPolicy::Account);
+        assert!(c.rewrite.reply_to_original);
+        assert_eq!(c.local, Local::default());
+        assert!(c.accounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_line_section_and_suggestion() {
+        let e = err("hostname = \"a.b\"\n[rewrite]\ndomian = \"x.org\"\n");
+        assert!(
+            e.starts_with("/etc/mailhop.toml:3: unknown key `domian` in [rewrite]"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `domain`?"), "{e}");
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let e = err("hostnme = \"a.b\"\n");
+        assert!(
+            e.contains(":1: unknown key `hostnme`; did you mean `hostname`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_enum_value_suggests() {
+        let e = err("[rewrite]\nfrom_policy = \"acount\"\n");
+        assert!(
+            e.contains(":2: unknown value `acount` in [rewrite]; did you mean `account`?"),
+            "{e}"
+        );
+        let e = err("[local]\ntransport = \"mdir\"\n");
+        assert!(e.contains("unknown value `mdir`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_syntax_errors_have_lines() {
+        assert!(err("\n\nhostname = 3\n").contains(":3: invalid type"));
+        assert!(err("[x\n").contains(":1:"));
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_lines() {
+        let e = err("[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"not an address\"\n");
+        assert!(e.contains(":4: [[account]] \"a\": from"), "{e}");
+        let e = err("[rewrite]\ndomain = \"bad domain\"\n");
+        assert!(e.contains(":2: [rewrite] domain"), "{e}");
+        let e = err("[local]\npath = \"Maildir\"\n");
+        assert!(e.contains(":2: [local] path"), "{e}");
+        let e =
+            err("[rewrite]\nrevaliases = { root = { from = \"a@b.c\", account = \"nope\" } }\n");
+        assert!(e.contains("no [[account]] is named \"nope\""), "{e}");
+        let e = err(
+            "[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n",
+        );
+        assert!(e.contains(":6:") && e.contains("used twice"), "{e}");
+        let e = err("[aliases]\nmap = { root = \"\" }\n");
+        assert!(e.contains("map.root: no target"), "{e}");
+    }
+
+    #[test]
+    fn account_selection() {
+        let c = p(EXAMPLE).unwrap();
+        assert_eq!(
+            c.account_for("cron@example.com").map(|a| a.name.as_str()),
+            Some("office365")
+        );
+        assert_eq!(
+            c.account_for("x@other.org").map(|a| a.name.as_str()),
+            Some("office365")
+        );
+        assert!(p("").unwrap().account_for("x@y").is_none());
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("*@example.com", "a@example.com"));
+        assert!(!pattern_matches("*@example.com", "a@example.org"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("root", "root"));
+        assert!(pattern_matches("a*b*c", "axxbyyc"));
+        assert!(!pattern_matches("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn locate_prefers_explicit_then_user() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            locate(Some(Path::new("/x.toml")), Some(dir.path())),
+            Some(PathBuf::from("/x.toml"))
+        );
+        std::fs::create_dir_all(dir.path().join("mailhop")).unwrap();
+        std::fs::write(dir.path().join("mailhop/config.toml"), "").unwrap();
+        assert_eq!(
+            locate(None, Some(dir.path())),
+            Some(dir.path().join("mailhop/config.toml"))
+        );
+    }
+
+    /// The keys serde accepts in `section`, read back from its "unknown
+    /// field" error, which lists them all.
+    fn accepted(section: &str) -> Vec<String> {
+        let text = match section {
+            "" => "zzz_unknown = 1\n".to_string(),
+            "account" => "[[account]]\nzzz_unknown = 1\n".to_string(),
+            s => format!("[{s}]\nzzz_unknown = 1\n"),
+        };
+        let e = err(&text);
+        let list = e.split("(valid: ").nth(1).unwrap().trim_end_matches(')');
+        list.split(", ")
+            .map(|k| {
+                if section.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{section}.{k}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_list_matches_the_parser() {
+        let mut all = Vec::new();
+        for section in ["", "account", "rewrite", "aliases", "local"] {
+            all.extend(accepted(section));
+        }
+        all.sort();
+        let mut keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(all, keys);
+    }
+
+    #[test]
+    fn levenshtein_basics() {
+        assert_eq!(levenshtein("domian", "domain"), 2);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(nearest("zzzzzz", &["hostname", "rewrite"]), None);
+    }
+}

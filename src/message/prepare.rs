@@ -1,0 +1,1057 @@
+//! Turns a parsed header plus what the caller asked for (argv recipients,
+//! `-t`, `-f`, `-F`) into the finished envelope and header: alias expansion
+//! of recipients in the envelope *and* in To/Cc, sender rewriting by
+//! `from_policy`, and the RFC 5322 / RFC 6409 §8 fix-ups (Date,
+//! Message-ID, From, Bcc removal, undisclosed-recipients).
+//!
+//! Pure: lookups that need configuration (aliases, revaliases, accounts)
+//! go through the `Directory` trait, and the clock and host identity arrive
+//! preformatted in `Context`. Fields nobody asked to change keep their raw
+//! bytes.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::address::{self, Address, Mailbox};
+use super::header::{self, Field, Header};
+
+/// How the sender is rewritten; see `mailhop.toml(5)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FromPolicy {
+    /// Envelope sender and From address become the account's address.
+    #[default]
+    Account,
+    /// The caller's From and `-f` are used as given (only qualified).
+    Keep,
+    /// Unqualified addresses are qualified and revaliases apply.
+    Qualify,
+}
+
+/// A revaliases entry as the directory returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevAlias {
+    pub from: String,
+    pub account: Option<String>,
+}
+
+/// A selected smarthost account: its name and the address it may send as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRef {
+    pub name: String,
+    pub from: String,
+}
+
+/// The lookups `prepare` needs, implemented by the app layer over the
+/// configuration and the aliases file.
+pub trait Directory {
+    /// The revaliases entry for a local user name.
+    fn revalias(&self, local_user: &str) -> Option<RevAlias>;
+    /// The account named `name`, or else the one selected for `sender`.
+    fn account(&self, name: Option<&str>, sender: &str) -> Option<AccountRef>;
+    /// Alias expansion and qualification of one recipient. Returns the
+    /// final, qualified addr-specs.
+    fn expand(&self, mailbox: &Mailbox) -> Result<Vec<String>, String>;
+    /// Whether `domain` is this host (its own names, localhost).
+    fn is_local_domain(&self, domain: &str) -> bool;
+}
+
+/// What the caller asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    pub sender: Option<&'a str>,
+    pub full_name: Option<&'a str>,
+    pub extract_recipients: bool,
+    pub recipients: &'a [String],
+}
+
+/// Facts about the environment, supplied by the app layer.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// Login name of the invoking user.
+    pub user: &'a str,
+    /// The user's full name from the passwd GECOS field.
+    pub gecos_name: Option<&'a str>,
+    /// Qualifying domain for bare names.
+    pub domain: &'a str,
+    /// A ready RFC 5322 date-time for a missing Date field.
+    pub date: &'a str,
+    /// A ready msg-id (with angle brackets) for a missing Message-ID field.
+    pub message_id: &'a str,
+    pub from_policy: FromPolicy,
+    pub reply_to_original: bool,
+}
+
+/// The finished envelope and header.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub header: Header,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    /// Final envelope recipients, deduplicated, in order of first mention.
+    pub recipients: Vec<String>,
+    /// The selected account, if any is configured.
+    pub account: Option<String>,
+    /// The address in the final From field (DKIM picks its key by it).
+    pub from_address: Option<String>,
+    /// Human-readable notes for `-v`: what was rewritten and why.
+    pub notes: Vec<String>,
+    /// How many header fields were removed (Bcc, Return-Path).
+    pub removed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepareError {
+    /// No recipient at all: none on the command line and none found by -t.
+    NoRecipients { extract: bool },
+    /// A recipient (argv or header) cannot be parsed or expanded.
+    BadRecipient { address: String, reason: String },
+    /// The `-f` sender cannot be parsed.
+    BadSender { address: String, reason: String },
+}
+
+impl fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrepareError::NoRecipients { extract: true } => write!(
+                f,
+                "no recipients: -t found no address in To, Cc or Bcc and none was given on the command line"
+            ),
+            PrepareError::NoRecipients { extract: false } => write!(
+                f,
+                "no recipients: give addresses as arguments, or use -t to take them from the To, Cc and Bcc fields"
+            ),
+            PrepareError::BadRecipient { address, reason } => {
+                write!(f, "bad recipient address \"{address}\": {reason}")
+            }
+            PrepareError::BadSender { address, reason } => {
+                write!(
+                    f,
+                    "bad sender address given with -f \"{address}\": {reason}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrepareError {}
+
+/// Header fields whose addresses are recipients, as read by `-t`.
+const RECIPIENT_FIELDS: [&str; 3] = ["To", "Cc", "Bcc"];
+const RESENT_RECIPIENT_FIELDS: [&str; 3] = ["Resent-To", "Resent-Cc", "Resent-Bcc"];
+/// Header fields whose addresses are rewritten through aliases.
+const ALIASED_FIELDS: [&str; 4] = ["To", "Cc", "Resent-To", "Resent-Cc"];
+/// Header fields whose bare local names are only qualified.
+const QUALIFIED_FIELDS: [&str; 3] = ["Reply-To", "Sender", "Resent-From"];
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Indexes of the fields in the first (topmost) Resent- block, if the
+/// message has one: that is where `-t` takes recipients from (RFC 5322
+/// §3.6.6, as sendmail and Postfix do).
+fn first_resent_block(h: &Header) -> Option<std::ops::Range<usize>> {
+    let is_resent =
+        |f: &Field| f.name().len() > 7 && f.name()[..7].eq_ignore_ascii_case(b"resent-");
+    let fields = h.fields();
+    let start = fields.iter().position(is_resent)?;
+    let len = fields[start..].iter().take_while(|f| is_resent(f)).count();
+    Some(start..start + len)
+}
+
+fn mailboxes(items: Vec<Address>) -> Vec<Mailbox> {
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Address::Mailbox(m) => out.push(m),
+            Address::Group { members, .. } => out.extend(members),
+        }
+    }
+    out
+}
+
+/// Builds a new field, folded to the usual line length.
+fn folded_field(name: &str, value: &[u8]) -> Field {
+    let raw = header::fold(name, value);
+    match Header::parse(&raw) {
+        Ok(h) if h.len() == 1 => h.fields()[0].clone(),
+        // `fold` produces exactly one well-formed field; fall back to an
+        // unfolded one rather than lose the value if that ever changes.
+        _ => Field::new(name, value),
+    }
+}
+
+struct Prep<'a, D: Directory> {
+    dir: &'a D,
+    ctx: &'a Context<'a>,
+    notes: Vec<String>,
+}
+
+impl<D: Directory> Prep<'_, D> {
+    fn is_local(&self, m: &Mailbox) -> bool {
+        match &m.domain {
+            None => true,
+            Some(d) => self.dir.is_local_domain(d),
+        }
+    }
+
+    fn qualify(&self, addr_spec: &str) -> String {
+        if addr_spec.contains('@') {
+            addr_spec.to_string()
+        } else {
+            format!("{addr_spec}@{}", self.ctx.domain)
+        }
+    }
+
+    /// Rewrites the address fields named in `names` with `f`, which maps a
+    /// mailbox to its replacement(s) or `None` to keep it. A field is only
+    /// re-rendered when something changed; an unparseable field is kept.
+    fn rewrite_fields(
+        &mut self,
+        header: &mut Header,
+        names: &[&str],
+        mut f: impl FnMut(&Self, &Mailbox) -> Option<Vec<Mailbox>>,
+    ) {
+        for i in 0..header.len() {
+            let field = &header.fields()[i];
+            let Some(name) = names.iter().find(|n| field.is(n)) else {
+                continue;
+            };
+            let Ok(items) = address::parse_address_list(&field.unfolded_value()) else {
+                continue;
+            };
+            let mut changed = false;
+            let mut out = Vec::new();
+            for item in items {
+                match item {
+                    Address::Mailbox(m) => match f(self, &m) {
+                        Some(new) => {
+                            changed = true;
+                            out.extend(new.into_iter().map(Address::Mailbox));
+                        }
+                        None => out.push(Address::Mailbox(m)),
+                    },
+                    Address::Group {
+                        name: gname,
+                        members,
+                    } => {
+                        let mut new_members = Vec::new();
+                        for m in members {
+                            match f(self, &m) {
+                                Some(new) => {
+                                    changed = true;
+                                    new_members.extend(new);
+                                }
+                                None => new_members.push(m),
+                            }
+                        }
+                        out.push(Address::Group {
+                            name: gname,
+                            members: new_members,
+                        });
+                    }
+                }
+            }
+            if changed {
+                let old = lossy(&field.unfolded_value());
+                let value = address::render_list(&out);
+                self.notes.push(format!(
+                    "{name}: \"{old}\" rewritten to \"{}\"",
+                    lossy(&value)
+                ));
+                header.replace_at(i, folded_field(name, &value));
+            }
+        }
+    }
+
+    /// The replacement for one To/Cc mailbox: its alias expansion,
+    /// qualified. A single result keeps the display name.
+    fn expand_header_mailbox(&self, m: &Mailbox) -> Option<Vec<Mailbox>> {
+        if !self.is_local(m) {
+            return None;
+        }
+        let targets = self.dir.expand(m).ok()?;
+        if targets.len() == 1 && targets[0] == m.addr_spec() {
+            return None;
+        }
+        let mut out: Vec<Mailbox> = targets.iter().map(|t| plain_mailbox(t)).collect();
+        if let [only] = out.as_mut_slice() {
+            only.display_name = m.display_name.clone();
+            only.comment_name = m.comment_name.clone();
+        }
+        Some(out)
+    }
+
+    fn qualify_mailbox(&self, m: &Mailbox) -> Option<Vec<Mailbox>> {
+        if m.is_qualified() {
+            return None;
+        }
+        let mut q = m.clone();
+        q.domain = Some(self.ctx.domain.to_string());
+        Some(vec![q])
+    }
+}
+
+/// A mailbox for a bare addr-spec we produced ourselves.
+fn plain_mailbox(addr_spec: &str) -> Mailbox {
+    match address::parse_mailbox(addr_spec.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            let (local, domain) = match addr_spec.rsplit_once('@') {
+                Some((l, d)) => (l.to_string(), Some(d.to_string())),
+                None => (addr_spec.to_string(), None),
+            };
+            Mailbox {
+                display_name: None,
+                comment_name: None,
+                local_part: local,
+                domain,
+            }
+        }
+    }
+}
+
+/// Finishes envelope and header. See the module comment.
+pub fn prepare<D: Directory>(
+    mut header: Header,
+    req: &Request<'_>,
+    ctx: &Context<'_>,
+    dir: &D,
+) -> Result<Prepared, PrepareError> {
+    let mut p = Prep {
+        dir,
+        ctx,
+        notes: Vec::new(),
+    };
+
+    // 1. Recipients: argv, plus the header fields with -t.
+    let mut wanted: Vec<(String, Mailbox)> = Vec::new();
+    for arg in req.recipients {
+        let items = address::parse_address_list(arg.as_bytes()).map_err(|e| {
+            PrepareError::BadRecipient {
+                address: arg.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        for m in mailboxes(items) {
+            wanted.push((arg.clone(), m));
+        }
+    }
+    if req.extract_recipients {
+        let fields: Vec<&Field> = match first_resent_block(&header) {
+            Some(range) => header.fields()[range]
+                .iter()
+                .filter(|f| RESENT_RECIPIENT_FIELDS.iter().any(|n| f.is(n)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let fields = if fields.is_empty() {
+            header
+                .fields()
+                .iter()
+                .filter(|f| RECIPIENT_FIELDS.iter().any(|n| f.is(n)))
+                .collect()
+        } else {
+            fields
+        };
+        for f in fields {
+            let value = f.unfolded_value();
+            let items =
+                address::parse_address_list(&value).map_err(|e| PrepareError::BadRecipient {
+                    address: format!("{}: {}", lossy(f.name()), lossy(&value)),
+                    reason: e.to_string(),
+                })?;
+            for m in mailboxes(items) {
+                wanted.push((lossy(&value), m));
+            }
+        }
+    }
+
+    let mut recipients = Vec::new();
+    let mut seen = HashSet::new();
+    for (source, m) in &wanted {
+        let targets = if p.is_local(m) {
+            dir.expand(m).map_err(|reason| PrepareError::BadRecipient {
+                address: source.clone(),
+                reason,
+            })?
+        } else {
+            vec![m.addr_spec()]
+        };
+        for t in targets {
+            let t = p.qualify(&t);
+            if seen.insert(t.to_ascii_lowercase()) {
+                if t != m.addr_spec() {
+                    p.notes.push(format!("recipient {} -> {t}", m.addr_spec()));
+                }
+                recipients.push(t);
+            }
+        }
+    }
+    if recipients.is_empty() {
+        return Err(PrepareError::NoRecipients {
+            extract: req.extract_recipients,
+        });
+    }
+
+    // 2. To/Cc carry the real addresses too, not only the envelope: cron's
+    // "To: root" must arrive as the aliased address.
+    p.rewrite_fields(&mut header, &ALIASED_FIELDS, |p, m| {
+        p.expand_header_mailbox(m)
+    });
+    p.rewrite_fields(&mut header, &QUALIFIED_FIELDS, |p, m| p.qualify_mailbox(m));
+
+    // 3. Fields that must not leave the machine.
+    let mut removed = 0;
+    for name in ["Bcc", "Resent-Bcc", "Return-Path"] {
+        removed += header.remove_all(name);
+    }
+
+    // 4. Sender and From.
+    let (sender, account, from_address) = rewrite_sender(&mut p, &mut header, req)?;
+
+    // 5. Missing fields (RFC 6409 §8.1-8.3).
+    if !header.contains("Date") {
+        header.push(Field::new("Date", ctx.date.as_bytes()));
+        p.notes.push("added Date".into());
+    }
+    if !header.contains("Message-ID") {
+        header.push(Field::new("Message-ID", ctx.message_id.as_bytes()));
+        p.notes.push("added Message-ID".into());
+    }
+    if !header.contains("To") && !header.contains("Cc") {
+        header.push(Field::new("To", b"undisclosed-recipients:;"));
+    }
+
+    Ok(Prepared {
+        header,
+        sender,
+        recipients,
+        account,
+        from_address,
+        notes: p.notes,
+        removed,
+    })
+}
+
+/// Works out the envelope sender, the account and the From field, per
+/// `from_policy`. Returns (envelope sender, account name, From address).
+fn rewrite_sender<D: Directory>(
+    p: &mut Prep<'_, D>,
+    header: &mut Header,
+    req: &Request<'_>,
+) -> Result<(String, Option<String>, Option<String>), PrepareError> {
+    let ctx = p.ctx;
+    let dir = p.dir;
+
+    // The sender as given: -f, else the invoking user.
+    let given: Option<Mailbox> = match req.sender {
+        Some(s) if address::is_null_sender(s) => None,
+        Some(s) => {
+            Some(
+                address::parse_mailbox(s.as_bytes()).map_err(|e| PrepareError::BadSender {
+                    address: s.to_string(),
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        None => Some(plain_mailbox(ctx.user)),
+    };
+    let null_sender = given.is_none();
+    let user_box = plain_mailbox(ctx.user);
+    let sender_box = given.unwrap_or_else(|| user_box.clone());
+
+    // revaliases: the sender's local name if it is local, else the invoking
+    // user. `keep` leaves the caller's choice alone.
+    let rev = if ctx.from_policy == FromPolicy::Keep {
+        None
+    } else {
+        let by_sender = if p.is_local(&sender_box) {
+            dir.revalias(&sender_box.local_part.to_ascii_lowercase())
+        } else {
+            None
+        };
+        by_sender.or_else(|| dir.revalias(&ctx.user.to_ascii_lowercase()))
+    };
+
+    let qualified_sender = p.qualify(&sender_box.addr_spec());
+    let account = dir.account(
+        rev.as_ref().and_then(|r| r.account.as_deref()),
+        rev.as_ref()
+            .map_or(qualified_sender.as_str(), |r| r.from.as_str()),
+    );
+
+    // The address this message is sent as.
+    let send_as: String = match (ctx.from_policy, &rev, &account) {
+        (FromPolicy::Keep, _, _) => qualified_sender.clone(),
+        (_, Some(r), _) => r.from.clone(),
+        (FromPolicy::Account, None, Some(a)) => a.from.clone(),
+        (_, None, _) => qualified_sender.clone(),
+    };
+    let envelope = if null_sender {
+        String::new()
+    } else {
+        send_as.clone()
+    };
+    if !null_sender && envelope != sender_box.addr_spec() {
+        p.notes.push(format!(
+            "envelope sender {} -> {envelope}",
+            sender_box.addr_spec()
+        ));
+    }
+
+    // The From field.
+    let from_address;
+    match header.position("From") {
+        None => {
+            let name = req
+                .full_name
+                .or(ctx.gecos_name)
+                .map(str::trim)
+                .filter(|n| !n.is_empty());
+            let mut m = plain_mailbox(&send_as);
+            m.display_name = name.map(header::encode_phrase);
+            header.push(folded_field("From", &m.render()));
+            p.notes.push(format!("added From: {}", lossy(&m.render())));
+            from_address = Some(send_as);
+        }
+        Some(i) => {
+            let field = &header.fields()[i];
+            let parsed = address::parse_address_list(&field.unfolded_value()).map(mailboxes);
+            match ctx.from_policy {
+                FromPolicy::Account if account.is_some() => {
+                    let first = parsed.as_ref().ok().and_then(|v| v.first().cloned());
+                    let original = first.as_ref().map(|m| p.qualify(&m.addr_spec()));
+                    if original.as_deref().map(str::to_ascii_lowercase)
+                        == Some(send_as.to_ascii_lowercase())
+                        && parsed.as_ref().is_ok_and(|v| v.len() == 1)
+                    {
+                        from_address = Some(send_as);
+                    } else {
+                        let mut m = plain_mailbox(&send_as);
+                        if let Some(f) = &first {
+                            m.display_name = f
+                                .display_name
+                                .clone()
+                                .or_else(|| f.comment_name.as_deref().map(header::encode_phrase));
+                        }
+                        let old = lossy(&field.unfolded_value());
+                        header.replace_at(i, folded_field("From", &m.render()));
+                        p.notes.push(format!(
+                            "From: \"{old}\" rewritten to \"{}\"",
+                            lossy(&m.render())
+                        ));
+                        // Replies should still reach the real author, but
+                        // only if that was a full address outside this host:
+                        // a Reply-To of root@localhost helps nobody.
+                        if let Some(f) = first.filter(|f| f.is_qualified() && !p.is_local(f))
+                            && ctx.reply_to_original
+                            && !header.contains("Reply-To")
+                        {
+                            let mut reply = f.clone();
+                            if reply.display_name.is_none() {
+                                reply.display_name =
+                                    reply.comment_name.take().map(|c| header::encode_phrase(&c));
+                            }
+                            header.push(folded_field("Reply-To", &reply.render()));
+                            p.notes
+                                .push(format!("added Reply-To: {}", lossy(&reply.render())));
+                        }
+                        from_address = Some(send_as);
+                    }
+                }
+                FromPolicy::Keep => {
+                    p.rewrite_fields(header, &["From"], |p, m| p.qualify_mailbox(m));
+                    from_address = parsed
+                        .ok()
+                        .and_then(|v| v.first().map(|m| p.qualify(&m.addr_spec())));
+                }
+                // qualify, or account with no account configured.
+                _ => {
+                    p.rewrite_fields(header, &["From"], |p, m| {
+                        if p.is_local(m)
+                            && let Some(r) = p.dir.revalias(&m.local_part.to_ascii_lowercase())
+                        {
+                            let mut n = plain_mailbox(&r.from);
+                            n.display_name = m.display_name.clone();
+                            n.comment_name = m.comment_name.clone();
+                            return Some(vec![n]);
+                        }
+                        p.qualify_mailbox(m)
+                    });
+                    from_address = header
+                        .get("From")
+                        .and_then(|f| address::parse_address_list(&f.unfolded_value()).ok())
+                        .and_then(|v| mailboxes(v).first().map(|m| m.addr_spec()));
+                }
+            }
+        }
+    }
+    Ok((envelope, account.map(|a| a.name), from_address))
+}
+
+/// What the body needs before it may be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// Send as it is.
+    AsIs,
+    /// A single-part text body with lines over 998 octets: re-encode it as
+    /// quoted-printable (RFC 5322 §2.1.1 forbids such lines on the wire).
+    QuotedPrintable,
+    /// Long lines in a body we cannot safely re-encode (multipart, message/*,
+    /// or already base64/quoted-printable): refuse rather than send it raw.
+    Refuse(String),
+}
+
+/// The RFC 5322 line length limit, without CRLF.
+pub const MAX_LINE: usize = 998;
+
+fn content_type(header: &Header) -> Option<String> {
+    header.get("Content-Type").map(|f| {
+        let v = lossy(&f.unfolded_value());
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
+fn transfer_encoding(header: &Header) -> Option<String> {
+    header
+        .get("Content-Transfer-Encoding")
+        .map(|f| lossy(&f.unfolded_value()).trim().to_ascii_lowercase())
+}
+
+/// Decides what the body needs, from the header and the longest body line.
+pub fn plan_body(header: &Header, longest_line: usize) -> BodyPlan {
+    if longest_line <= MAX_LINE {
+        return BodyPlan::AsIs;
+    }
+    let ct = content_type(header);
+    let text = ct.as_deref().is_none_or(|t| t.starts_with("text/"));
+    if !text {
+        return BodyPlan::Refuse(format!(
+            "a body line is {longest_line} octets long (the limit is {MAX_LINE}) and the body is {}, \
+             which mailhop does not re-encode; have the sending program encode it (quoted-printable or base64)",
+            ct.unwrap_or_default()
+        ));
+    }
+    match transfer_encoding(header).as_deref() {
+        None | Some("7bit") | Some("8bit") | Some("binary") => BodyPlan::QuotedPrintable,
+        Some(other) => BodyPlan::Refuse(format!(
+            "a body line is {longest_line} octets long (the limit is {MAX_LINE}) but the body claims \
+             Content-Transfer-Encoding: {other}, so it is malformed; fix the sending program"
+        )),
+    }
+}
+
+/// Header changes that go with re-encoding the body as quoted-printable.
+pub fn apply_quoted_printable(header: &mut Header, body_is_utf8: bool) {
+    let cte = Field::new("Content-Transfer-Encoding", b"quoted-printable");
+    match header.position("Content-Transfer-Encoding") {
+        Some(i) => header.replace_at(i, cte),
+        None => header.push(cte),
+    }
+    add_mime_basics(header, body_is_utf8);
+}
+
+/// An 8-bit body with no MIME labelling at all (cron output, shell
+/// one-liners): label it so readers can display it. Only when the body is
+/// valid UTF-8; anything else is left alone rather than mislabelled.
+pub fn label_eight_bit(header: &mut Header, body_is_utf8: bool) -> bool {
+    if !body_is_utf8 || header.contains("MIME-Version") || header.contains("Content-Type") {
+        return false;
+    }
+    if !header.contains("Content-Transfer-Encoding") {
+        header.push(Field::new("Content-Transfer-Encoding", b"8bit"));
+    }
+    add_mime_basics(header, true);
+    true
+}
+
+fn add_mime_basics(header: &mut Header, utf8: bool) {
+    if !header.contains("MIME-Version") {
+        header.push(Field::new("MIME-Version", b"1.0"));
+    }
+    if !header.contains("Content-Type") {
+        let ct: &[u8] = if utf8 {
+            b"text/plain; charset=utf-8"
+        } else {
+            b"text/plain; charset=unknown-8bit"
+        };
+        header.push(Field::new("Content-Type", ct));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Dir {
+        aliases: HashMap<&'static str, Vec<&'static str>>,
+        rev: HashMap<&'static str, RevAlias>,
+        accounts: Vec<AccountRef>,
+    }
+
+    impl Dir {
+        fn new() -> Dir {
+            Dir {
+                aliases: HashMap::new(),
+                rev: HashMap::new(),
+                accounts: Vec::new(),
+            }
+        }
+        fn with_account(mut self) -> Dir {
+            self.accounts.push(AccountRef {
+                name: "office365".into(),
+                from: "shop@example.com".into(),
+            });
+            self
+        }
+    }
+
+    impl Directory for Dir {
+        fn revalias(&self, u: &str) -> Option<RevAlias> {
+            self.rev.get(u).cloned()
+        }
+        fn account(&self, name: Option<&str>, _sender: &str) -> Option<AccountRef> {
+            match name {
+                Some(n) => self.accounts.iter().find(|a| a.name == n).cloned(),
+                None => self.accounts.first().cloned(),
+            }
+        }
+        fn expand(&self, m: &Mailbox) -> Result<Vec<String>, String> {
+            if m.local_part == "loop" {
+                return Err("alias loop: loop -> loop2 -> loop".into());
+            }
+            Ok(match self.aliases.get(m.local_part.as_str()) {
+                Some(t) => t.iter().map(|s| s.to_string()).collect(),
+                None => vec![m.addr_spec()],
+            })
+        }
+        fn is_local_domain(&self, d: &str) -> bool {
+            d.eq_ignore_ascii_case("host.example.com") || d.eq_ignore_ascii_case("localhost")
+        }
+    }
+
+    fn ctx(policy: FromPolicy) -> Context<'static> {
+        Context {
+            user: "root",
+            gecos_name: Some("root"),
+            domain: "example.com",
+            date: "Sun, 22 Nov 2026 10:00:00 +0000",
+            message_id: "<1.2@host.example.com>",
+            from_policy: policy,
+            reply_to_original: true,
+        }
+    }
+
+    fn hdr(s: &str) -> Header {
+        Header::parse(s.replace('\n', "\r\n").as_bytes()).unwrap()
+    }
+
+    fn text(h: &Header) -> String {
+        let mut v = Vec::new();
+        h.write_to(&mut v);
+        String::from_utf8(v).unwrap().replace("\r\n", "\n")
+    }
+
+    fn run(h: &str, req: Request<'_>, policy: FromPolicy, dir: &Dir) -> Prepared {
+        prepare(hdr(h), &req, &ctx(policy), dir).unwrap()
+    }
+
+    #[test]
+    fn debian_cron_to_root_is_aliased_in_envelope_and_header() {
+        let mut dir = Dir::new().with_account();
+        dir.aliases.insert("root", vec!["admin@example.net"]);
+        let rcpt = vec!["root".to_string()];
+        let p = run(
+            "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@h> ls\n",
+            Request {
+                recipients: &rcpt,
+                full_name: Some("CronDaemon"),
+                ..Request::default()
+            },
+            FromPolicy::Account,
+            &dir,
+        );
+        assert_eq!(p.recipients, vec!["admin@example.net"]);
+        assert_eq!(p.sender, "shop@example.com");
+        assert_eq!(p.account.as_deref(), Some("office365"));
+        let t = text(&p.header);
+        assert!(t.contains("From: Cron Daemon <shop@example.com>\n"), "{t}");
+        assert!(t.contains("To: admin@example.net\n"), "{t}");
+        assert!(t.contains("Subject: Cron <root@h> ls\n"), "{t}");
+        assert!(t.contains("Date: Sun, 22 Nov 2026 10:00:00 +0000\n"), "{t}");
+        assert!(t.contains("Message-ID: <1.2@host.example.com>\n"), "{t}");
+        // root was local: no Reply-To pointing back at this machine.
+        assert!(!t.contains("Reply-To"), "{t}");
+    }
+
+    #[test]
+    fn account_policy_moves_external_from_to_reply_to() {
+        let dir = Dir::new().with_account();
+        let rcpt = vec!["b@y.org".to_string()];
+        let p = run(
+            "From: \"Jane Doe\" <jane@gmail.com>\nTo: b@y.org\n",
+            Request {
+                recipients: &rcpt,
+                ..Request::default()
+            },
+            FromPolicy::Account,
+            &dir,
+        );
+        let t = text(&p.header);
+        assert!(t.contains("From: \"Jane Doe\" <shop@example.com>\n"), "{t}");
+        assert!(
+            t.contains("Reply-To: \"Jane Doe\" <jane@gmail.com>\n"),
+            "{t}"
+        );
+        assert_eq!(p.from_address.as_deref(), Some("shop@example.com"));
+    }
+
+    #[test]
+    fn existing_reply_to_is_not_overwritten() {
+        let dir = Dir::new().with_account();
+        let rcpt = vec!["b@y.org".to_string()];
+        let p = run(
+            "From: jane@gmail.com\nReply-To: list@z.org\n",
+            Request {
+                recipients: &rcpt,
+                ..Request::default()
+            },
+            FromPolicy::Account,
+            &dir,
+        );
+        let t = text(&p.header);
+        assert_eq!(t.matches("Reply-To").count(), 1, "{t}");
+        assert!(
+            t.contains("From: <shop@example.com>\n") || t.contains("From: shop@example.com\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn keep_policy_respects_caller_but_qualifies() {
+        let dir = Dir::new().with_account();
+        let rcpt = vec!["root".to_string()];
+        let p = run(
+            "From: fail2ban\n",
+            Request {
+                sender: Some("fail2ban"),
+                recipients: &rcpt,
+                ..Request::default()
+            },
+            FromPolicy::Keep,
+            &dir,
+        );
+        assert_eq!(p.sender, "fail2ban@example.com");
+        let t = text(&p.header);
+        assert!(t.contains("From: fail2ban@example.com\n"), "{t}");
+        assert!(t.contains("To: undisclosed-recipients:;\n"), "{t}");
+    }
+
+    #[test]
+    fn qualify_policy_applies_revaliases() {
+        let mut dir = Dir::new();
+        dir.rev.insert(
+            "root",
+            RevAlias {
+                from: "ops@example.com".into(),
+                account: None,
+            },
+        );
+        let rcpt = vec!["a@b.org".to_string()];
+        let p = run(
+            "From: root\nTo: a@b.org\n",
+            Request {
+                recipients: &rcpt,
+                ..Request::default()
+            },
+            FromPolicy::Qualify,
+            &dir,
+        );
+        assert_eq!(p.sender, "ops@example.com");
+        assert!(text(&p.header).contains("From: ops@example.com\n"));
+    }
+
+    #[test]
+    fn missing_from_uses_full_name_and_sender() {
+        let dir = Dir::new();
+        let rcpt = vec!["a@b.org".to_string()];
+        let p = run(
+            "Subject: hi\n",
+            Request {
+                recipients: &rcpt,
+                full_name: Some("Jörg Müller"),
+                sender: Some("jm@example.org"),
+                ..Request::default()
+            },
+            FromPolicy::Account,
+            &dir,
+        );
+        let t = text(&p.header);
+        assert!(t.contains("From: =?UTF-8?B?"), "{t}");
+        assert!(t.contains("<jm@example.org>"), "{t}");
+        assert_eq!(p.sender, "jm@example.org");
+    }
+
+    #[test]
+    fn null_sender_is_kept() {
+        let dir = Dir::new().with_account();
+        let rcpt = vec!["a@b.org".to_string()];
+        let p = run(
+            "",
+            Request {
+                sender: Some("<>"),
+                recipients: &rcpt,
+                ..Request::default()
+            },
+            FromPolicy::Account,
+            &dir,
+        );
+        assert_eq!(p.sender, "");
+        assert!(text(&p.header).contains("From: root <shop@example.com>\n"));
+    }
+
+    #[test]
+    fn extract_recipients_with_argv_added_and_bcc_removed() {
+        let dir = Dir::new();
+        let rcpt = vec!["extra@z.org".to_string()];
+        let p = run(
+            "To: a@x.org, \"B, B\" <b@x.org>\nCc: c@x.org\nBcc: secret@x.org\nReturn-Path: <x@y>\n",
+            Request {
+                extract_recipients: true,
+                recipients: &rcpt,
+                ..Request::default()
+            },
+            FromPolicy::Qualify,
+            &dir,
+        );
+        assert_eq!(
+            p.recipients,
+            vec![
+                "extra@z.org",
+                "a@x.org",
+                "b@x.org",
+                "c@x.org",
+                "secret@x.org"
+            ]
+        );
+        let t = text(&p.header);
+        assert!(!t.contains("Bcc") && !t.contains("Return-Path"), "{t}");
+        assert!(
+            t.contains("To: a@x.org, \"B, B\" <b@x.org>\n"),
+            "unchanged To is byte-exact: {t}"
+        );
+        assert_eq!(p.removed, 2);
+    }
+
+    #[test]
+    fn extract_uses_first_resent_block() {
+        let dir = Dir::new();
+        let p = run(
+            "Resent-From: r@x.org\nResent-To: new@x.org\nFrom: a@x.org\nTo: old@x.org\n",
+            Request {
+                extract_recipients: true,
+                ..Request::default()
+            },
+            FromPolicy::Keep,
+            &dir,
+        );
+        assert_eq!(p.recipients, vec!["new@x.org"]);
+    }
+
+    #[test]
+    fn multiple_alias_targets_dedupe_and_rewrite_header() {
+        let mut dir = Dir::new();
+        dir.aliases.insert("ops", vec!["a@x.org", "b@x.org"]);
+        dir.aliases.insert("root", vec!["a@x.org"]);
+        let p = run(
+            "To: Ops Team <ops>, root@host.example.com\n",
+            Request {
+                extract_recipients: true,
+                ..Request::default()
+            },
+            FromPolicy::Keep,
+            &dir,
+        );
+        assert_eq!(p.recipients, vec!["a@x.org", "b@x.org"]);
+        assert!(
+            text(&p.header).contains("To: a@x.org, b@x.org, a@x.org\n"),
+            "{}",
+            text(&p.header)
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let dir = Dir::new();
+        let none: Vec<String> = vec![];
+        let e = prepare(
+            hdr("Subject: x\n"),
+            &Request {
+                recipients: &none,
+                ..Request::default()
+            },
+            &ctx(FromPolicy::Keep),
+            &dir,
+        )
+        .unwrap_err();
+        assert_eq!(e, PrepareError::NoRecipients { extract: false });
+        let bad = vec!["<unterminated".to_string()];
+        let e = prepare(
+            hdr(""),
+            &Request {
+                recipients: &bad,
+                ..Request::default()
+            },
+            &ctx(FromPolicy::Keep),
+            &dir,
+        )
+        .unwrap_err();
+        assert!(matches!(e, PrepareError::BadRecipient { .. }), "{e:?}");
+        let lp = vec!["loop".to_string()];
+        let e = prepare(
+            hdr(""),
+            &Request {
+                recipients: &lp,
+                ..Request::default()
+            },
+            &ctx(FromPolicy::Keep),
+            &dir,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("loop -> loop2"), "{e}");
+    }
+
+    #[test]
+    fn body_plans() {
+        let plain = hdr("Subject: x\n");
+        assert_eq!(plan_body(&plain, 998), BodyPlan::AsIs);
+        assert_eq!(plan_body(&plain, 999), BodyPlan::QuotedPrintable);
+        let html = hdr("Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: 8bit\n");
+        assert_eq!(plan_body(&html, 5000), BodyPlan::QuotedPrintable);
+        let multi = hdr("Content-Type: multipart/mixed; boundary=x\n");
+        assert!(matches!(plan_body(&multi, 5000), BodyPlan::Refuse(_)));
+        let b64 = hdr("Content-Type: text/plain\nContent-Transfer-Encoding: base64\n");
+        assert!(matches!(plan_body(&b64, 5000), BodyPlan::Refuse(_)));
+    }
+
+    #[test]
+    fn qp_and_8bit_labelling() {
+        let mut h = hdr("Subject: x\nContent-Transfer-Encoding: 8bit\n");
+        apply_quoted_printable(&mut h, true);
+        let t = text(&h);
+        assert!(t.contains("Content-Transfer-Encoding: quoted-printable\n"));
+        assert!(t.contains("MIME-Version: 1.0\n"));
+        assert!(t.contains("Content-Type: text/plain; charset=utf-8\n"));
+        let mut h = hdr("Subject: x\n");
+        assert!(label_eight_bit(&mut h, true));
+        assert!(text(&h).contains("Content-Transfer-Encoding: 8bit\n"));
+        let mut h = hdr("Content-Type: text/plain; charset=latin1\n");
+        assert!(!label_eight_bit(&mut h, true));
+    }
+}

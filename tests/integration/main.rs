@@ -1,0 +1,10 @@
+//! The one integration test binary (as in ripgrep): every test runs the
+//! built `mailhop` executable, under the argv[0] a real caller would use.
+
+// The whole crate is test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod callers;
+mod intake;
+mod manpage;
+mod util;

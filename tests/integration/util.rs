@@ -1,0 +1,147 @@
+//! Shared harness for the integration tests: a scratch directory with a
+//! config file, and a way to run the built binary under any argv[0] with
+//! stdin, capturing exit status, stdout and stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailhop");
+
+/// A throwaway world for one test: config, maildirs, dead letters and log
+/// all live under `dir`, so nothing touches the real home or /var/mail.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl World {
+    /// A world whose config delivers every local name into
+    /// `<dir>/mail/<name>/` (Maildir) and keeps dead letters in
+    /// `<dir>/dead/`. `extra` is appended to the config.
+    pub fn new(extra: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let w = World { dir };
+        let local = if extra.contains("[local]") {
+            String::new()
+        } else {
+            format!("[local]\npath = \"{}/mail/%u\"\n", w.path("").display())
+        };
+        // Pinned so results do not depend on the machine's /etc/mailname.
+        let rewrite = if extra.contains("[rewrite]") {
+            ""
+        } else {
+            "[rewrite]\ndomain = \"host.example.com\"\n"
+        };
+        w.write_config(&format!(
+            "hostname = \"host.example.com\"\nsyslog = false\nlog_file = \"{}\"\ndead_letter = \"{}\"\n{local}\n{extra}\n{rewrite}",
+            w.path("log").display(),
+            w.path("dead").display(),
+        ));
+        w
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path("mailhop.toml"), text).unwrap();
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("mailhop.toml")
+    }
+
+    /// Runs `argv0 -C config args…` with `stdin`.
+    pub fn run(&self, argv0: &str, args: &[&str], stdin: &[u8]) -> Run {
+        let mut full: Vec<String> = vec!["-C".into(), self.config().display().to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        run_raw(
+            argv0,
+            &full,
+            stdin,
+            &[("XDG_CONFIG_HOME", self.path("xdg").as_path())],
+        )
+    }
+
+    /// `sendmail -C config args…`.
+    pub fn sendmail(&self, args: &[&str], stdin: &[u8]) -> Run {
+        self.run("sendmail", args, stdin)
+    }
+
+    /// Every message file delivered into the Maildir of `user`.
+    pub fn maildir(&self, user: &str) -> Vec<Vec<u8>> {
+        read_dir_files(&self.path(&format!("mail/{user}/new")))
+    }
+
+    /// Every file in the dead-letter directory.
+    pub fn dead(&self) -> Vec<Vec<u8>> {
+        read_dir_files(&self.path("dead"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("log")).unwrap_or_default()
+    }
+}
+
+pub fn read_dir_files(dir: &Path) -> Vec<Vec<u8>> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
+    names.sort();
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// Runs the binary with the given argv[0] (through the `-a`-like trick of
+/// `Command::arg0`), so multicall dispatch is exercised for real.
+pub fn run_raw(argv0: &str, args: &[String], stdin: &[u8], env: &[(&str, &Path)]) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.arg0(argv0)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    // Write from a thread: a refused message may close stdin early.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out: Output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The header part of a delivered (LF) message.
+pub fn head(msg: &[u8]) -> String {
+    let t = text(msg);
+    t.split_once("\n\n")
+        .map(|(h, _)| h.to_string())
+        .unwrap_or(t)
+}
+
+pub fn body(msg: &[u8]) -> Vec<u8> {
+    let pos = msg.windows(2).position(|w| w == b"\n\n").unwrap();
+    msg[pos + 2..].to_vec()
+}
