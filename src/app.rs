@@ -368,10 +368,34 @@ impl Directory for Lookup<'_> {
     }
 }
 
+/// The local time zone, read straight from its TZif file: `$TZ` (a zone
+/// name or `:/path`) or `/etc/localtime`, else UTC. jiff's own
+/// `TimeZone::system()` walks all of /usr/share/zoneinfo to learn the
+/// zone's name, which we do not need, on every message.
+fn local_timezone() -> jiff::tz::TimeZone {
+    let path = match std::env::var("TZ") {
+        Ok(tz) if !tz.is_empty() => {
+            let tz = tz.trim_start_matches(':');
+            if tz.starts_with('/') {
+                PathBuf::from(tz)
+            } else if tz.contains("..") {
+                return jiff::tz::TimeZone::UTC;
+            } else {
+                Path::new("/usr/share/zoneinfo").join(tz)
+            }
+        }
+        _ => PathBuf::from("/etc/localtime"),
+    };
+    std::fs::read(&path)
+        .ok()
+        .and_then(|data| jiff::tz::TimeZone::tzif("localtime", &data).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
 /// RFC 5322 date-time in the local zone.
 fn rfc5322_date(now: SystemTime) -> String {
     let ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let zoned = ts.to_zoned(jiff::tz::TimeZone::system());
+    let zoned = ts.to_zoned(local_timezone());
     zoned.strftime("%a, %d %b %Y %H:%M:%S %z").to_string()
 }
 
