@@ -468,14 +468,32 @@ fn save_dead_letter(env: &Env, spooled: &mut Spooled, sender: &str) -> Result<Pa
 /// Refuses a message that was read: saves it, then returns the failure
 /// with where it was saved.
 fn refuse(env: &Env, spooled: &mut Spooled, sender: &str, exit: Exit, message: String) -> Failure {
+    refuse_logged(env, spooled, sender, exit, message, "")
+}
+
+/// `refuse`, with the message's log summary (msgid, from, …) when known,
+/// so a refused message still gets exactly one log line.
+fn refuse_logged(
+    env: &Env,
+    spooled: &mut Spooled,
+    sender: &str,
+    exit: Exit,
+    message: String,
+    summary: &str,
+) -> Failure {
     let saved = match save_dead_letter(env, spooled, sender) {
         Ok(p) => format!("the message was saved in {}", p.display()),
         Err(e) => format!("THE MESSAGE COULD NOT BE SAVED: {e}"),
     };
+    let prefix = if summary.is_empty() {
+        String::new()
+    } else {
+        format!("{summary} ")
+    };
     log_line(
         env,
         Severity::Err,
-        &format!("status=refused ({}) {saved}", log::field(&message)),
+        &format!("{prefix}status=refused ({}) {saved}", log::field(&message)),
     );
     Failure::new(exit, format!("{message}\nmailhop: {saved}"))
 }
@@ -624,7 +642,13 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                 .map_err(|e| Failure::new(Exit::OsErr, e.to_string()))?
         }
         BodyPlan::QuotedPrintable => {
-            let encoded = reencode_qp(&mut spooled.body)?;
+            let encoded = match reencode_qp(&mut spooled.body) {
+                Ok(f) => f,
+                Err(e) => {
+                    let sender = prepared.sender.clone();
+                    return Err(refuse(env, &mut spooled, &sender, e.exit, e.message));
+                }
+            };
             prepare::apply_quoted_printable(&mut prepared.header, stats.valid_utf8);
             if env.verbose > 0 {
                 eprintln!(
@@ -715,22 +739,8 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     }
     let code = worst(failures.iter().map(|(_, c, _)| *c));
     let sender = prepared.sender.clone();
-    log_line(
-        env,
-        Severity::Warning,
-        &format!(
-            "{summary} status=failed ({} of {} recipients)",
-            failures.len(),
-            prepared.recipients.len()
-        ),
-    );
-    Err(refuse(
-        env,
-        &mut spooled,
-        &sender,
-        code,
-        text.trim_end().replace('\n', "\nmailhop: "),
-    ))
+    let message = text.trim_end().replace('\n', "\nmailhop: ");
+    Err(refuse_logged(env, &mut spooled, &sender, code, message, &summary))
 }
 
 /// The exit code for several failed recipients: a temporary failure wins
@@ -820,6 +830,17 @@ fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         env,
         aliases: &aliases,
     };
+    if args.recipients.is_empty() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "-bv needs recipient addresses on the command line (it reads no message)",
+        ));
+    }
+    // Accounts are chosen by sender, as for a real message.
+    let sender = match &args.sender {
+        Some(s) if !crate::message::address::is_null_sender(s) => lookup.qualify(s),
+        _ => lookup.qualify(&env.user),
+    };
     let mut status = Exit::Ok;
     let mut out = io::stdout().lock();
     for r in &args.recipients {
@@ -868,7 +889,7 @@ fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                             }
                         }
                     } else {
-                        match env.config.account_for(&f) {
+                        match env.config.account_for(&sender) {
                             Some(a) => format!("smarthost {} (account {})", a.host, a.name),
                             None => {
                                 status = Exit::Unavailable;

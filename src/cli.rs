@@ -608,7 +608,7 @@ fn refused_mode(spec: &FlagSpec) -> CliError {
                   or pipe the message to sendmail with the recipients as arguments"
             .to_owned(),
         "-bd" | "-bD" => format!(
-            "{} ({what}) is not supported: mailhop is not a daemon; use `mailhop queue run` \
+            "{} ({what}) is not supported: mailhop is not a daemon; run `sendmail -q` from cron or the packaged timer \
              from the timer",
             spec.flag
         ),
@@ -1263,7 +1263,7 @@ mod tests {
         for f in ["-bd", "-bD"] {
             let m = usage(&[f]);
             assert!(m.contains(f) && m.contains("not a daemon"), "{m}");
-            assert!(m.contains("mailhop queue run"), "{m}");
+            assert!(m.contains("sendmail -q"), "{m}");
         }
         for f in ["-bh", "-bH", "-bt", "-bP", "-ba"] {
             let m = usage(&[f]);

@@ -502,7 +502,12 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             }
             v.to_string()
         }
-        None => Local::default().path,
+        // mbox's conventional home is the system spool; Maildir's the
+        // recipient's home.
+        None => match raw.local.transport {
+            LocalTransport::Mbox => "/var/mail/%u".to_string(),
+            LocalTransport::Maildir => Local::default().path,
+        },
     };
 
     Ok(Config {
@@ -546,11 +551,23 @@ impl Config {
 
     /// The account to use for an envelope sender: the first whose `senders`
     /// patterns match, else the first account (the default), else none.
+    /// A pattern with an `@` matches the whole address; one without
+    /// (`root`, `www-*`) matches the local part, so local users can be
+    /// named as the admin thinks of them.
     pub fn account_for(&self, sender: &str) -> Option<&Account> {
         let sender = sender.to_ascii_lowercase();
+        let local = sender.rsplit_once('@').map_or(sender.as_str(), |(l, _)| l);
         self.accounts
             .iter()
-            .find(|a| a.senders.iter().any(|p| pattern_matches(p, &sender)))
+            .find(|a| {
+                a.senders.iter().any(|p| {
+                    if p.contains('@') {
+                        pattern_matches(p, &sender)
+                    } else {
+                        pattern_matches(p, local)
+                    }
+                })
+            })
             .or_else(|| self.accounts.first())
     }
 
@@ -834,6 +851,11 @@ path = "~/Maildir"
             Some("office365")
         );
         assert!(p("").unwrap().account_for("x@y").is_none());
+        let c = p("[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n\
+                   [[account]]\nname = \"b\"\nhost = \"h\"\nfrom = \"b@b.c\"\nsenders = [\"www-*\"]\n")
+        .unwrap();
+        assert_eq!(c.account_for("www-data@host.example").map(|a| a.name.as_str()), Some("b"));
+        assert_eq!(c.account_for("root@host.example").map(|a| a.name.as_str()), Some("a"));
     }
 
     #[test]

@@ -471,7 +471,13 @@ fn rewrite_sender<D: Directory>(
         } else {
             None
         };
-        by_sender.or_else(|| dir.revalias(&ctx.user.to_ascii_lowercase()))
+        // An explicit remote -f is the caller's deliberate choice; only a
+        // local or absent one falls back to the invoking user's entry.
+        if req.sender.is_some() && !p.is_local(&sender_box) {
+            by_sender
+        } else {
+            by_sender.or_else(|| dir.revalias(&ctx.user.to_ascii_lowercase()))
+        }
     };
 
     let qualified_sender = p.qualify(&sender_box.addr_spec());

@@ -1,0 +1,1378 @@
+//! SMTP submission to a smarthost (RFC 5321, 6409, 3207, 8314, 4954):
+//! connect, EHLO, STARTTLS or implicit TLS with rustls, AUTH, then MAIL,
+//! one RCPT per recipient, and DATA streamed from the spool. Knows nothing
+//! of the queue; the caller decides what a failure means for the message.
+//!
+//! Why not lettre's `SmtpConnection`: it cannot set TCP_NODELAY (it owns
+//! the socket and exposes no fd), and it writes the DATA terminator as a
+//! separate small write, so every message waits for the server's delayed
+//! ACK (the ~40-80 ms stall msmtp users see). Its `ServerInfo` also drops
+//! SIZE, DSN and PIPELINING from the EHLO reply, it cannot take a custom
+//! certificate verifier (for `tls_fingerprint` and for diagnosing a failed
+//! verification), and it appends an extra CRLF to messages that already end
+//! in one. What it does for us (reply parsing, dot-stuffing, a TLS stream)
+//! is small, so this module does it, and the tests check the bytes and the
+//! reply parsing against lettre's.
+//!
+//! Secrets: AUTH payloads never reach the transcript, errors or logs; the
+//! transcript shows `AUTH PLAIN ***` and DATA only as its size.
+
+use std::fmt;
+use std::io::{self, BufWriter, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
+
+use crate::credentials::Secret;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Plain connect, then STARTTLS, which is required (no fallback).
+    #[default]
+    StartTls,
+    /// TLS from the first byte (port 465, RFC 8314).
+    Implicit,
+    /// No TLS at all; only allowed to loopback (the config checks).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinTls {
+    #[default]
+    V12,
+    V13,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// PLAIN or LOGIN, whichever the server offers, if a username is set.
+    #[default]
+    Auto,
+    Plain,
+    Login,
+    Xoauth2,
+    None,
+}
+
+/// Everything needed to reach and log in to one smarthost.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the server certificate (DER). When set, it replaces CA
+    /// verification: the pin is the trust decision.
+    pub fingerprint: Option<[u8; 32]>,
+    pub min_tls: MinTls,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub auth: AuthMode,
+    pub username: Option<String>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// How long the server may take to accept the message after DATA ends.
+    pub data_timeout: Duration,
+    /// Our name in EHLO.
+    pub helo_name: String,
+}
+
+/// DSN parameters (RFC 3461), sent only when the server offers DSN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    /// NOTIFY list, e.g. "failure,delay" or "never".
+    pub notify: Option<String>,
+    /// RET: true for FULL, false for HDRS.
+    pub ret_full: Option<bool>,
+    pub envid: Option<String>,
+}
+
+/// One message's envelope as the transport needs it.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    /// Envelope sender; empty for `<>`.
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    /// Exact size of the message in octets (for SIZE=).
+    pub size: u64,
+    /// The message has octets over 127 (for BODY=8BITMIME).
+    pub eight_bit: bool,
+    pub dsn: &'a Dsn,
+}
+
+/// An SMTP reply: code, enhanced status (RFC 3463) if present, and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The enhanced status code (`5.7.139`), when the first line has one.
+    pub fn enhanced(&self) -> Option<&str> {
+        let first = self.lines.first()?;
+        let word = first.split_whitespace().next()?;
+        let parts: Vec<&str> = word.split('.').collect();
+        (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+            .then_some(word)
+    }
+
+    /// One line for humans: `550 5.1.1 <a@b>: User unknown`, with control
+    /// characters removed so a hostile server cannot forge terminal output.
+    pub fn one_line(&self) -> String {
+        let text: String = self.lines.join(" / ");
+        let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        format!("{} {}", self.code, clean.trim())
+    }
+
+    fn contains(&self, needle: &str) -> bool {
+        self.lines.iter().any(|l| l.contains(needle))
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.one_line())
+    }
+}
+
+/// Where in the dialogue something failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Connect,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Tls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Message,
+    Reset,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connecting",
+            Stage::Greeting => "waiting for the greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Tls => "the TLS handshake",
+            Stage::Auth => "authentication",
+            Stage::Mail => "MAIL FROM",
+            Stage::Rcpt => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::Message => "sending the message",
+            Stage::Reset => "RSET",
+        })
+    }
+}
+
+/// What went wrong, in classes the caller maps to exit codes and retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// The server answered with an error reply.
+    Reply(Reply),
+    /// Name resolution, connection refused or reset: try again later.
+    Network,
+    /// No reply within the configured time.
+    Timeout,
+    /// The certificate could not be verified, or the pin did not match.
+    Certificate,
+    /// Any other TLS failure (handshake, protocol version).
+    Tls,
+    /// The server does not offer STARTTLS, or no usable AUTH mechanism.
+    Unsupported,
+    /// Authentication was refused.
+    AuthFailed(Option<Reply>),
+    /// Credentials could not be obtained (password_command failed, …).
+    Credentials,
+    /// The configuration cannot work (unreadable CA file, …).
+    Config,
+    /// The server broke the protocol (garbage, oversized reply).
+    Protocol,
+    /// Every recipient was refused; the per-recipient replies are in the
+    /// outcome's `rejected`.
+    AllRecipientsRejected(Vec<(String, Reply)>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub stage: Stage,
+    pub kind: Kind,
+    /// Human explanation: what happened and what to do.
+    pub detail: String,
+}
+
+impl Error {
+    fn new(stage: Stage, kind: Kind, detail: impl Into<String>) -> Error {
+        Error {
+            stage,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Worth trying again later: 4xx, network, timeout.
+    pub fn is_transient(&self) -> bool {
+        match &self.kind {
+            Kind::Reply(r) => r.is_transient(),
+            Kind::Network | Kind::Timeout => true,
+            Kind::AuthFailed(Some(r)) => r.is_transient(),
+            Kind::AllRecipientsRejected(list) => list.iter().all(|(_, r)| r.is_transient()),
+            _ => false,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        !self.is_transient()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.detail)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Advice for replies whose meaning is known, keyed on what providers send.
+pub fn hint(reply: &Reply) -> Option<&'static str> {
+    if reply.contains("SendAsDenied") || reply.contains("5.2.252") {
+        return Some(
+            "the smarthost only accepts mail from the signed-in mailbox: set [rewrite] from_policy = \"account\" \
+             and the account's `from` to that mailbox, or grant Send As rights",
+        );
+    }
+    if reply.contains("5.7.139") {
+        return Some(
+            "SMTP AUTH is disabled for this tenant or mailbox (Microsoft 365 security defaults); enable \
+             authenticated SMTP for the mailbox, or use OAuth (auth = \"xoauth2\")",
+        );
+    }
+    if reply.contains("5.7.30") {
+        return Some(
+            "basic authentication is switched off for client submission; use OAuth (auth = \"xoauth2\")",
+        );
+    }
+    if reply.contains("5.7.9") && reply.code == 534 {
+        return Some(
+            "Gmail wants an app password (enable 2-Step Verification, then create one) or OAuth",
+        );
+    }
+    if reply.contains("Too many login attempts") {
+        return Some("the provider throttles logins; let the queue send later rather than retrying now");
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// Reply parsing (pure).
+
+/// Longest reply line accepted (RFC 5321 says 512; servers exceed it).
+const MAX_LINE: usize = 4096;
+/// Most lines in one reply.
+const MAX_LINES: usize = 200;
+
+/// Parses one reply line: `Some((code, is_last, text))`.
+fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let code_bytes = line.get(..3)?;
+    if !code_bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code = code_bytes.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    if !(200..600).contains(&code) {
+        return None;
+    }
+    let (last, text) = match line.get(3) {
+        None => (true, &b""[..]),
+        Some(b' ') => (true, line.get(4..).unwrap_or_default()),
+        Some(b'-') => (false, line.get(4..).unwrap_or_default()),
+        Some(_) => return None,
+    };
+    Some((code, last, String::from_utf8_lossy(text).into_owned()))
+}
+
+// ---------------------------------------------------------------------------
+// The stream: plain TCP or rustls over TCP, with our own read buffer (we
+// must know it is empty when STARTTLS starts: CVE-2011-0411).
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Facts about the session, for `-v` and `mailhop check`.
+#[derive(Debug, Clone, Default)]
+pub struct Info {
+    pub peer: Option<SocketAddr>,
+    pub greeting: Option<Reply>,
+    /// EHLO keywords (uppercase) with their parameters.
+    pub extensions: Vec<(String, String)>,
+    pub tls_version: Option<String>,
+    pub tls_cipher: Option<String>,
+    /// Subject-ish description of each certificate in the chain (DER).
+    pub peer_certificates: Vec<Vec<u8>>,
+    pub authenticated_as: Option<String>,
+}
+
+impl Info {
+    fn has(&self, keyword: &str) -> bool {
+        self.extensions.iter().any(|(k, _)| k == keyword)
+    }
+    fn param(&self, keyword: &str) -> Option<&str> {
+        self.extensions.iter().find(|(k, _)| k == keyword).map(|(_, v)| v.as_str())
+    }
+    /// AUTH mechanisms offered (both `AUTH X Y` and the old `AUTH=X Y`).
+    pub fn auth_mechanisms(&self) -> Vec<String> {
+        self.extensions
+            .iter()
+            .filter(|(k, _)| k == "AUTH" || k == "AUTH=")
+            .flat_map(|(_, v)| v.split_whitespace().map(str::to_ascii_uppercase))
+            .collect()
+    }
+}
+
+/// Where `-v` output goes.
+pub type Transcript<'a> = Option<&'a mut dyn Write>;
+
+/// An open SMTP session, after EHLO (and TLS when configured).
+pub struct Session<'t> {
+    conn: Conn,
+    buf: Vec<u8>,
+    settings: Settings,
+    info: Info,
+    transcript: Transcript<'t>,
+}
+
+impl fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("host", &self.settings.host).field("info", &self.info).finish()
+    }
+}
+
+fn io_kind(stage: Stage, e: &io::Error, what: &str) -> Error {
+    // Linux reports an expired SO_RCVTIMEO as EAGAIN (WouldBlock), not
+    // TimedOut; both are timeouts.
+    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+        return Error::new(stage, Kind::Timeout, format!("timed out {what} ({stage})"));
+    }
+    if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        return tls_error(tls);
+    }
+    Error::new(stage, Kind::Network, format!("connection failed during {stage}: {e}"))
+}
+
+/// Explains a rustls error in words: what the certificate problem is and
+/// what to set.
+fn tls_error(e: &rustls::Error) -> Error {
+    use rustls::CertificateError as C;
+    let cert = |detail: String| Error::new(Stage::Tls, Kind::Certificate, detail);
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => cert(
+                "the server's certificate is not signed by a trusted authority (unknown issuer); \
+                 if the smarthost uses a private CA, set tls_ca_file to its certificate, or pin the \
+                 server with tls_fingerprint"
+                    .into(),
+            ),
+            C::NotValidForName => cert(
+                "the server's certificate is not valid for the host name in `host`; connect by the \
+                 name the certificate was issued for"
+                    .into(),
+            ),
+            C::NotValidForNameContext { expected, presented } => cert(format!(
+                "the server's certificate is not valid for \"{}\": it names {}; set `host` to one of those names",
+                server_name_text(expected),
+                if presented.is_empty() { "no names".to_string() } else { presented.join(", ") }
+            )),
+            C::Expired | C::ExpiredContext { .. } => cert(
+                "the server's certificate has expired; the smarthost's administrator must renew it \
+                 (check this machine's clock too)"
+                    .into(),
+            ),
+            C::NotValidYet | C::NotValidYetContext { .. } => cert(
+                "the server's certificate is not valid yet; check this machine's clock".into(),
+            ),
+            C::Revoked => cert("the server's certificate has been revoked".into()),
+            C::ApplicationVerificationFailure => cert(
+                "the server's certificate does not match tls_fingerprint; if the server's certificate \
+                 was renewed, update tls_fingerprint (see `mailhop check`)"
+                    .into(),
+            ),
+            other => cert(format!("the server's certificate was refused: {other:?}")),
+        },
+        rustls::Error::PeerIncompatible(p) => Error::new(
+            Stage::Tls,
+            Kind::Tls,
+            format!("TLS handshake failed: the server does not support what mailhop requires ({p:?}); mailhop needs TLS 1.2 or later"),
+        ),
+        rustls::Error::AlertReceived(a) => Error::new(
+            Stage::Tls,
+            Kind::Tls,
+            format!("TLS handshake failed: the server sent alert {a:?} (if the server wants a client certificate, set tls_cert_file and tls_key_file)"),
+        ),
+        other => Error::new(Stage::Tls, Kind::Tls, format!("TLS failed: {other}")),
+    }
+}
+
+fn server_name_text(n: &ServerName<'_>) -> String {
+    match n {
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+        _ => "the server".to_string(),
+    }
+}
+
+/// The verifier: CA verification (rustls webpki), or, with a pin, the pin
+/// alone. Signatures are verified either way, so the peer must hold the
+/// pinned certificate's key.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    pin: Option<[u8; 32]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some(pin) = self.pin {
+            let digest = ring_sha256(end_entity.as_ref());
+            return if digest == pin {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            };
+        }
+        match &self.webpki {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// SHA-256 through rustls's ring provider (no extra crypto dependency).
+pub fn ring_sha256(data: &[u8]) -> [u8; 32] {
+    let hash = rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .iter()
+        .find_map(|s| s.tls13().map(|t| t.common.hash_provider))
+        .map(|h| h.hash(data));
+    let mut out = [0u8; 32];
+    if let Some(h) = hash {
+        let bytes = h.as_ref();
+        if bytes.len() == 32 {
+            out.copy_from_slice(bytes);
+        }
+    }
+    out
+}
+
+/// Formats a fingerprint as `sha256:AB:CD:…`, the form tls_fingerprint takes.
+pub fn format_fingerprint(fp: &[u8; 32]) -> String {
+    let hex: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
+    format!("sha256:{}", hex.join(":"))
+}
+
+/// Parses `sha256:AB:CD:…` (colons optional, any case).
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s
+        .trim()
+        .strip_prefix("sha256:")
+        .or_else(|| s.trim().strip_prefix("SHA256:"))?
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config_err = |detail: String| Error::new(Stage::Tls, Kind::Config, detail);
+    let webpki = if s.fingerprint.is_some() {
+        None
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &s.ca_file {
+            // The fast path: one bundle, no directory scan.
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
+                for c in certs {
+                    let c = c.map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err(config_err(
+                "no trusted CA certificates were found (install ca-certificates, or set tls_ca_file)".into(),
+            ));
+        }
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| config_err(format!("cannot build the certificate verifier: {e}")))?,
+        )
+    };
+    let versions: &[&rustls::SupportedProtocolVersion] = match s.min_tls {
+        MinTls::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinTls::V13 => &[&rustls::version::TLS13],
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| config_err(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            webpki,
+            pin: s.fingerprint,
+            provider,
+        }));
+    let config = match &s.client_cert {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|e| config_err(format!("tls_cert_file {}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| config_err(format!("tls_key_file {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| config_err(format!("client certificate: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// xtext (RFC 3461 §4) for ENVID and ORCPT values.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether `host` is a loopback address or `localhost`.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The per-recipient result of one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub accepted: Vec<String>,
+    pub rejected: Vec<(String, Reply)>,
+    /// The reply to the end of DATA.
+    pub reply: Option<Reply>,
+}
+
+impl<'t> Session<'t> {
+    /// Connects, reads the greeting, says EHLO and brings up TLS as
+    /// configured. No credentials are sent here.
+    pub fn connect(settings: &Settings, transcript: Transcript<'t>) -> Result<Session<'t>, Error> {
+        let tls = match settings.tls {
+            TlsMode::None => None,
+            _ => Some(tls_config(settings)?),
+        };
+        let tcp = tcp_connect(&settings.host, settings.port, settings.connect_timeout)?;
+        let peer = tcp.peer_addr().ok();
+        let conn = match (settings.tls, &tls) {
+            (TlsMode::Implicit, Some(cfg)) => Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?)),
+            _ => Conn::Plain(tcp),
+        };
+        let mut s = Session {
+            conn,
+            buf: Vec::new(),
+            settings: settings.clone(),
+            info: Info {
+                peer,
+                ..Info::default()
+            },
+            transcript,
+        };
+        s.set_timeout(settings.command_timeout, Stage::Greeting)?;
+        let greeting = s.read_reply(Stage::Greeting)?;
+        if !greeting.is_positive() {
+            return Err(Error::new(
+                Stage::Greeting,
+                Kind::Reply(greeting.clone()),
+                format!("{} refused the connection: {greeting}", settings.host),
+            ));
+        }
+        s.info.greeting = Some(greeting);
+        s.ehlo()?;
+        if settings.tls == TlsMode::StartTls {
+            if !s.info.has("STARTTLS") {
+                return Err(Error::new(
+                    Stage::StartTls,
+                    Kind::Unsupported,
+                    format!(
+                        "{} does not offer STARTTLS, so mailhop will not continue (no credentials or mail \
+                         were sent); use tls = \"implicit\" if the server expects TLS from the start",
+                        settings.host
+                    ),
+                ));
+            }
+            let r = s.command("STARTTLS", Stage::StartTls)?;
+            if r.code != 220 {
+                return Err(Error::new(
+                    Stage::StartTls,
+                    Kind::Reply(r.clone()),
+                    format!("{} refused STARTTLS: {r}", settings.host),
+                ));
+            }
+            // Anything the server sent after its 220 arrived in plaintext and
+            // must not be taken as if it came over TLS (CVE-2011-0411).
+            if !s.buf.is_empty() {
+                return Err(Error::new(
+                    Stage::StartTls,
+                    Kind::Protocol,
+                    "the server sent data after agreeing to STARTTLS (possible injection attack); aborted",
+                ));
+            }
+            let Conn::Plain(tcp) = std::mem::replace(&mut s.conn, Conn::Plain(s.conn.tcp().try_clone().map_err(|e| io_kind(Stage::StartTls, &e, "starting TLS"))?)) else {
+                return Err(Error::new(Stage::StartTls, Kind::Protocol, "TLS is already active"));
+            };
+            let cfg = tls.as_ref().ok_or_else(|| Error::new(Stage::StartTls, Kind::Config, "no TLS configuration"))?;
+            s.conn = Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?));
+            s.ehlo()?;
+        }
+        if let Conn::Tls(t) = &s.conn {
+            let c = &t.conn;
+            s.info.tls_version = c.protocol_version().map(|v| format!("{v:?}"));
+            s.info.tls_cipher = c.negotiated_cipher_suite().map(|cs| format!("{:?}", cs.suite()));
+            s.info.peer_certificates = c
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+                .unwrap_or_default();
+            let (v, cph) = (
+                s.info.tls_version.clone().unwrap_or_default(),
+                s.info.tls_cipher.clone().unwrap_or_default(),
+            );
+            s.note(&format!("TLS established: {v}, {cph}"));
+        }
+        Ok(s)
+    }
+
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    fn note(&mut self, text: &str) {
+        if let Some(t) = self.transcript.as_mut() {
+            let _ = writeln!(t, "mailhop: {text}");
+        }
+    }
+
+    fn set_timeout(&mut self, d: Duration, stage: Stage) -> Result<(), Error> {
+        let d = if d.is_zero() { None } else { Some(d) };
+        let tcp = self.conn.tcp();
+        tcp.set_read_timeout(d)
+            .and_then(|()| tcp.set_write_timeout(d))
+            .map_err(|e| io_kind(stage, &e, "setting the timeout"))
+    }
+
+    fn ehlo(&mut self) -> Result<(), Error> {
+        let r = self.command(&format!("EHLO {}", self.settings.helo_name), Stage::Ehlo)?;
+        if !r.is_positive() {
+            return Err(Error::new(
+                Stage::Ehlo,
+                Kind::Reply(r.clone()),
+                format!("{} refused EHLO {}: {r}", self.settings.host, self.settings.helo_name),
+            ));
+        }
+        self.info.extensions = r
+            .lines
+            .iter()
+            .skip(1)
+            .map(|l| {
+                let (k, v) = l.split_once([' ', '=']).map_or((l.as_str(), ""), |(k, v)| (k, v));
+                let k = if l.as_bytes().get(k.len()) == Some(&b'=') && k.eq_ignore_ascii_case("AUTH") {
+                    "AUTH=".to_string()
+                } else {
+                    k.to_ascii_uppercase()
+                };
+                (k, v.trim().to_string())
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn send_line(&mut self, line: &str, shown: &str, stage: Stage) -> Result<(), Error> {
+        if let Some(t) = self.transcript.as_mut() {
+            let _ = writeln!(t, "-> {shown}");
+        }
+        let mut data = Vec::with_capacity(line.len() + 2);
+        data.extend_from_slice(line.as_bytes());
+        data.extend_from_slice(b"\r\n");
+        self.conn
+            .write_all(&data)
+            .and_then(|()| self.conn.flush())
+            .map_err(|e| io_kind(stage, &e, "sending a command"))
+    }
+
+    fn command(&mut self, line: &str, stage: Stage) -> Result<Reply, Error> {
+        self.send_line(line, line, stage)?;
+        self.read_reply(stage)
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    fn read_reply(&mut self, stage: Stage) -> Result<Reply, Error> {
+        let mut lines = Vec::new();
+        let mut code = None;
+        loop {
+            let line = self.read_line(stage)?;
+            let Some((c, last, text)) = parse_line(&line) else {
+                return Err(Error::new(
+                    stage,
+                    Kind::Protocol,
+                    format!(
+                        "the server sent something that is not an SMTP reply during {stage}: {:?}",
+                        String::from_utf8_lossy(&line[..line.len().min(80)])
+                    ),
+                ));
+            };
+            if code.is_some_and(|prev| prev != c) {
+                return Err(Error::new(stage, Kind::Protocol, "reply lines with different codes"));
+            }
+            code = Some(c);
+            if let Some(t) = self.transcript.as_mut() {
+                let _ = writeln!(t, "<- {c}{}{}", if last { ' ' } else { '-' }, text.replace(|ch: char| ch.is_control(), " "));
+            }
+            lines.push(text);
+            if last {
+                return Ok(Reply { code: c, lines });
+            }
+            if lines.len() > MAX_LINES {
+                return Err(Error::new(stage, Kind::Protocol, "the server's reply is too long"));
+            }
+        }
+    }
+
+    fn read_line(&mut self, stage: Stage) -> Result<Vec<u8>, Error> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(pos + 1);
+                return Ok(std::mem::replace(&mut self.buf, rest));
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(Error::new(stage, Kind::Protocol, "the server sent an over-long reply line"));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self
+                .conn
+                .read(&mut chunk)
+                .map_err(|e| io_kind(stage, &e, "waiting for the server"))?;
+            if n == 0 {
+                return Err(Error::new(
+                    stage,
+                    Kind::Network,
+                    format!("the server closed the connection during {stage}"),
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Logs in, if the settings ask for it. `secret` is only called when a
+    /// credential is really needed, so a slow password_command is not run
+    /// for a server that needs none.
+    pub fn authenticate(
+        &mut self,
+        secret: &mut dyn FnMut() -> Result<Secret, String>,
+    ) -> Result<(), Error> {
+        let mode = self.settings.auth;
+        let Some(user) = self.settings.username.clone() else {
+            return match mode {
+                AuthMode::Auto | AuthMode::None => Ok(()),
+                _ => Err(Error::new(
+                    Stage::Auth,
+                    Kind::Config,
+                    "auth is set but the account has no `user`; set user = \"…\"",
+                )),
+            };
+        };
+        if mode == AuthMode::None {
+            return Ok(());
+        }
+        // Credentials only over TLS, or to loopback with tls = "none".
+        let encrypted = matches!(self.conn, Conn::Tls(_));
+        if !encrypted && !is_loopback(&self.settings.host) {
+            return Err(Error::new(
+                Stage::Auth,
+                Kind::Config,
+                "refusing to send credentials over an unencrypted connection",
+            ));
+        }
+        let offered = self.info.auth_mechanisms();
+        let mech = match mode {
+            AuthMode::Plain => "PLAIN",
+            AuthMode::Login => "LOGIN",
+            AuthMode::Xoauth2 => "XOAUTH2",
+            _ => {
+                if offered.iter().any(|m| m == "PLAIN") {
+                    "PLAIN"
+                } else if offered.iter().any(|m| m == "LOGIN") {
+                    "LOGIN"
+                } else {
+                    return Err(Error::new(
+                        Stage::Auth,
+                        Kind::Unsupported,
+                        format!(
+                            "{} offers no password mechanism mailhop supports (offered: {}); set auth = \"xoauth2\" for OAuth, or auth = \"none\"",
+                            self.settings.host,
+                            if offered.is_empty() { "none".to_string() } else { offered.join(" ") }
+                        ),
+                    ));
+                }
+            }
+        };
+        if !offered.iter().any(|m| m == mech) {
+            return Err(Error::new(
+                Stage::Auth,
+                Kind::Unsupported,
+                format!(
+                    "{} does not offer AUTH {mech} (offered: {})",
+                    self.settings.host,
+                    if offered.is_empty() { "none".to_string() } else { offered.join(" ") }
+                ),
+            ));
+        }
+        let secret = secret().map_err(|e| Error::new(Stage::Auth, Kind::Credentials, e))?;
+        let reply = match mech {
+            "PLAIN" => {
+                let payload = zeroize::Zeroizing::new(B64.encode(format!("\0{user}\0{}", secret.expose())));
+                self.send_line(&format!("AUTH PLAIN {}", payload.as_str()), "AUTH PLAIN ***", Stage::Auth)?;
+                self.read_reply(Stage::Auth)?
+            }
+            "LOGIN" => {
+                let r = self.command("AUTH LOGIN", Stage::Auth)?;
+                if r.code != 334 {
+                    return Err(auth_failed(&self.settings.host, r));
+                }
+                self.send_line(&B64.encode(&user), "*** (user name)", Stage::Auth)?;
+                let r = self.read_reply(Stage::Auth)?;
+                if r.code != 334 {
+                    return Err(auth_failed(&self.settings.host, r));
+                }
+                let payload = zeroize::Zeroizing::new(B64.encode(secret.expose()));
+                self.send_line(payload.as_str(), "*** (password)", Stage::Auth)?;
+                self.read_reply(Stage::Auth)?
+            }
+            _ => {
+                let raw = zeroize::Zeroizing::new(format!("user={user}\x01auth=Bearer {}\x01\x01", secret.expose()));
+                let payload = zeroize::Zeroizing::new(B64.encode(raw.as_bytes()));
+                self.send_line(&format!("AUTH XOAUTH2 {}", payload.as_str()), "AUTH XOAUTH2 ***", Stage::Auth)?;
+                let r = self.read_reply(Stage::Auth)?;
+                if r.code == 334 {
+                    // The server explains the refusal in a base64 JSON
+                    // challenge and wants an empty line before its 535.
+                    let json = r
+                        .lines
+                        .first()
+                        .and_then(|l| B64.decode(l.trim()).ok())
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    self.send_line("", "(empty line, as XOAUTH2 requires after an error)", Stage::Auth)?;
+                    let fin = self.read_reply(Stage::Auth)?;
+                    let mut e = auth_failed(&self.settings.host, fin);
+                    if !json.is_empty() {
+                        e.detail.push_str(&format!("; the server said: {json}"));
+                    }
+                    return Err(e);
+                }
+                r
+            }
+        };
+        if reply.code != 235 {
+            return Err(auth_failed(&self.settings.host, reply));
+        }
+        self.info.authenticated_as = Some(user);
+        Ok(())
+    }
+
+    /// Sends one message: MAIL, one RCPT per recipient, DATA. A refused
+    /// recipient does not stop the others.
+    pub fn send(&mut self, env: &Envelope<'_>, message: &mut dyn Read) -> Result<Outcome, Error> {
+        let smtputf8 = !env.sender.is_ascii() || env.recipients.iter().any(|r| !r.is_ascii());
+        if smtputf8 && !self.info.has("SMTPUTF8") {
+            return Err(Error::new(
+                Stage::Mail,
+                Kind::Unsupported,
+                format!(
+                    "an address is not ASCII and {} does not offer SMTPUTF8, so the message cannot be sent there",
+                    self.settings.host
+                ),
+            ));
+        }
+        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        if let Some(limit) = self.info.param("SIZE") {
+            if let Ok(max) = limit.trim().parse::<u64>()
+                && max > 0
+                && env.size > max
+            {
+                return Err(Error::new(
+                    Stage::Mail,
+                    Kind::Reply(Reply {
+                        code: 552,
+                        lines: vec![format!("5.3.4 message size {} exceeds the server's limit {max}", env.size)],
+                    }),
+                    format!(
+                        "the message is {} bytes, more than {} accepts ({max} bytes)",
+                        env.size, self.settings.host
+                    ),
+                ));
+            }
+            mail.push_str(&format!(" SIZE={}", env.size));
+        }
+        if env.eight_bit && self.info.has("8BITMIME") {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        let dsn = self.info.has("DSN");
+        if dsn {
+            if let Some(full) = env.dsn.ret_full {
+                mail.push_str(if full { " RET=FULL" } else { " RET=HDRS" });
+            }
+            if let Some(id) = &env.dsn.envid {
+                mail.push_str(&format!(" ENVID={}", xtext(id)));
+            }
+        }
+        let r = self.command(&mail, Stage::Mail)?;
+        if !r.is_positive() {
+            let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_default();
+            return Err(Error::new(
+                Stage::Mail,
+                Kind::Reply(r.clone()),
+                format!("{} refused the sender <{}>: {r}{hint}", self.settings.host, env.sender),
+            ));
+        }
+        let mut outcome = Outcome::default();
+        for rcpt in env.recipients {
+            let mut cmd = format!("RCPT TO:<{rcpt}>");
+            if dsn && let Some(n) = &env.dsn.notify {
+                cmd.push_str(&format!(" NOTIFY={}", n.to_ascii_uppercase()));
+            }
+            let r = self.command(&cmd, Stage::Rcpt)?;
+            if r.is_positive() {
+                outcome.accepted.push(rcpt.clone());
+            } else {
+                outcome.rejected.push((rcpt.clone(), r));
+            }
+        }
+        if outcome.accepted.is_empty() {
+            let _ = self.reset();
+            let list = outcome.rejected.clone();
+            let text: Vec<String> = list.iter().map(|(a, r)| format!("<{a}>: {r}")).collect();
+            return Err(Error::new(
+                Stage::Rcpt,
+                Kind::AllRecipientsRejected(list),
+                format!("{} refused every recipient: {}", self.settings.host, text.join("; ")),
+            ));
+        }
+        let r = self.command("DATA", Stage::Data)?;
+        if r.code != 354 {
+            let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_default();
+            return Err(Error::new(
+                Stage::Data,
+                Kind::Reply(r.clone()),
+                format!("{} refused DATA: {r}{hint}", self.settings.host),
+            ));
+        }
+        let size = self.write_data(message)?;
+        if let Some(t) = self.transcript.as_mut() {
+            let _ = writeln!(t, "-> (message: {size} bytes)\n-> .");
+        }
+        let data_timeout = self.settings.data_timeout;
+        self.set_timeout(data_timeout, Stage::Message)?;
+        let r = self.read_reply(Stage::Message);
+        let command_timeout = self.settings.command_timeout;
+        self.set_timeout(command_timeout, Stage::Message)?;
+        let r = r?;
+        if !r.is_positive() {
+            let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_default();
+            return Err(Error::new(
+                Stage::Message,
+                Kind::Reply(r.clone()),
+                format!("{} refused the message: {r}{hint}", self.settings.host),
+            ));
+        }
+        outcome.reply = Some(r);
+        Ok(outcome)
+    }
+
+    /// Streams the message with dot-stuffing and the terminator, in as few
+    /// writes as the buffer allows (the terminator goes out with the tail
+    /// of the message, never alone). Returns the message size.
+    fn write_data(&mut self, message: &mut dyn Read) -> Result<u64, Error> {
+        let mut out = BufWriter::with_capacity(64 * 1024, &mut self.conn);
+        let mut stuffer = DotStuffer::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        let mut encoded = Vec::with_capacity(66 * 1024);
+        loop {
+            let n = match message.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::new(
+                        Stage::Message,
+                        Kind::Config,
+                        format!("cannot read the spooled message: {e}"),
+                    ));
+                }
+            };
+            total += n as u64;
+            encoded.clear();
+            stuffer.encode(&chunk[..n], &mut encoded);
+            out.write_all(&encoded).map_err(|e| io_kind(Stage::Message, &e, "sending the message"))?;
+        }
+        out.write_all(stuffer.terminator())
+            .and_then(|()| out.flush())
+            .map_err(|e| io_kind(Stage::Message, &e, "sending the message"))?;
+        Ok(total)
+    }
+
+    /// RSET, to send the next message on the same connection.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        let r = self.command("RSET", Stage::Reset)?;
+        if r.is_positive() {
+            Ok(())
+        } else {
+            Err(Error::new(Stage::Reset, Kind::Reply(r.clone()), format!("RSET failed: {r}")))
+        }
+    }
+
+    /// Says QUIT and closes; errors do not matter any more.
+    pub fn quit(mut self) {
+        if self.command("QUIT", Stage::Reset).is_ok()
+            && let Conn::Tls(t) = &mut self.conn
+        {
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+    }
+}
+
+fn auth_failed(host: &str, r: Reply) -> Error {
+    let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_else(|| {
+        if r.code == 535 || r.code == 534 {
+            "; check the account's user and password".to_string()
+        } else {
+            String::new()
+        }
+    });
+    Error::new(
+        Stage::Auth,
+        Kind::AuthFailed(Some(r.clone())),
+        format!("{host} refused the login: {r}{hint}"),
+    )
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+    let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = (host_for_lookup, port).to_socket_addrs().map_err(|e| {
+        Error::new(
+            Stage::Connect,
+            Kind::Network,
+            format!("cannot resolve {host}: {e} (a temporary DNS failure is retried later)"),
+        )
+    })?.collect();
+    let mut last = None;
+    for addr in &addrs {
+        let attempt = if timeout.is_zero() {
+            TcpStream::connect(addr)
+        } else {
+            TcpStream::connect_timeout(addr, timeout)
+        };
+        match attempt {
+            Ok(s) => {
+                // Commands and replies are small: don't let Nagle hold them.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => Error::new(
+            Stage::Connect,
+            Kind::Timeout,
+            format!("connecting to {host} ({addr}) timed out after {} s", timeout.as_secs()),
+        ),
+        Some((addr, e)) => Error::new(
+            Stage::Connect,
+            Kind::Network,
+            format!("cannot connect to {host} port {port} ({addr}): {e}"),
+        ),
+        None => Error::new(Stage::Connect, Kind::Network, format!("{host} has no address")),
+    })
+}
+
+fn handshake(
+    cfg: &Arc<rustls::ClientConfig>,
+    host: &str,
+    mut tcp: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Error> {
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+        .map_err(|_| Error::new(Stage::Tls, Kind::Config, format!("\"{host}\" is not a valid TLS server name")))?;
+    let mut conn = rustls::ClientConnection::new(cfg.clone(), name)
+        .map_err(|e| tls_error(&e))?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Err(tls_error(tls));
+            }
+            return Err(io_kind(Stage::Tls, &e, "during the TLS handshake"));
+        }
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Dot-stuffing (RFC 5321 §4.5.2) across chunk boundaries, for input that
+/// is already CRLF-normalised.
+#[derive(Debug)]
+struct DotStuffer {
+    at_line_start: bool,
+    /// The last two bytes seen, to know whether the message ended in CRLF.
+    tail: [u8; 2],
+    empty: bool,
+}
+
+impl DotStuffer {
+    fn new() -> DotStuffer {
+        DotStuffer {
+            at_line_start: true,
+            tail: [0, 0],
+            empty: true,
+        }
+    }
+
+    fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &b in data {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = b == b'\n';
+            self.tail = [self.tail[1], b];
+            self.empty = false;
+        }
+    }
+
+    /// `.CRLF` after a message ending in CRLF, else CRLF first.
+    fn terminator(&self) -> &'static [u8] {
+        if self.empty || self.tail == *b"\r\n" {
+            b".\r\n"
+        } else {
+            b"\r\n.\r\n"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stuff(data: &[u8], chunk: usize) -> Vec<u8> {
+        let mut s = DotStuffer::new();
+        let mut out = Vec::new();
+        for c in data.chunks(chunk.max(1)) {
+            s.encode(c, &mut out);
+        }
+        out.extend_from_slice(s.terminator());
+        out
+    }
+
+    #[test]
+    fn dot_stuffing_matches_rfc_and_chunking() {
+        let msg = b".leading\r\nmiddle . dot\r\n.\r\n..two\r\nend\r\n";
+        let want = b"..leading\r\nmiddle . dot\r\n..\r\n...two\r\nend\r\n.\r\n".to_vec();
+        for chunk in [1, 2, 3, 7, 100] {
+            assert_eq!(stuff(msg, chunk), want, "chunk {chunk}");
+        }
+        assert_eq!(stuff(b"no newline", 3), b"no newline\r\n.\r\n".to_vec());
+        assert_eq!(stuff(b"", 3), b".\r\n".to_vec());
+    }
+
+    #[test]
+    fn reply_lines_parse() {
+        assert_eq!(parse_line(b"250 OK\r\n"), Some((250, true, "OK".into())));
+        assert_eq!(parse_line(b"250-SIZE 100\r\n"), Some((250, false, "SIZE 100".into())));
+        assert_eq!(parse_line(b"220\r\n"), Some((220, true, String::new())));
+        assert_eq!(parse_line(b"25 x\r\n"), None);
+        assert_eq!(parse_line(b"abc\r\n"), None);
+        assert_eq!(parse_line(b"250x\r\n"), None);
+        assert_eq!(parse_line(b"999 x\r\n"), None);
+    }
+
+    #[test]
+    fn reply_classification_and_enhanced() {
+        let r = Reply {
+            code: 554,
+            lines: vec!["5.2.252 SendAsDenied; a@b not allowed to send as c@d".into()],
+        };
+        assert!(r.is_permanent() && !r.is_transient());
+        assert_eq!(r.enhanced(), Some("5.2.252"));
+        assert!(hint(&r).unwrap().contains("from_policy"));
+        let r = Reply {
+            code: 451,
+            lines: vec!["4.3.0 try\x1b[31m later".into()],
+        };
+        assert!(r.is_transient());
+        assert_eq!(r.one_line(), "451 4.3.0 try [31m later");
+    }
+
+    #[test]
+    fn fingerprints_round_trip() {
+        let fp = ring_sha256(b"abc");
+        assert_eq!(
+            format_fingerprint(&fp),
+            "sha256:BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+        assert_eq!(parse_fingerprint(&format_fingerprint(&fp)), Some(fp));
+        assert_eq!(parse_fingerprint(&format_fingerprint(&fp).to_lowercase().replace("sha256", "SHA256")), Some(fp));
+        assert_eq!(parse_fingerprint("sha256:AB"), None);
+        assert_eq!(parse_fingerprint("md5:AB"), None);
+    }
+
+    #[test]
+    fn xtext_and_loopback() {
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("localhost"));
+        assert!(!is_loopback("smtp.example.com") && !is_loopback("10.0.0.1"));
+    }
+
+    /// Our reply parser agrees with lettre's on every well-formed reply.
+    #[test]
+    fn reply_parsing_agrees_with_lettre() {
+        for text in [
+            "250 OK\r\n",
+            "250-mx.example.com\r\n250-SIZE 35882577\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+            "550 5.1.1 <a@b>: Recipient address rejected\r\n",
+            "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n",
+        ] {
+            let (_, theirs) = lettre::transport::smtp::response::parse_response(text).unwrap();
+            let mut code = 0;
+            let mut lines = Vec::new();
+            for l in text.split_inclusive("\r\n") {
+                let (c, _, t) = parse_line(l.as_bytes()).unwrap();
+                code = c;
+                lines.push(t);
+            }
+            assert_eq!(code.to_string(), theirs.code().to_string());
+            let theirs_lines: Vec<String> = theirs.message().map(str::to_string).collect();
+            assert_eq!(lines, theirs_lines, "{text:?}");
+        }
+    }
+}
