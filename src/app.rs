@@ -23,6 +23,7 @@ use crate::message::address::Mailbox;
 use crate::message::header::Header;
 use crate::message::intake::{self, Intake};
 use crate::message::prepare::{self, AccountRef, BodyPlan, Directory, FromPolicy, RevAlias};
+use crate::transport;
 
 /// Runs one invocation from its argv and returns the exit status.
 pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
@@ -99,6 +100,10 @@ struct Env {
     gecos_name: Option<String>,
     home: Option<PathBuf>,
     euid: u32,
+    /// Running setuid or setgid: the environment is the caller's, not ours.
+    privileged: bool,
+    /// The `mailhop` group, if it exists (group-readable secrets).
+    mailhop_gid: Option<u32>,
     verbose: u8,
     tag: String,
     log_file: Option<PathBuf>,
@@ -179,6 +184,12 @@ fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         gecos_name,
         home,
         euid,
+        privileged: nix::unistd::getuid() != nix::unistd::geteuid()
+            || nix::unistd::getgid() != nix::unistd::getegid(),
+        mailhop_gid: nix::unistd::Group::from_name("mailhop")
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
         verbose: args.common.verbose,
         tag: args
             .common
@@ -628,6 +639,10 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
 
     // Body fix-ups.
     let stats = spooled.intake.body.clone();
+    let reencoded = matches!(
+        prepare::plan_body(&prepared.header, stats.longest_line),
+        BodyPlan::QuotedPrintable
+    );
     let mut body = match prepare::plan_body(&prepared.header, stats.longest_line) {
         BodyPlan::AsIs => {
             if stats.eight_bit
@@ -691,17 +706,61 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         }
     }
     if !remote_rcpts.is_empty() {
-        let msg = if env.config.accounts.is_empty() {
-            format!(
-                "no smarthost is configured, so mail for remote addresses cannot be sent; \
-                 add an [[account]] to {} (see mailhop.toml(5))",
-                config_name(env)
-            )
-        } else {
-            "SMTP submission to the smarthost is not available in this build yet".to_string()
-        };
-        for r in &remote_rcpts {
-            failures.push(((*r).clone(), Exit::Unavailable, msg.clone()));
+        let account = prepared
+            .account
+            .as_deref()
+            .and_then(|n| env.config.account_named(n));
+        match account {
+            None => {
+                let msg = format!(
+                    "no smarthost is configured, so mail for remote addresses cannot be sent; \
+                     add an [[account]] to {} (see mailhop.toml(5))",
+                    config_name(env)
+                );
+                for r in &remote_rcpts {
+                    failures.push(((*r).clone(), Exit::Unavailable, msg.clone()));
+                }
+            }
+            Some(account) => {
+                let remote: Vec<String> = remote_rcpts.iter().map(|r| (*r).clone()).collect();
+                let eight_bit = !head.is_ascii() || (stats.eight_bit && !reencoded);
+                let dsn = transport::Dsn {
+                    notify: args.dsn_notify.clone(),
+                    ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
+                    envid: args.envid.clone(),
+                };
+                let envelope = transport::Envelope {
+                    sender: &prepared.sender,
+                    recipients: &remote,
+                    size,
+                    eight_bit,
+                    dsn: &dsn,
+                };
+                match submit(env, account, &envelope, &head, &mut body) {
+                    Ok(outcome) => {
+                        for a in outcome.accepted {
+                            delivered.push(format!("{a} (via {})", account.smtp.host));
+                        }
+                        for (r, reply) in outcome.rejected {
+                            let code = if reply.is_transient() {
+                                Exit::TempFail
+                            } else {
+                                Exit::NoUser
+                            };
+                            failures.push((
+                                r,
+                                code,
+                                format!("{} refused this recipient: {reply}", account.smtp.host),
+                            ));
+                        }
+                    }
+                    Err((code, msg)) => {
+                        for r in &remote {
+                            failures.push((r.clone(), code, msg.clone()));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -740,7 +799,102 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     let code = worst(failures.iter().map(|(_, c, _)| *c));
     let sender = prepared.sender.clone();
     let message = text.trim_end().replace('\n', "\nmailhop: ");
-    Err(refuse_logged(env, &mut spooled, &sender, code, message, &summary))
+    Err(refuse_logged(
+        env,
+        &mut spooled,
+        &sender,
+        code,
+        message,
+        &summary,
+    ))
+}
+
+/// Submits one message to the account's smarthost. Errors come back as the
+/// exit code and the message for the user.
+fn submit(
+    env: &Env,
+    account: &config::Account,
+    envelope: &transport::Envelope<'_>,
+    head: &[u8],
+    body: &mut File,
+) -> Result<transport::Outcome, (Exit, String)> {
+    let settings = transport_settings(env, account);
+    let mut stderr = io::stderr();
+    let transcript: transport::Transcript<'_> = if env.verbose > 0 {
+        Some(&mut stderr)
+    } else {
+        None
+    };
+    let mut secret = || obtain_secret(env, account);
+    let result = (|| {
+        let mut session = transport::Session::connect(&settings, transcript)?;
+        session.authenticate(&mut secret)?;
+        body.seek(SeekFrom::Start(0))
+            .map_err(|e| transport::Error {
+                stage: transport::Stage::Message,
+                kind: transport::Kind::Config,
+                detail: format!("cannot read the spooled message: {e}"),
+            })?;
+        let mut msg = io::Cursor::new(head).chain(&mut *body);
+        let outcome = session.send(envelope, &mut msg)?;
+        session.quit();
+        Ok(outcome)
+    })();
+    result.map_err(|e: transport::Error| {
+        (
+            exit_for(&e),
+            format!("{} (account {})", e.detail, account.name),
+        )
+    })
+}
+
+/// The sysexits code for a submission failure (see EXIT STATUS).
+pub fn exit_for(e: &transport::Error) -> Exit {
+    use transport::Kind;
+    if e.is_transient() {
+        return Exit::TempFail;
+    }
+    match &e.kind {
+        Kind::AuthFailed(_) => Exit::NoPerm,
+        Kind::Config | Kind::Credentials => Exit::Config,
+        Kind::AllRecipientsRejected(_) => Exit::NoUser,
+        Kind::Protocol => Exit::TempFail,
+        _ => Exit::Unavailable,
+    }
+}
+
+fn transport_settings(env: &Env, a: &config::Account) -> transport::Settings {
+    transport::Settings {
+        helo_name: env.hostname.clone(),
+        ..a.smtp.clone()
+    }
+}
+
+/// The account's password or token, from the first configured source.
+fn obtain_secret(env: &Env, a: &config::Account) -> Result<crate::credentials::Secret, String> {
+    use crate::credentials::{self, Source};
+    let mut sources = Vec::new();
+    if let Some(cmd) = &a.password_command {
+        sources.push(Source::Command {
+            command: cmd.clone(),
+            timeout: config::PASSWORD_COMMAND_TIMEOUT,
+        });
+    }
+    if let Some(file) = &a.password_file {
+        sources.push(Source::File(file.clone()));
+    }
+    // The environment is the caller's: a setuid/setgid process must not let
+    // it choose the secret.
+    if !env.privileged
+        && let Ok(v) = std::env::var("MAILHOP_PASSWORD")
+    {
+        sources.push(Source::Env(v));
+    }
+    let policy = credentials::Policy {
+        allowed_group: env.mailhop_gid,
+        euid: env.euid,
+    };
+    credentials::obtain(&sources, &policy).map_err(|e| format!("{e} (account {})", a.name))
 }
 
 /// The exit code for several failed recipients: a temporary failure wins
@@ -890,7 +1044,7 @@ fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                         }
                     } else {
                         match env.config.account_for(&sender) {
-                            Some(a) => format!("smarthost {} (account {})", a.host, a.name),
+                            Some(a) => format!("smarthost {} (account {})", a.smtp.host, a.name),
                             None => {
                                 status = Exit::Unavailable;
                                 "undeliverable: no smarthost configured".to_string()

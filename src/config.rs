@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -30,6 +31,20 @@ pub const KEYS: &[&str] = &[
     "account.host",
     "account.from",
     "account.senders",
+    "account.port",
+    "account.tls",
+    "account.tls_ca_file",
+    "account.tls_fingerprint",
+    "account.tls_min_version",
+    "account.tls_cert_file",
+    "account.tls_key_file",
+    "account.auth",
+    "account.user",
+    "account.password_command",
+    "account.password_file",
+    "account.connect_timeout",
+    "account.timeout",
+    "account.data_timeout",
     "rewrite",
     "rewrite.from_policy",
     "rewrite.domain",
@@ -60,16 +75,25 @@ pub struct Config {
     pub local: Local,
 }
 
-/// One smarthost account. The submission issue adds the transport keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One smarthost account.
+#[derive(Debug, Clone)]
 pub struct Account {
     pub name: String,
-    pub host: String,
     /// The address this account may send as.
     pub from: String,
     /// Envelope-sender patterns (`*@example.com`, `root`, `*`) selecting it.
     pub senders: Vec<String>,
+    /// How to reach and log in to the smarthost. `helo_name` is left empty:
+    /// the app layer fills in the hostname.
+    pub smtp: crate::transport::Settings,
+    pub password_command: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
+
+pub use crate::transport::{AuthMode, MinTls, TlsMode};
+
+/// How long password_command may take.
+pub const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -247,6 +271,52 @@ struct RawAccount {
     from: Spanned<String>,
     #[serde(default)]
     senders: Vec<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    tls: RawTls,
+    tls_ca_file: Option<PathBuf>,
+    tls_fingerprint: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_min_version: RawMinTls,
+    tls_cert_file: Option<Spanned<PathBuf>>,
+    tls_key_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    auth: RawAuth,
+    user: Option<String>,
+    password_command: Option<String>,
+    password_file: Option<PathBuf>,
+    connect_timeout: Option<Spanned<u64>>,
+    timeout: Option<Spanned<u64>>,
+    data_timeout: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawTls {
+    #[default]
+    Starttls,
+    Implicit,
+    None,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+enum RawMinTls {
+    #[default]
+    #[serde(rename = "1.2")]
+    V12,
+    #[serde(rename = "1.3")]
+    V13,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawAuth {
+    #[default]
+    Auto,
+    Plain,
+    Login,
+    Xoauth2,
+    None,
 }
 
 #[derive(Deserialize)]
@@ -412,11 +482,109 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             }
             senders.push(v.to_ascii_lowercase());
         }
+        let tls = match a.tls {
+            RawTls::Starttls => TlsMode::StartTls,
+            RawTls::Implicit => TlsMode::Implicit,
+            RawTls::None => TlsMode::None,
+        };
+        if tls == TlsMode::None && !crate::transport::is_loopback(&host) {
+            return c.err(
+                a.host.span(),
+                format!(
+                    "[[account]] \"{name}\": tls = \"none\" is only allowed to a loopback address \
+                     (127.0.0.1, ::1, localhost), and \"{host}\" is not one; use \"starttls\" or \"implicit\""
+                ),
+            );
+        }
+        let port = match &a.port {
+            Some(p) if *p.get_ref() == 0 => {
+                return c.err(
+                    p.span(),
+                    format!("[[account]] \"{name}\": port 0 is not a port"),
+                );
+            }
+            Some(p) => *p.get_ref(),
+            None => match tls {
+                TlsMode::StartTls => 587,
+                TlsMode::Implicit => 465,
+                TlsMode::None => 25,
+            },
+        };
+        let tls_fingerprint = match &a.tls_fingerprint {
+            Some(f) => Some(crate::transport::parse_fingerprint(f.get_ref()).map_or_else(
+                || {
+                    c.err(
+                        f.span(),
+                        format!(
+                            "[[account]] \"{name}\": tls_fingerprint must be \"sha256:\" and 32 hex bytes, \
+                             as `mailhop check` prints it"
+                        ),
+                    )
+                },
+                Ok,
+            )?),
+            None => None,
+        };
+        let tls_client = match (&a.tls_cert_file, &a.tls_key_file) {
+            (Some(cert), Some(key)) => Some((cert.get_ref().clone(), key.get_ref().clone())),
+            (None, None) => None,
+            (Some(s), None) | (None, Some(s)) => {
+                return c.err(
+                    s.span(),
+                    format!("[[account]] \"{name}\": tls_cert_file and tls_key_file go together; set both"),
+                );
+            }
+        };
+        let auth = match a.auth {
+            RawAuth::Auto => AuthMode::Auto,
+            RawAuth::Plain => AuthMode::Plain,
+            RawAuth::Login => AuthMode::Login,
+            RawAuth::Xoauth2 => AuthMode::Xoauth2,
+            RawAuth::None => AuthMode::None,
+        };
+        if matches!(auth, AuthMode::Plain | AuthMode::Login | AuthMode::Xoauth2) && a.user.is_none()
+        {
+            return c.err(
+                a.name.span(),
+                format!("[[account]] \"{name}\": auth needs a user; set user = \"…\""),
+            );
+        }
+        let secs =
+            |v: &Option<Spanned<u64>>, default: u64, key: &str| -> Result<Duration, ConfigError> {
+                match v {
+                    Some(s) if *s.get_ref() == 0 || *s.get_ref() > 86_400 => c.err(
+                        s.span(),
+                        format!("[[account]] \"{name}\": {key} is in seconds, from 1 to 86400"),
+                    ),
+                    Some(s) => Ok(Duration::from_secs(*s.get_ref())),
+                    None => Ok(Duration::from_secs(default)),
+                }
+            };
+        let smtp = crate::transport::Settings {
+            connect_timeout: secs(&a.connect_timeout, 30, "connect_timeout")?,
+            command_timeout: secs(&a.timeout, 60, "timeout")?,
+            data_timeout: secs(&a.data_timeout, 600, "data_timeout")?,
+            host,
+            port,
+            tls,
+            ca_file: a.tls_ca_file.clone(),
+            fingerprint: tls_fingerprint,
+            min_tls: match a.tls_min_version {
+                RawMinTls::V12 => MinTls::V12,
+                RawMinTls::V13 => MinTls::V13,
+            },
+            client_cert: tls_client,
+            auth,
+            username: a.user.clone(),
+            helo_name: String::new(),
+        };
         accounts.push(Account {
             name,
-            host,
             from,
             senders,
+            smtp,
+            password_command: a.password_command.clone(),
+            password_file: a.password_file.clone(),
         });
     }
 
@@ -854,8 +1022,15 @@ path = "~/Maildir"
         let c = p("[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n\
                    [[account]]\nname = \"b\"\nhost = \"h\"\nfrom = \"b@b.c\"\nsenders = [\"www-*\"]\n")
         .unwrap();
-        assert_eq!(c.account_for("www-data@host.example").map(|a| a.name.as_str()), Some("b"));
-        assert_eq!(c.account_for("root@host.example").map(|a| a.name.as_str()), Some("a"));
+        assert_eq!(
+            c.account_for("www-data@host.example")
+                .map(|a| a.name.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            c.account_for("root@host.example").map(|a| a.name.as_str()),
+            Some("a")
+        );
     }
 
     #[test]

@@ -128,15 +128,21 @@ impl Reply {
         let first = self.lines.first()?;
         let word = first.split_whitespace().next()?;
         let parts: Vec<&str> = word.split('.').collect();
-        (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-            .then_some(word)
+        (parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        .then_some(word)
     }
 
     /// One line for humans: `550 5.1.1 <a@b>: User unknown`, with control
     /// characters removed so a hostile server cannot forge terminal output.
     pub fn one_line(&self) -> String {
         let text: String = self.lines.join(" / ");
-        let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         format!("{} {}", self.code, clean.trim())
     }
 
@@ -236,7 +242,8 @@ impl Error {
             Kind::Reply(r) => r.is_transient(),
             Kind::Network | Kind::Timeout => true,
             Kind::AuthFailed(Some(r)) => r.is_transient(),
-            Kind::AllRecipientsRejected(list) => list.iter().all(|(_, r)| r.is_transient()),
+            // Any 4xx: some recipient may still be reached later.
+            Kind::AllRecipientsRejected(list) => list.iter().any(|(_, r)| r.is_transient()),
             _ => false,
         }
     }
@@ -279,7 +286,9 @@ pub fn hint(reply: &Reply) -> Option<&'static str> {
         );
     }
     if reply.contains("Too many login attempts") {
-        return Some("the provider throttles logins; let the queue send later rather than retrying now");
+        return Some(
+            "the provider throttles logins; let the queue send later rather than retrying now",
+        );
     }
     None
 }
@@ -300,7 +309,9 @@ fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
     if !code_bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let code = code_bytes.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let code = code_bytes
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     if !(200..600).contains(&code) {
         return None;
     }
@@ -374,7 +385,10 @@ impl Info {
         self.extensions.iter().any(|(k, _)| k == keyword)
     }
     fn param(&self, keyword: &str) -> Option<&str> {
-        self.extensions.iter().find(|(k, _)| k == keyword).map(|(_, v)| v.as_str())
+        self.extensions
+            .iter()
+            .find(|(k, _)| k == keyword)
+            .map(|(_, v)| v.as_str())
     }
     /// AUTH mechanisms offered (both `AUTH X Y` and the old `AUTH=X Y`).
     pub fn auth_mechanisms(&self) -> Vec<String> {
@@ -400,20 +414,40 @@ pub struct Session<'t> {
 
 impl fmt::Debug for Session<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("host", &self.settings.host).field("info", &self.info).finish()
+        f.debug_struct("Session")
+            .field("host", &self.settings.host)
+            .field("info", &self.info)
+            .finish()
     }
 }
 
 fn io_kind(stage: Stage, e: &io::Error, what: &str) -> Error {
     // Linux reports an expired SO_RCVTIMEO as EAGAIN (WouldBlock), not
     // TimedOut; both are timeouts.
-    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
         return Error::new(stage, Kind::Timeout, format!("timed out {what} ({stage})"));
     }
-    if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return Error::new(
+            stage,
+            Kind::Network,
+            format!("the server closed the connection during {stage}"),
+        );
+    }
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         return tls_error(tls);
     }
-    Error::new(stage, Kind::Network, format!("connection failed during {stage}: {e}"))
+    Error::new(
+        stage,
+        Kind::Network,
+        format!("connection failed during {stage}: {e}"),
+    )
 }
 
 /// Explains a rustls error in words: what the certificate problem is and
@@ -508,7 +542,9 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
         }
         match &self.webpki {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
         }
     }
 
@@ -518,7 +554,12 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -527,28 +568,26 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
-/// SHA-256 through rustls's ring provider (no extra crypto dependency).
+/// SHA-256, from ring (already linked for rustls's crypto provider).
 pub fn ring_sha256(data: &[u8]) -> [u8; 32] {
-    let hash = rustls::crypto::ring::default_provider()
-        .cipher_suites
-        .iter()
-        .find_map(|s| s.tls13().map(|t| t.common.hash_provider))
-        .map(|h| h.hash(data));
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
     let mut out = [0u8; 32];
-    if let Some(h) = hash {
-        let bytes = h.as_ref();
-        if bytes.len() == 32 {
-            out.copy_from_slice(bytes);
-        }
-    }
+    out.copy_from_slice(digest.as_ref());
     out
 }
 
@@ -590,7 +629,8 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
                 for c in certs {
-                    let c = c.map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
+                    let c =
+                        c.map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
                     roots
                         .add(c)
                         .map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
@@ -607,9 +647,12 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
             ));
         }
         Some(
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| config_err(format!("cannot build the certificate verifier: {e}")))?,
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| config_err(format!("cannot build the certificate verifier: {e}")))?,
         )
     };
     let versions: &[&rustls::SupportedProtocolVersion] = match s.min_tls {
@@ -682,9 +725,17 @@ impl<'t> Session<'t> {
             _ => Some(tls_config(settings)?),
         };
         let tcp = tcp_connect(&settings.host, settings.port, settings.connect_timeout)?;
+        // Before anything is read, including an implicit-TLS handshake: a
+        // silent server must time out, not hang the caller forever.
+        let t = (!settings.command_timeout.is_zero()).then_some(settings.command_timeout);
+        tcp.set_read_timeout(t)
+            .and_then(|()| tcp.set_write_timeout(t))
+            .map_err(|e| io_kind(Stage::Connect, &e, "setting the timeout"))?;
         let peer = tcp.peer_addr().ok();
         let conn = match (settings.tls, &tls) {
-            (TlsMode::Implicit, Some(cfg)) => Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?)),
+            (TlsMode::Implicit, Some(cfg)) => {
+                Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?))
+            }
             _ => Conn::Plain(tcp),
         };
         let mut s = Session {
@@ -737,17 +788,32 @@ impl<'t> Session<'t> {
                     "the server sent data after agreeing to STARTTLS (possible injection attack); aborted",
                 ));
             }
-            let Conn::Plain(tcp) = std::mem::replace(&mut s.conn, Conn::Plain(s.conn.tcp().try_clone().map_err(|e| io_kind(Stage::StartTls, &e, "starting TLS"))?)) else {
-                return Err(Error::new(Stage::StartTls, Kind::Protocol, "TLS is already active"));
+            // Swap a clone of the socket in while the original moves into
+            // the TLS stream; the clone is dropped right after.
+            let placeholder = s
+                .conn
+                .tcp()
+                .try_clone()
+                .map_err(|e| io_kind(Stage::StartTls, &e, "starting TLS"))?;
+            let Conn::Plain(tcp) = std::mem::replace(&mut s.conn, Conn::Plain(placeholder)) else {
+                return Err(Error::new(
+                    Stage::StartTls,
+                    Kind::Protocol,
+                    "TLS is already active",
+                ));
             };
-            let cfg = tls.as_ref().ok_or_else(|| Error::new(Stage::StartTls, Kind::Config, "no TLS configuration"))?;
+            let cfg = tls
+                .as_ref()
+                .ok_or_else(|| Error::new(Stage::StartTls, Kind::Config, "no TLS configuration"))?;
             s.conn = Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?));
             s.ehlo()?;
         }
         if let Conn::Tls(t) = &s.conn {
             let c = &t.conn;
             s.info.tls_version = c.protocol_version().map(|v| format!("{v:?}"));
-            s.info.tls_cipher = c.negotiated_cipher_suite().map(|cs| format!("{:?}", cs.suite()));
+            s.info.tls_cipher = c
+                .negotiated_cipher_suite()
+                .map(|cs| format!("{:?}", cs.suite()));
             s.info.peer_certificates = c
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
@@ -785,7 +851,10 @@ impl<'t> Session<'t> {
             return Err(Error::new(
                 Stage::Ehlo,
                 Kind::Reply(r.clone()),
-                format!("{} refused EHLO {}: {r}", self.settings.host, self.settings.helo_name),
+                format!(
+                    "{} refused EHLO {}: {r}",
+                    self.settings.host, self.settings.helo_name
+                ),
             ));
         }
         self.info.extensions = r
@@ -793,12 +862,15 @@ impl<'t> Session<'t> {
             .iter()
             .skip(1)
             .map(|l| {
-                let (k, v) = l.split_once([' ', '=']).map_or((l.as_str(), ""), |(k, v)| (k, v));
-                let k = if l.as_bytes().get(k.len()) == Some(&b'=') && k.eq_ignore_ascii_case("AUTH") {
-                    "AUTH=".to_string()
-                } else {
-                    k.to_ascii_uppercase()
-                };
+                let (k, v) = l
+                    .split_once([' ', '='])
+                    .map_or((l.as_str(), ""), |(k, v)| (k, v));
+                let k =
+                    if l.as_bytes().get(k.len()) == Some(&b'=') && k.eq_ignore_ascii_case("AUTH") {
+                        "AUTH=".to_string()
+                    } else {
+                        k.to_ascii_uppercase()
+                    };
                 (k, v.trim().to_string())
             })
             .collect();
@@ -840,18 +912,31 @@ impl<'t> Session<'t> {
                 ));
             };
             if code.is_some_and(|prev| prev != c) {
-                return Err(Error::new(stage, Kind::Protocol, "reply lines with different codes"));
+                return Err(Error::new(
+                    stage,
+                    Kind::Protocol,
+                    "reply lines with different codes",
+                ));
             }
             code = Some(c);
             if let Some(t) = self.transcript.as_mut() {
-                let _ = writeln!(t, "<- {c}{}{}", if last { ' ' } else { '-' }, text.replace(|ch: char| ch.is_control(), " "));
+                let _ = writeln!(
+                    t,
+                    "<- {c}{}{}",
+                    if last { ' ' } else { '-' },
+                    text.replace(|ch: char| ch.is_control(), " ")
+                );
             }
             lines.push(text);
             if last {
                 return Ok(Reply { code: c, lines });
             }
             if lines.len() > MAX_LINES {
-                return Err(Error::new(stage, Kind::Protocol, "the server's reply is too long"));
+                return Err(Error::new(
+                    stage,
+                    Kind::Protocol,
+                    "the server's reply is too long",
+                ));
             }
         }
     }
@@ -863,7 +948,11 @@ impl<'t> Session<'t> {
                 return Ok(std::mem::replace(&mut self.buf, rest));
             }
             if self.buf.len() > MAX_LINE {
-                return Err(Error::new(stage, Kind::Protocol, "the server sent an over-long reply line"));
+                return Err(Error::new(
+                    stage,
+                    Kind::Protocol,
+                    "the server sent an over-long reply line",
+                ));
             }
             let mut chunk = [0u8; 4096];
             let n = self
@@ -928,7 +1017,11 @@ impl<'t> Session<'t> {
                         format!(
                             "{} offers no password mechanism mailhop supports (offered: {}); set auth = \"xoauth2\" for OAuth, or auth = \"none\"",
                             self.settings.host,
-                            if offered.is_empty() { "none".to_string() } else { offered.join(" ") }
+                            if offered.is_empty() {
+                                "none".to_string()
+                            } else {
+                                offered.join(" ")
+                            }
                         ),
                     ));
                 }
@@ -941,15 +1034,39 @@ impl<'t> Session<'t> {
                 format!(
                     "{} does not offer AUTH {mech} (offered: {})",
                     self.settings.host,
-                    if offered.is_empty() { "none".to_string() } else { offered.join(" ") }
+                    if offered.is_empty() {
+                        "none".to_string()
+                    } else {
+                        offered.join(" ")
+                    }
                 ),
             ));
         }
         let secret = secret().map_err(|e| Error::new(Stage::Auth, Kind::Credentials, e))?;
+        // A server that echoes what it was sent must not make the secret
+        // appear in our error text.
+        let reply = self.auth_exchange(mech, &user, &secret).map_err(|mut e| {
+            e.detail = crate::credentials::redact(&e.detail, &secret);
+            e
+        })?;
+        if reply.code != 235 {
+            return Err(auth_failed(&self.settings.host, reply));
+        }
+        self.info.authenticated_as = Some(user);
+        Ok(())
+    }
+
+    /// The AUTH dialogue for one mechanism; returns the final reply.
+    fn auth_exchange(&mut self, mech: &str, user: &str, secret: &Secret) -> Result<Reply, Error> {
         let reply = match mech {
             "PLAIN" => {
-                let payload = zeroize::Zeroizing::new(B64.encode(format!("\0{user}\0{}", secret.expose())));
-                self.send_line(&format!("AUTH PLAIN {}", payload.as_str()), "AUTH PLAIN ***", Stage::Auth)?;
+                let payload =
+                    zeroize::Zeroizing::new(B64.encode(format!("\0{user}\0{}", secret.expose())));
+                self.send_line(
+                    &format!("AUTH PLAIN {}", payload.as_str()),
+                    "AUTH PLAIN ***",
+                    Stage::Auth,
+                )?;
                 self.read_reply(Stage::Auth)?
             }
             "LOGIN" => {
@@ -957,7 +1074,7 @@ impl<'t> Session<'t> {
                 if r.code != 334 {
                     return Err(auth_failed(&self.settings.host, r));
                 }
-                self.send_line(&B64.encode(&user), "*** (user name)", Stage::Auth)?;
+                self.send_line(&B64.encode(user), "*** (user name)", Stage::Auth)?;
                 let r = self.read_reply(Stage::Auth)?;
                 if r.code != 334 {
                     return Err(auth_failed(&self.settings.host, r));
@@ -967,9 +1084,16 @@ impl<'t> Session<'t> {
                 self.read_reply(Stage::Auth)?
             }
             _ => {
-                let raw = zeroize::Zeroizing::new(format!("user={user}\x01auth=Bearer {}\x01\x01", secret.expose()));
+                let raw = zeroize::Zeroizing::new(format!(
+                    "user={user}\x01auth=Bearer {}\x01\x01",
+                    secret.expose()
+                ));
                 let payload = zeroize::Zeroizing::new(B64.encode(raw.as_bytes()));
-                self.send_line(&format!("AUTH XOAUTH2 {}", payload.as_str()), "AUTH XOAUTH2 ***", Stage::Auth)?;
+                self.send_line(
+                    &format!("AUTH XOAUTH2 {}", payload.as_str()),
+                    "AUTH XOAUTH2 ***",
+                    Stage::Auth,
+                )?;
                 let r = self.read_reply(Stage::Auth)?;
                 if r.code == 334 {
                     // The server explains the refusal in a base64 JSON
@@ -980,7 +1104,11 @@ impl<'t> Session<'t> {
                         .and_then(|l| B64.decode(l.trim()).ok())
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                         .unwrap_or_default();
-                    self.send_line("", "(empty line, as XOAUTH2 requires after an error)", Stage::Auth)?;
+                    self.send_line(
+                        "",
+                        "(empty line, as XOAUTH2 requires after an error)",
+                        Stage::Auth,
+                    )?;
                     let fin = self.read_reply(Stage::Auth)?;
                     let mut e = auth_failed(&self.settings.host, fin);
                     if !json.is_empty() {
@@ -991,11 +1119,7 @@ impl<'t> Session<'t> {
                 r
             }
         };
-        if reply.code != 235 {
-            return Err(auth_failed(&self.settings.host, reply));
-        }
-        self.info.authenticated_as = Some(user);
-        Ok(())
+        Ok(reply)
     }
 
     /// Sends one message: MAIL, one RCPT per recipient, DATA. A refused
@@ -1022,7 +1146,10 @@ impl<'t> Session<'t> {
                     Stage::Mail,
                     Kind::Reply(Reply {
                         code: 552,
-                        lines: vec![format!("5.3.4 message size {} exceeds the server's limit {max}", env.size)],
+                        lines: vec![format!(
+                            "5.3.4 message size {} exceeds the server's limit {max}",
+                            env.size
+                        )],
                     }),
                     format!(
                         "the message is {} bytes, more than {} accepts ({max} bytes)",
@@ -1053,7 +1180,10 @@ impl<'t> Session<'t> {
             return Err(Error::new(
                 Stage::Mail,
                 Kind::Reply(r.clone()),
-                format!("{} refused the sender <{}>: {r}{hint}", self.settings.host, env.sender),
+                format!(
+                    "{} refused the sender <{}>: {r}{hint}",
+                    self.settings.host, env.sender
+                ),
             ));
         }
         let mut outcome = Outcome::default();
@@ -1076,7 +1206,11 @@ impl<'t> Session<'t> {
             return Err(Error::new(
                 Stage::Rcpt,
                 Kind::AllRecipientsRejected(list),
-                format!("{} refused every recipient: {}", self.settings.host, text.join("; ")),
+                format!(
+                    "{} refused every recipient: {}",
+                    self.settings.host,
+                    text.join("; ")
+                ),
             ));
         }
         let r = self.command("DATA", Stage::Data)?;
@@ -1135,7 +1269,8 @@ impl<'t> Session<'t> {
             total += n as u64;
             encoded.clear();
             stuffer.encode(&chunk[..n], &mut encoded);
-            out.write_all(&encoded).map_err(|e| io_kind(Stage::Message, &e, "sending the message"))?;
+            out.write_all(&encoded)
+                .map_err(|e| io_kind(Stage::Message, &e, "sending the message"))?;
         }
         out.write_all(stuffer.terminator())
             .and_then(|()| out.flush())
@@ -1149,7 +1284,11 @@ impl<'t> Session<'t> {
         if r.is_positive() {
             Ok(())
         } else {
-            Err(Error::new(Stage::Reset, Kind::Reply(r.clone()), format!("RSET failed: {r}")))
+            Err(Error::new(
+                Stage::Reset,
+                Kind::Reply(r.clone()),
+                format!("RSET failed: {r}"),
+            ))
         }
     }
 
@@ -1181,13 +1320,18 @@ fn auth_failed(host: &str, r: Reply) -> Error {
 
 fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
     let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = (host_for_lookup, port).to_socket_addrs().map_err(|e| {
-        Error::new(
-            Stage::Connect,
-            Kind::Network,
-            format!("cannot resolve {host}: {e} (a temporary DNS failure is retried later)"),
-        )
-    })?.collect();
+    let addrs: Vec<SocketAddr> = (host_for_lookup, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::new(
+                Stage::Connect,
+                Kind::Network,
+                format!(
+                    "cannot resolve {host}: {e} (a temporary DNS failure is reported as temporary)"
+                ),
+            )
+        })?
+        .collect();
     let mut last = None;
     for addr in &addrs {
         let attempt = if timeout.is_zero() {
@@ -1205,17 +1349,31 @@ fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Er
         }
     }
     Err(match last {
-        Some((addr, e)) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => Error::new(
-            Stage::Connect,
-            Kind::Timeout,
-            format!("connecting to {host} ({addr}) timed out after {} s", timeout.as_secs()),
-        ),
+        Some((addr, e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Error::new(
+                Stage::Connect,
+                Kind::Timeout,
+                format!(
+                    "connecting to {host} ({addr}) timed out after {} s",
+                    timeout.as_secs()
+                ),
+            )
+        }
         Some((addr, e)) => Error::new(
             Stage::Connect,
             Kind::Network,
             format!("cannot connect to {host} port {port} ({addr}): {e}"),
         ),
-        None => Error::new(Stage::Connect, Kind::Network, format!("{host} has no address")),
+        None => Error::new(
+            Stage::Connect,
+            Kind::Network,
+            format!("{host} has no address"),
+        ),
     })
 }
 
@@ -1224,10 +1382,19 @@ fn handshake(
     host: &str,
     mut tcp: TcpStream,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Error> {
-    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
-        .map_err(|_| Error::new(Stage::Tls, Kind::Config, format!("\"{host}\" is not a valid TLS server name")))?;
-    let mut conn = rustls::ClientConnection::new(cfg.clone(), name)
-        .map_err(|e| tls_error(&e))?;
+    let name = ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|_| {
+        Error::new(
+            Stage::Tls,
+            Kind::Config,
+            format!("\"{host}\" is not a valid TLS server name"),
+        )
+    })?;
+    let mut conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| tls_error(&e))?;
     while conn.is_handshaking() {
         if let Err(e) = conn.complete_io(&mut tcp) {
             if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
@@ -1308,7 +1475,10 @@ mod tests {
     #[test]
     fn reply_lines_parse() {
         assert_eq!(parse_line(b"250 OK\r\n"), Some((250, true, "OK".into())));
-        assert_eq!(parse_line(b"250-SIZE 100\r\n"), Some((250, false, "SIZE 100".into())));
+        assert_eq!(
+            parse_line(b"250-SIZE 100\r\n"),
+            Some((250, false, "SIZE 100".into()))
+        );
         assert_eq!(parse_line(b"220\r\n"), Some((220, true, String::new())));
         assert_eq!(parse_line(b"25 x\r\n"), None);
         assert_eq!(parse_line(b"abc\r\n"), None);
@@ -1341,7 +1511,14 @@ mod tests {
             "sha256:BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
         );
         assert_eq!(parse_fingerprint(&format_fingerprint(&fp)), Some(fp));
-        assert_eq!(parse_fingerprint(&format_fingerprint(&fp).to_lowercase().replace("sha256", "SHA256")), Some(fp));
+        assert_eq!(
+            parse_fingerprint(
+                &format_fingerprint(&fp)
+                    .to_lowercase()
+                    .replace("sha256", "SHA256")
+            ),
+            Some(fp)
+        );
         assert_eq!(parse_fingerprint("sha256:AB"), None);
         assert_eq!(parse_fingerprint("md5:AB"), None);
     }
@@ -1362,7 +1539,7 @@ mod tests {
             "550 5.1.1 <a@b>: Recipient address rejected\r\n",
             "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n",
         ] {
-            let (_, theirs) = lettre::transport::smtp::response::parse_response(text).unwrap();
+            let theirs: lettre::transport::smtp::response::Response = text.parse().unwrap();
             let mut code = 0;
             let mut lines = Vec::new();
             for l in text.split_inclusive("\r\n") {

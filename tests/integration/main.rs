@@ -5,6 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod callers;
+mod certs;
 mod intake;
 mod manpage;
+mod scripted;
+mod smtpd;
+mod submission;
 mod util;

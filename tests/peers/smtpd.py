@@ -40,6 +40,7 @@ import signal
 import ssl
 import sys
 import threading
+import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, MISSING
 
@@ -382,6 +383,8 @@ def main():
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # "Requiring AUTH while not requiring TLS": intended in plain mode.
+    warnings.filterwarnings("ignore", message="Requiring AUTH", category=UserWarning)
 
     ctx = None
     if args.mode != "plain":
@@ -434,10 +437,12 @@ def main():
     loop.add_signal_handler(signal.SIGINT, loop.stop)
 
     def watch_stdin():
+        # os.read, not sys.stdin: a daemon thread blocked inside a buffered
+        # reader makes interpreter shutdown abort.
         try:
-            while sys.stdin.buffer.read(65536):
+            while os.read(0, 65536):
                 pass
-        except Exception:
+        except OSError:
             pass
         loop.call_soon_threadsafe(loop.stop)
 
@@ -453,6 +458,9 @@ def main():
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
