@@ -321,6 +321,28 @@ pub enum Invocation {
     },
     /// `mailhop --version` / `-V`.
     Version,
+    /// `mailhop check`: test the configuration and the smarthost.
+    Check(CheckArgs),
+}
+
+/// Options of `mailhop check`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Args)]
+pub struct CheckArgs {
+    /// Configuration file (default: the user's, else /etc/mailhop.toml)
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check only this account (default: every account)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// After the checks, send a test message to this address
+    #[arg(long = "send-test", value_name = "ADDRESS")]
+    pub send_test: Option<String>,
+    /// Validate the configuration only; no network
+    #[arg(long)]
+    pub offline: bool,
+    /// Show the SMTP dialogue (credentials are never shown)
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
 }
 
 /// Why the command line was not accepted.
@@ -377,6 +399,9 @@ pub enum Command {
     /// Rebuild the aliases; same as sendmail -bi
     #[command(disable_help_flag = true)]
     Newaliases(PassThrough),
+    /// Check the configuration, then each smarthost: DNS, connection, TLS,
+    /// certificate, login, and optionally a test message
+    Check(CheckArgs),
 }
 
 /// Arguments handed to the sendmail parser untouched.
@@ -455,6 +480,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Send(p)) => (p, Mode::Deliver),
         Some(Command::Mailq(p)) => (p, Mode::ListQueue),
         Some(Command::Newaliases(p)) => (p, Mode::NewAliases),
+        Some(Command::Check(c)) => return Ok(Invocation::Check(c)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(

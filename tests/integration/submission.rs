@@ -450,3 +450,95 @@ fn tls_none_is_refused_for_remote_hosts() {
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.stderr.contains("loopback"), "{}", r.stderr);
 }
+
+#[test]
+fn check_walks_every_step_and_sends_a_test() {
+    let s = setup(Mode::StartTls, "server", "", "");
+    let cfg = s.world.config().display().to_string();
+    let r = crate::util::run_raw(
+        "mailhop",
+        &[
+            "check".into(),
+            "-C".into(),
+            cfg.clone(),
+            "--send-test".into(),
+            "b@example.net".into(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for want in [
+        "configuration: ",
+        "account test: 127.0.0.1 port",
+        "DNS: 127.0.0.1 resolves to 127.0.0.1",
+        "greeting: 220",
+        "EHLO: ",
+        "certificate verified against tls_ca_file",
+        "server certificate 0: sha256:",
+        "login: accepted as shop@example.com",
+        "test message: accepted for b@example.net",
+    ] {
+        assert!(r.stdout.contains(want), "{want:?} missing:\n{}", r.stdout);
+    }
+    assert!(!r.stdout.contains(PASS) && !r.stderr.contains(PASS));
+    let got = s.server.wait_messages(1);
+    assert_eq!(got[0].rcpt_tos, vec!["b@example.net"]);
+    // The printed fingerprint is what tls_fingerprint takes.
+    assert!(
+        r.stdout.contains(&s.pki.sha256_fingerprint("server.pem")),
+        "{}",
+        r.stdout
+    );
+
+    // --offline does no network, but still checks the credential source.
+    std::fs::write(s.world.path("password"), "x\n").ok();
+    let r = crate::util::run_raw(
+        "mailhop",
+        &["check".into(), "-C".into(), cfg, "--offline".into()],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("credentials: available") && r.stdout.contains("offline"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn check_reports_a_refused_login() {
+    let s = setup(Mode::StartTls, "server", "", "");
+    let pw = s.world.path("wrong-password");
+    std::fs::write(&pw, "not-it\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = std::fs::read_to_string(s.world.config()).unwrap();
+    let cfg: String = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("password_file") {
+                format!("password_file = \"{}\"\n", pw.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    s.world.write_config(&cfg);
+    let r = crate::util::run_raw(
+        "mailhop",
+        &[
+            "check".into(),
+            "-C".into(),
+            s.world.config().display().to_string(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 77, "{r:?}");
+    assert!(
+        r.stdout.contains("login: FAILED") && r.stdout.contains("535"),
+        "{}",
+        r.stdout
+    );
+}
