@@ -889,6 +889,35 @@ mod tests {
     // ---- golden: real callers ----
 
     #[test]
+    fn mailhop_check_parses() {
+        let inv = parse(os(&[
+            "mailhop",
+            "check",
+            "-C",
+            "/x.toml",
+            "--account",
+            "o365",
+            "--send-test",
+            "a@b.c",
+            "-v",
+        ]))
+        .unwrap();
+        assert_eq!(
+            inv,
+            Invocation::Check(CheckArgs {
+                config: Some(PathBuf::from("/x.toml")),
+                account: Some("o365".into()),
+                send_test: Some("a@b.c".into()),
+                offline: false,
+                verbose: true,
+            })
+        );
+        assert!(
+            matches!(parse(os(&["mailhop", "check", "--offline"])), Ok(Invocation::Check(c)) if c.offline)
+        );
+    }
+
+    #[test]
     fn debian_cron() {
         let got = sm(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
         let want = SendArgs {
@@ -1225,7 +1254,7 @@ mod tests {
                         | Invocation::ListQueue(a)
                         | Invocation::NewAliases(a)
                         | Invocation::RunQueue { args: a, .. } => a.warnings,
-                        Invocation::Version => vec![],
+                        Invocation::Version | Invocation::Check(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }
