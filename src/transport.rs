@@ -749,7 +749,9 @@ impl<'t> Session<'t> {
             transcript,
         };
         s.set_timeout(settings.command_timeout, Stage::Greeting)?;
-        let greeting = s.read_reply(Stage::Greeting)?;
+        let greeting = s
+            .read_reply(Stage::Greeting)
+            .map_err(|e| s.explain_tls_close(e))?;
         if !greeting.is_positive() {
             return Err(Error::new(
                 Stage::Greeting,
@@ -806,7 +808,7 @@ impl<'t> Session<'t> {
                 .as_ref()
                 .ok_or_else(|| Error::new(Stage::StartTls, Kind::Config, "no TLS configuration"))?;
             s.conn = Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?));
-            s.ehlo()?;
+            s.ehlo().map_err(|e| s.explain_tls_close(e))?;
         }
         if let Conn::Tls(t) = &s.conn {
             let c = &t.conn;
@@ -829,6 +831,22 @@ impl<'t> Session<'t> {
 
     pub fn info(&self) -> &Info {
         &self.info
+    }
+
+    /// With TLS 1.3 a server that wants a client certificate refuses it
+    /// only after the handshake, so the client sees the connection close
+    /// before the first reply. Say what that usually means.
+    fn explain_tls_close(&self, mut e: Error) -> Error {
+        if e.kind == Kind::Network
+            && matches!(self.conn, Conn::Tls(_))
+            && self.settings.client_cert.is_none()
+        {
+            e.detail.push_str(
+                " right after the TLS handshake; if the server requires a client certificate, \
+                 set tls_cert_file and tls_key_file",
+            );
+        }
+        e
     }
 
     fn note(&mut self, text: &str) {

@@ -159,3 +159,53 @@ fn fail2ban() {
         "{h}"
     );
 }
+
+/// PHP's own mail() through `sendmail_path`, when php-cli is installed
+/// (scripts/test installs it): PHP 8 writes CRLF headers and an LF body,
+/// adds X-PHP-Originating-Script when asked, and reads our exit status.
+#[test]
+fn php_mail_function_through_sendmail_path() {
+    let Ok(php) = which("php") else {
+        eprintln!("php-cli is not installed; skipping (scripts/test installs it)");
+        return;
+    };
+    let w = World::new("");
+    let link = w.path("sendmail");
+    std::os::unix::fs::symlink(crate::util::BIN, &link).unwrap();
+    let path = format!("{} -C {} -t -i", link.display(), w.config().display());
+    let script = r#"$ok = mail("alice", "Order 42", "Thanks for your order.\nLine two.", "From: shop <shop@host.example.com>\r\nX-Extra: yes");
+exit($ok ? 0 : 1);"#;
+    let out = std::process::Command::new(php)
+        .args([
+            "-n",
+            "-d",
+            &format!("sendmail_path={path}"),
+            "-d",
+            "mail.add_x_header=1",
+            "-r",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let msgs = w.maildir("alice");
+    assert_eq!(msgs.len(), 1);
+    let h = head(&msgs[0]);
+    assert!(h.contains("Subject: Order 42"), "{h}");
+    assert!(h.contains("To: alice@host.example.com"), "{h}");
+    assert!(h.contains("X-PHP-Originating-Script:"), "{h}");
+    assert_eq!(
+        crate::util::body(&msgs[0]),
+        b"Thanks for your order.\nLine two.\n"
+    );
+    assert!(!crate::util::text(&msgs[0]).contains('\r'));
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

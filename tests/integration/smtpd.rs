@@ -46,6 +46,8 @@ pub struct SmtpdOptions {
     pub xoauth2: Option<(String, String)>,
     /// `StartTls` mode only: false = do not offer STARTTLS at all.
     pub offer_starttls: bool,
+    /// Require a TLS client certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for SmtpdOptions {
@@ -57,6 +59,7 @@ impl Default for SmtpdOptions {
             require_auth: false,
             xoauth2: None,
             offer_starttls: true,
+            client_ca: None,
         }
     }
 }
@@ -139,6 +142,9 @@ impl Smtpd {
             .arg(spool);
         if let Some((cert, key)) = &opts.cert {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(ca) = &opts.client_ca {
+            cmd.arg("--client-ca").arg(ca);
         }
         if !opts.users.is_empty() {
             let users: Vec<String> = opts.users.iter().map(|(u, p)| format!("{u}:{p}")).collect();

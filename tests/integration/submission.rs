@@ -542,3 +542,38 @@ fn check_reports_a_refused_login() {
         r.stdout
     );
 }
+
+#[test]
+fn client_certificate_is_presented_when_configured() {
+    let pre = World::new("");
+    let pki = pki_in(&pre);
+    let opts = SmtpdOptions {
+        client_ca: Some(pki.path("ca.pem")),
+        ..SmtpdOptions::tls(
+            Mode::Implicit,
+            &pki.path("server.pem"),
+            &pki.path("server.key"),
+        )
+    };
+    let server = Smtpd::start(&opts, &pre.path("spool"));
+    let account = |extra: &str| {
+        World::new(&format!(
+            "[[account]]\nname = \"t\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\n\
+             from = \"{USER}\"\ntls_ca_file = \"{}\"\n{extra}",
+            server.port,
+            pki.path("ca.pem").display()
+        ))
+    };
+    let without = account("");
+    let r = without.sendmail(&["-oi", "b@example.net"], MSG);
+    assert_ne!(r.code, 0, "the server demands a client certificate: {r:?}");
+    assert!(r.stderr.contains("tls_cert_file"), "{}", r.stderr);
+    let with = account(&format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        pki.path("client.pem").display(),
+        pki.path("client.key").display()
+    ));
+    let r = with.sendmail(&["-oi", "b@example.net"], MSG);
+    assert_eq!(r.code, 0, "{r:?}");
+    server.wait_messages(1);
+}

@@ -380,6 +380,7 @@ def main():
     ap.add_argument("--xoauth2-user")
     ap.add_argument("--spool")
     ap.add_argument("--no-starttls-offer", action="store_true")
+    ap.add_argument("--client-ca", help="require a client certificate signed by this CA")
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -392,6 +393,9 @@ def main():
             ap.error(f"--mode {args.mode} needs --cert and --key")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(args.cert, args.key)
+        if args.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cafile=args.client_ca)
 
     handler = Handler(args)
     spool = Spool(args.spool)
