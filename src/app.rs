@@ -23,6 +23,7 @@ use crate::message::address::Mailbox;
 use crate::message::header::Header;
 use crate::message::intake::{self, Intake};
 use crate::message::prepare::{self, AccountRef, BodyPlan, Directory, FromPolicy, RevAlias};
+use crate::queue;
 use crate::transport;
 
 /// Runs one invocation from its argv and returns the exit status.
@@ -50,12 +51,19 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
         Invocation::Send(args) => with_env(&args, send),
         Invocation::Verify(args) => with_env(&args, verify),
         Invocation::NewAliases(args) => with_env(&args, newaliases),
-        Invocation::ListQueue(args) => {
-            warn_all(&args);
-            // The queue arrives with the queue issue; until then nothing is
-            // ever queued, so this is the truth.
-            println!("Mail queue is empty");
-            Exit::Ok
+        Invocation::ListQueue(args) => with_env(&args, |env, _| {
+            queue_cmd(env, &cli::QueueAction::List { json: false })
+        }),
+        Invocation::Queue(q) => {
+            let args = SendArgs {
+                common: cli::Common {
+                    config: q.config.clone(),
+                    verbose: u8::from(q.verbose),
+                    ..cli::Common::default()
+                },
+                ..SendArgs::default()
+            };
+            with_env(&args, |env, _| queue_cmd(env, &q.action))
         }
         Invocation::Check(c) => {
             let args = SendArgs {
@@ -68,9 +76,13 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             };
             with_env(&args, |env, _| check(env, &c))
         }
-        Invocation::RunQueue { args, .. } => {
-            warn_all(&args);
-            Exit::Ok
+        Invocation::RunQueue { args, interval } => {
+            if let Some(i) = interval.filter(|i| !i.is_empty()) {
+                eprintln!(
+                    "mailhop: -q{i}: mailhop is not a daemon; running the queue once (schedule it with the timer or cron)"
+                );
+            }
+            with_env(&args, |env, _| queue_cmd(env, &cli::QueueAction::Run))
         }
     }
 }
@@ -111,10 +123,15 @@ struct Env {
     gecos_name: Option<String>,
     home: Option<PathBuf>,
     euid: u32,
+    /// The real uid: who is asking.
+    uid: u32,
     /// Running setuid or setgid: the environment is the caller's, not ours.
     privileged: bool,
     /// The `mailhop` group, if it exists (group-readable secrets).
     mailhop_gid: Option<u32>,
+    /// Base for the per-user queue: $XDG_STATE_HOME, or ~/.local/state
+    /// from the password database when the environment is not ours.
+    state_dir: Option<PathBuf>,
     verbose: u8,
     tag: String,
     log_file: Option<PathBuf>,
@@ -161,6 +178,13 @@ fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         (!first.is_empty()).then_some(first)
     });
     let home = pw.as_ref().map(|u| u.dir.clone());
+    let privileged = nix::unistd::getuid() != nix::unistd::geteuid()
+        || nix::unistd::getgid() != nix::unistd::getegid();
+    let state_dir = if privileged {
+        home.as_ref().map(|h| h.join(".local").join("state"))
+    } else {
+        dirs::state_dir()
+    };
 
     let hostname = match &config.hostname {
         Some(h) => h.clone(),
@@ -195,12 +219,13 @@ fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         gecos_name,
         home,
         euid,
-        privileged: nix::unistd::getuid() != nix::unistd::geteuid()
-            || nix::unistd::getgid() != nix::unistd::getegid(),
+        uid: uid.as_raw(),
+        privileged,
         mailhop_gid: nix::unistd::Group::from_name("mailhop")
             .ok()
             .flatten()
             .map(|g| g.gid.as_raw()),
+        state_dir,
         verbose: args.common.verbose,
         tag: args
             .common
@@ -436,24 +461,53 @@ fn message_id(now: SystemTime, hostname: &str) -> String {
     )
 }
 
-/// A message after intake: the header block in memory, the body in a
-/// spool file.
+/// Where a body lives: a queue draft (so queueing it later is a rename,
+/// not a copy) or, when there is no usable spool, an anonymous temp file.
+#[derive(Debug)]
+enum Body {
+    Draft(queue::Draft),
+    Temp(File),
+}
+
+impl Body {
+    fn file(&mut self) -> &mut File {
+        match self {
+            Body::Draft(d) => &mut d.data,
+            Body::Temp(f) => f,
+        }
+    }
+
+    /// A new, empty body in the same place.
+    fn sibling(&self, spool: Option<&queue::Spool>, now: SystemTime) -> io::Result<Body> {
+        match (self, spool) {
+            (Body::Draft(_), Some(s)) => s
+                .draft(now)
+                .map(Body::Draft)
+                .map_err(|e| io::Error::other(e.to_string())),
+            _ => tempfile::tempfile().map(Body::Temp),
+        }
+    }
+}
+
+/// A message after intake: the header block in memory, the body in the
+/// spool.
 struct Spooled {
     intake: Intake,
-    body: File,
+    body: Body,
 }
 
 impl Spooled {
     /// The message exactly as read (normalised line endings), for
     /// dead.letter.
     fn original(&mut self) -> io::Result<impl Read + '_> {
-        self.body.seek(SeekFrom::Start(0))?;
+        let body = self.body.file();
+        body.seek(SeekFrom::Start(0))?;
         let sep: &[u8] = if self.intake.header.is_empty() {
             b""
         } else {
             b"\r\n"
         };
-        Ok(io::Cursor::new([self.intake.header.as_slice(), sep].concat()).chain(&mut self.body))
+        Ok(io::Cursor::new([self.intake.header.as_slice(), sep].concat()).chain(body))
     }
 }
 
@@ -536,18 +590,27 @@ fn log_line(env: &Env, severity: Severity, line: &str) {
 
 /// Reads stdin into a spool file. The header block stays in memory (at most
 /// 1 MiB); the body never does.
-fn intake_stdin(ignore_dots: bool) -> Result<Spooled, Failure> {
-    let mut body = tempfile::tempfile().map_err(|e| {
-        Failure::new(
-            Exit::TempFail,
-            format!(
-                "cannot create a spool file in {}: {e}",
-                std::env::temp_dir().display()
-            ),
-        )
-    })?;
+fn intake_stdin(
+    ignore_dots: bool,
+    spool: Option<&queue::Spool>,
+    now: SystemTime,
+) -> Result<Spooled, Failure> {
+    let mut body = match spool.map(|s| s.draft(now)) {
+        Some(Ok(d)) => Body::Draft(d),
+        // No usable spool (or `mode = "never"`): an anonymous file. The
+        // message can then not be queued, only sent or refused.
+        _ => Body::Temp(tempfile::tempfile().map_err(|e| {
+            Failure::new(
+                Exit::TempFail,
+                format!(
+                    "cannot create a spool file in {}: {e}",
+                    std::env::temp_dir().display()
+                ),
+            )
+        })?),
+    };
     let stdin = io::stdin().lock();
-    let intake = intake::read_message(stdin, ignore_dots, &mut body).map_err(|e| {
+    let intake = intake::read_message(stdin, ignore_dots, body.file()).map_err(|e| {
         Failure::new(
             Exit::TempFail,
             format!("{e}; nothing was delivered, try again"),
@@ -564,7 +627,11 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
             eprintln!("mailhop: {w}");
         }
     }
-    let mut spooled = intake_stdin(args.ignore_dots)?;
+    let spool = match env.config.queue.mode {
+        config::QueueMode::Never => None,
+        _ => spool_for(env),
+    };
+    let mut spooled = intake_stdin(args.ignore_dots, spool.as_ref(), env.now)?;
     let raw_sender = args.sender.clone().unwrap_or_else(|| env.user.clone());
 
     if spooled.intake.empty {
@@ -648,13 +715,25 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         }
     }
 
+    // Scrubbing comes after rewriting and before signing.
+    let scrubbed = crate::scrub::scrub(&mut prepared.header, &env.config.headers);
+    if env.verbose > 0 {
+        for w in &scrubbed.warnings {
+            eprintln!("mailhop: {w}");
+        }
+        if scrubbed.removed + scrubbed.replaced > 0 {
+            eprintln!(
+                "mailhop: scrubbed the header: {} field(s) removed, {} rewritten",
+                scrubbed.removed, scrubbed.replaced
+            );
+        }
+    }
+
     // Body fix-ups.
     let stats = spooled.intake.body.clone();
-    let reencoded = matches!(
-        prepare::plan_body(&prepared.header, stats.longest_line),
-        BodyPlan::QuotedPrintable
-    );
-    let mut body = match prepare::plan_body(&prepared.header, stats.longest_line) {
+    let plan = prepare::plan_body(&prepared.header, stats.longest_line);
+    let mut reencoded: Option<Body> = None;
+    match plan {
         BodyPlan::AsIs => {
             if stats.eight_bit
                 && prepare::label_eight_bit(&mut prepared.header, stats.valid_utf8)
@@ -662,19 +741,15 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
             {
                 eprintln!("mailhop: labelled the 8-bit body as text/plain; charset=utf-8");
             }
-            spooled
-                .body
-                .try_clone()
-                .map_err(|e| Failure::new(Exit::OsErr, e.to_string()))?
         }
         BodyPlan::QuotedPrintable => {
-            let encoded = match reencode_qp(&mut spooled.body) {
-                Ok(f) => f,
+            match reencode_qp(&mut spooled.body, spool.as_ref(), env.now) {
+                Ok(b) => reencoded = Some(b),
                 Err(e) => {
                     let sender = prepared.sender.clone();
                     return Err(refuse(env, &mut spooled, &sender, e.exit, e.message));
                 }
-            };
+            }
             prepare::apply_quoted_printable(&mut prepared.header, stats.valid_utf8);
             if env.verbose > 0 {
                 eprintln!(
@@ -682,18 +757,26 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                     stats.longest_line
                 );
             }
-            encoded
         }
         BodyPlan::Refuse(why) => {
             let sender = prepared.sender.clone();
             return Err(refuse(env, &mut spooled, &sender, Exit::DataErr, why));
         }
-    };
+    }
+    // The body as it will be sent, read through its own descriptor so the
+    // original stays available for dead.letter.
+    let mut body = match reencoded.as_mut() {
+        Some(b) => b.file().try_clone(),
+        None => spooled.body.file().try_clone(),
+    }
+    .map_err(|e| Failure::new(Exit::OsErr, e.to_string()))?;
 
-    let mut head = Vec::new();
-    prepared.header.write_to(&mut head);
+    let mut header_block = Vec::new();
+    prepared.header.write_to(&mut header_block);
+    let mut head = header_block.clone();
     head.extend_from_slice(b"\r\n");
     let size = head.len() as u64 + body.metadata().map(|m| m.len()).unwrap_or(0);
+    let eight_bit = !head.is_ascii() || (stats.eight_bit && reencoded.is_none());
     let msgid_final = prepared
         .header
         .get("Message-ID")
@@ -701,7 +784,7 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         .unwrap_or_default();
 
     // Route: local recipients to the embedded delivery, the rest to the
-    // smarthost.
+    // smarthost (or the queue).
     let capture = env.config.local.capture;
     let (local_rcpts, remote_rcpts): (Vec<&String>, Vec<&String>) = prepared
         .recipients
@@ -716,30 +799,100 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
             Err((code, msg)) => failures.push(((*r).clone(), code, msg)),
         }
     }
+    let dsn = transport::Dsn {
+        notify: args.dsn_notify.clone(),
+        ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
+        envid: args.envid.clone(),
+    };
+    let mode = env.config.queue.mode;
+    let remote_rcpts_count = remote_rcpts.len();
+    let now_secs = env
+        .now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // What is left in the queue at the end, and why.
+    let mut to_queue: Vec<String> = Vec::new();
+    let mut queue_reason: Option<String> = None;
+    let mut queued_id: Option<String> = None;
     if !remote_rcpts.is_empty() {
+        let remote: Vec<String> = remote_rcpts.iter().map(|r| (*r).clone()).collect();
         let account = prepared
             .account
             .as_deref()
             .and_then(|n| env.config.account_named(n));
+        let no_smarthost = format!(
+            "no smarthost is configured; add an [[account]] to {} (see mailhop.toml(5))",
+            config_name(env)
+        );
+        let make_meta =
+            |id: &str, rcpts: &[String], reason: Option<&str>, attempts: u32| queue::Meta {
+                id: id.to_string(),
+                arrival: now_secs,
+                sender: prepared.sender.clone(),
+                account: prepared.account.clone(),
+                uid: env.uid,
+                attempts,
+                next_attempt: if attempts > 0 {
+                    now_secs + queue::backoff(attempts).as_secs()
+                } else {
+                    now_secs
+                },
+                last_error: reason.map(str::to_string),
+                hold: false,
+                eight_bit,
+                dsn_notify: dsn.notify.clone(),
+                dsn_ret_full: dsn.ret_full,
+                dsn_envid: dsn.envid.clone(),
+                recipients: rcpts
+                    .iter()
+                    .map(|a| queue::Recipient {
+                        address: a.clone(),
+                        state: queue::RcptState::Pending,
+                        last_error: reason.map(str::to_string),
+                    })
+                    .collect(),
+                header: header_block.clone(),
+                bounced: false,
+            };
+
+        // Commit to the queue before the first network byte: whatever
+        // happens from here on (a crash, kill -9, a hung server), the
+        // message is on disk and a runner will deliver it.
+        let mut commit_error = None;
+        if mode != config::QueueMode::Never
+            && let Some(spool) = &spool
+        {
+            match queue_draft(&mut reencoded, &mut spooled.body) {
+                Some(draft) => {
+                    let reason = account.is_none().then_some(no_smarthost.as_str());
+                    let meta = make_meta(&draft.id, &remote, reason, 0);
+                    match spool.commit(draft, &meta) {
+                        Ok(()) => {
+                            queued_id = Some(meta.id.clone());
+                            to_queue = remote.clone();
+                            queue_reason = reason.map(str::to_string);
+                        }
+                        Err(e) => commit_error = Some(e.to_string()),
+                    }
+                }
+                None => commit_error = Some("the message is not in the spool".to_string()),
+            }
+        }
+        let committed = queued_id.is_some();
         match account {
+            None if committed => {}
             None => {
-                let msg = format!(
-                    "no smarthost is configured, so mail for remote addresses cannot be sent; \
-                     add an [[account]] to {} (see mailhop.toml(5))",
-                    config_name(env)
-                );
-                for r in &remote_rcpts {
-                    failures.push(((*r).clone(), Exit::Unavailable, msg.clone()));
+                let why = match &commit_error {
+                    Some(e) => format!("{no_smarthost}; and the message could not be queued: {e}"),
+                    None => no_smarthost.clone(),
+                };
+                for r in remote {
+                    failures.push((r, Exit::Unavailable, why.clone()));
                 }
             }
+            Some(_) if committed && mode == config::QueueMode::Always => {}
             Some(account) => {
-                let remote: Vec<String> = remote_rcpts.iter().map(|r| (*r).clone()).collect();
-                let eight_bit = !head.is_ascii() || (stats.eight_bit && !reencoded);
-                let dsn = transport::Dsn {
-                    notify: args.dsn_notify.clone(),
-                    ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
-                    envid: args.envid.clone(),
-                };
                 let envelope = transport::Envelope {
                     sender: &prepared.sender,
                     recipients: &remote,
@@ -747,28 +900,63 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                     eight_bit,
                     dsn: &dsn,
                 };
+                let mut still_pending: Vec<String> = Vec::new();
+                let mut reason: Option<String> = None;
                 match submit(env, account, &envelope, &head, &mut body) {
                     Ok(outcome) => {
                         for a in outcome.accepted {
                             delivered.push(format!("{a} (via {})", account.smtp.host));
                         }
                         for (r, reply) in outcome.rejected {
-                            let code = if reply.is_transient() {
-                                Exit::TempFail
+                            let msg =
+                                format!("{} refused this recipient: {reply}", account.smtp.host);
+                            if reply.is_transient() && committed {
+                                reason = Some(msg);
+                                still_pending.push(r);
                             } else {
-                                Exit::NoUser
-                            };
-                            failures.push((
-                                r,
-                                code,
-                                format!("{} refused this recipient: {reply}", account.smtp.host),
-                            ));
+                                let code = if reply.is_transient() {
+                                    Exit::TempFail
+                                } else {
+                                    Exit::NoUser
+                                };
+                                failures.push((r, code, msg));
+                            }
                         }
                     }
+                    Err((code, msg)) if code == Exit::TempFail && committed => {
+                        reason = Some(msg);
+                        still_pending = remote;
+                    }
                     Err((code, msg)) => {
-                        for r in &remote {
-                            failures.push((r.clone(), code, msg.clone()));
+                        let msg = match (&commit_error, code) {
+                            (Some(e), Exit::TempFail) => {
+                                format!("{msg}; and the message could not be queued: {e}")
+                            }
+                            _ => msg,
+                        };
+                        for r in remote {
+                            failures.push((r, code, msg.clone()));
                         }
+                    }
+                }
+                if let (Some(spool), Some(draft)) =
+                    (&spool, queue_draft(&mut reencoded, &mut spooled.body))
+                    && committed
+                {
+                    if still_pending.is_empty() {
+                        // Delivered (or refused for good): the item is done.
+                        // Between the server's 250 and this removal is the
+                        // one window in which a crash causes a duplicate.
+                        let _ = spool.discard(draft);
+                        queued_id = None;
+                        to_queue.clear();
+                    } else {
+                        let meta = make_meta(&draft.id, &still_pending, reason.as_deref(), 1);
+                        if let Err(e) = spool.update_draft(draft, &meta) {
+                            eprintln!("mailhop: {e}");
+                        }
+                        to_queue = still_pending;
+                        queue_reason = reason;
                     }
                 }
             }
@@ -786,16 +974,53 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         for d in &delivered {
             eprintln!("mailhop: delivered to {d}");
         }
+        if let Some(id) = &queued_id {
+            eprintln!(
+                "mailhop: queued as {id} for {}{}",
+                to_queue.join(", "),
+                queue_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+        }
     }
     if failures.is_empty() {
-        log_line(
-            env,
-            Severity::Info,
-            &format!(
-                "{summary} status=sent ({})",
+        let mut status = String::new();
+        if !delivered.is_empty() {
+            status.push_str(&format!(
+                "status=sent ({})",
                 log::field(&delivered.join(", "))
-            ),
-        );
+            ));
+        }
+        if let Some(id) = &queued_id {
+            if !status.is_empty() {
+                status.push(' ');
+            }
+            status.push_str(&format!(
+                "status=queued (id {id}, {} recipient(s){})",
+                to_queue.len(),
+                queue_reason
+                    .as_deref()
+                    .map(|r| format!(": {}", log::field(r)))
+                    .unwrap_or_default()
+            ));
+        }
+        log_line(env, Severity::Info, &format!("{summary} {status}"));
+        // Release our lock on the item before a runner looks at it.
+        drop(body);
+        drop(reencoded);
+        drop(spooled);
+        // A runner is started when it has work now: a message queued by
+        // choice (mode "always"), or older items after the smarthost just
+        // proved reachable. A failed attempt waits for its backoff.
+        let queued_by_choice = queued_id.is_some() && queue_reason.is_none();
+        let reachable_again = queued_id.is_none()
+            && remote_rcpts_count > 0
+            && spool.as_ref().is_some_and(queue::Spool::has_items);
+        if !env.config.accounts.is_empty() && (queued_by_choice || reachable_again) {
+            spawn_runner(args);
+        }
         return Ok(Exit::Ok);
     }
 
@@ -806,6 +1031,9 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     }
     if !delivered.is_empty() {
         text.push_str(&format!("delivered to: {}\n", delivered.join(", ")));
+    }
+    if let Some(id) = &queued_id {
+        text.push_str(&format!("queued as {id} for: {}\n", to_queue.join(", ")));
     }
     let code = worst(failures.iter().map(|(_, c, _)| *c));
     let sender = prepared.sender.clone();
@@ -820,6 +1048,64 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     ))
 }
 
+/// The queue draft holding the body that will be sent, if it is in the
+/// spool.
+fn queue_draft<'a>(
+    reencoded: &'a mut Option<Body>,
+    original: &'a mut Body,
+) -> Option<&'a mut queue::Draft> {
+    match reencoded {
+        Some(Body::Draft(d)) => Some(d),
+        Some(Body::Temp(_)) => None,
+        None => match original {
+            Body::Draft(d) => Some(d),
+            Body::Temp(_) => None,
+        },
+    }
+}
+
+/// The spool for this invocation: `[queue] dir`, else the system spool
+/// when we may write it, else the per-user one. `None` if none is usable;
+/// the message can then only be sent directly.
+fn spool_for(env: &Env) -> Option<queue::Spool> {
+    let shared = |p: &Path| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o070 != 0)
+    };
+    if let Some(dir) = &env.config.queue.dir {
+        return Some(queue::Spool::new(dir, shared(dir)));
+    }
+    let system = Path::new(SYSTEM_SPOOL);
+    if nix::unistd::access(system, nix::unistd::AccessFlags::W_OK).is_ok() {
+        return Some(queue::Spool::new(system, true));
+    }
+    env.state_dir
+        .as_ref()
+        .map(|d| queue::Spool::new(&d.join("mailhop").join("queue"), false))
+}
+
+/// The system-wide spool of the packaged install.
+pub const SYSTEM_SPOOL: &str = "/var/spool/mailhop";
+
+/// Starts `mailhop queue run` in the background, detached, so the caller
+/// (a PHP request, cron) does not wait for the smarthost.
+fn spawn_runner(args: &SendArgs) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg0("mailhop").args(["queue", "run"]);
+    if let Some(c) = &args.common.config {
+        cmd.arg("-C").arg(c);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let _ = cmd.spawn();
+}
+
 /// Submits one message to the account's smarthost. Errors come back as the
 /// exit code and the message for the user.
 fn submit(
@@ -830,9 +1116,8 @@ fn submit(
     body: &mut File,
 ) -> Result<transport::Outcome, (Exit, String)> {
     let settings = transport_settings(env, account);
-    let mut stderr = io::stderr();
-    let transcript: transport::Transcript<'_> = if env.verbose > 0 {
-        Some(&mut stderr)
+    let transcript: transport::Transcript = if env.verbose > 0 {
+        Some(Box::new(io::stderr()))
     } else {
         None
     };
@@ -919,12 +1204,17 @@ fn worst(codes: impl Iterator<Item = Exit>) -> Exit {
     }
 }
 
-fn reencode_qp(body: &mut File) -> Result<File, Failure> {
+fn reencode_qp(
+    body: &mut Body,
+    spool: Option<&queue::Spool>,
+    now: SystemTime,
+) -> Result<Body, Failure> {
     let io_fail =
         |e: io::Error| Failure::new(Exit::TempFail, format!("cannot re-encode the body: {e}"));
-    body.seek(SeekFrom::Start(0)).map_err(io_fail)?;
-    let mut out = tempfile::tempfile().map_err(io_fail)?;
-    intake::encode_quoted_printable(&mut *body, &mut out)
+    let mut out = body.sibling(spool, now).map_err(io_fail)?;
+    let src = body.file();
+    src.seek(SeekFrom::Start(0)).map_err(io_fail)?;
+    intake::encode_quoted_printable(&mut *src, out.file())
         .map_err(|e| Failure::new(Exit::TempFail, format!("cannot re-encode the body: {e}")))?;
     Ok(out)
 }
@@ -1212,9 +1502,8 @@ fn check_account(env: &Env, a: &config::Account, c: &cli::CheckArgs, out: &mut d
             return Exit::TempFail;
         }
     }
-    let mut stderr = io::stderr();
-    let transcript: transport::Transcript<'_> = if env.verbose > 0 {
-        Some(&mut stderr)
+    let transcript: transport::Transcript = if env.verbose > 0 {
+        Some(Box::new(io::stderr()))
     } else {
         None
     };
@@ -1317,4 +1606,308 @@ fn check_account(env: &Env, a: &config::Account, c: &cli::CheckArgs, out: &mut d
     }
     session.quit();
     Exit::Ok
+}
+
+/// The runner's view of the smarthosts: connects and logs in per account.
+struct SmtpRelay<'a> {
+    env: &'a Env,
+}
+
+impl crate::deliver::Relay for SmtpRelay<'_> {
+    fn connect(
+        &mut self,
+        account: &str,
+    ) -> Result<Box<dyn crate::deliver::Connection>, transport::Error> {
+        let a = self
+            .env
+            .config
+            .account_named(account)
+            .ok_or_else(|| transport::Error {
+                stage: transport::Stage::Connect,
+                kind: transport::Kind::Config,
+                detail: format!(
+                    "the message was queued for account \"{account}\", which is no longer in {}",
+                    config_name(self.env)
+                ),
+            })?;
+        let settings = transport_settings(self.env, a);
+        let transcript: transport::Transcript = if self.env.verbose > 0 {
+            Some(Box::new(io::stderr()))
+        } else {
+            None
+        };
+        let mut session = transport::Session::connect(&settings, transcript)?;
+        let mut secret = || obtain_secret(self.env, a);
+        session.authenticate(&mut secret)?;
+        Ok(Box::new(session))
+    }
+
+    fn account_for(&self, sender: &str) -> Option<String> {
+        self.env.config.account_for(sender).map(|a| a.name.clone())
+    }
+}
+
+/// Whether the invoking user may see and manage every item: root, and the
+/// dedicated `mailhop` user the packaged runner runs as.
+fn sees_all(env: &Env) -> bool {
+    env.uid == 0 || env.user == "mailhop"
+}
+
+fn queue_failure(e: queue::QueueError) -> Failure {
+    let code = match &e {
+        queue::QueueError::NotFound(_) | queue::QueueError::BadId(_) => Exit::Usage,
+        queue::QueueError::Busy(_) => Exit::TempFail,
+        queue::QueueError::Corrupt { .. } => Exit::DataErr,
+        queue::QueueError::Io { error, .. } => exit::from_io(error.kind()),
+    };
+    Failure::new(code, e.to_string())
+}
+
+/// `mailq`, `sendmail -q` and `mailhop queue …`.
+fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
+    use cli::QueueAction as A;
+    let spool = spool_for(env).ok_or_else(|| {
+        Failure::new(
+            Exit::Config,
+            "no queue directory: set [queue] dir, or HOME/XDG_STATE_HOME for the per-user queue",
+        )
+    })?;
+    let mine = |m: &queue::Meta| sees_all(env) || m.uid == env.uid;
+    match action {
+        A::List { json } => {
+            let (items, damaged) = spool.list().map_err(queue_failure)?;
+            let items: Vec<queue::Meta> = items.into_iter().filter(|m| mine(m)).collect();
+            let failed: Vec<queue::Meta> = spool
+                .list_failed()
+                .into_iter()
+                .filter(|m| mine(m))
+                .collect();
+            for d in damaged {
+                eprintln!("mailhop: {d}");
+            }
+            if *json {
+                println!("{}", queue_json(&spool, &items, &failed));
+            } else {
+                print!("{}", mailq_text(&spool, &items, &failed));
+            }
+            Ok(Exit::Ok)
+        }
+        A::Show { id, envelope } => {
+            let meta = spool.read(id).map_err(queue_failure)?;
+            if !mine(&meta) {
+                return Err(queue_failure(queue::QueueError::NotFound(id.clone())));
+            }
+            let mut out = io::stdout().lock();
+            if *envelope {
+                let text = String::from_utf8_lossy(&meta.to_bytes()).into_owned();
+                let _ = writeln!(out, "{}", text.split("\n\n").next().unwrap_or(""));
+            } else {
+                let mut data = spool.open_data(id).map_err(queue_failure)?;
+                let _ = out.write_all(&meta.header);
+                let _ = out.write_all(b"\r\n");
+                let _ = io::copy(&mut data, &mut out);
+            }
+            Ok(Exit::Ok)
+        }
+        A::Run | A::Flush { .. } => {
+            let (force, only) = match action {
+                A::Flush { ids } if !ids.is_empty() => (true, Some(ids.clone())),
+                A::Flush { .. } => (true, None),
+                _ => (false, None),
+            };
+            if let Some(ids) = &only
+                && let Some(bad) = ids.iter().find(|i| !queue::valid_id(i))
+            {
+                return Err(queue_failure(queue::QueueError::BadId(bad.clone())));
+            }
+            let opts = crate::deliver::RunOptions {
+                now: env.now,
+                force,
+                only,
+                max_age: env.config.queue.max_age,
+                bounce_to: env.config.queue.bounce_to.clone(),
+                hostname: env.hostname.clone(),
+                uid: (!sees_all(env)).then_some(env.uid),
+            };
+            let mut relay = SmtpRelay { env };
+            let report = crate::deliver::run(&spool, &mut relay, &opts).map_err(queue_failure)?;
+            for line in &report.lines {
+                log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
+                if env.verbose > 0 {
+                    eprintln!("mailhop: {line}");
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        A::Delete(sel) | A::Hold(sel) | A::Release(sel) => {
+            let ids: Vec<String> = if sel.all {
+                spool
+                    .list()
+                    .map_err(queue_failure)?
+                    .0
+                    .into_iter()
+                    .filter(|m| mine(m))
+                    .map(|m| m.id)
+                    .collect()
+            } else {
+                sel.ids.clone()
+            };
+            let mut status = Exit::Ok;
+            for id in ids {
+                let result = spool.claim(&id).and_then(|mut c| {
+                    if !mine(&c.meta) {
+                        return Err(queue::QueueError::NotFound(id.clone()));
+                    }
+                    match action {
+                        A::Delete(_) => spool.remove(c).map(|()| "deleted"),
+                        A::Hold(_) => {
+                            c.meta.hold = true;
+                            spool.update(&c).map(|()| "held")
+                        }
+                        _ => {
+                            c.meta.hold = false;
+                            c.meta.next_attempt = 0;
+                            spool.update(&c).map(|()| "released")
+                        }
+                    }
+                });
+                match result {
+                    Ok(what) => {
+                        println!("mailhop: {id}: {what}");
+                        log_line(
+                            env,
+                            Severity::Info,
+                            &format!("queue: {id}: {what} by {}", log::field(&env.user)),
+                        );
+                    }
+                    Err(e) => {
+                        let f = queue_failure(e);
+                        eprintln!("mailhop: {}", f.message);
+                        status = f.exit;
+                    }
+                }
+            }
+            Ok(status)
+        }
+    }
+}
+
+fn arrival_text(secs: u64) -> String {
+    let ts = jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(0))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ts.to_zoned(local_timezone())
+        .strftime("%a %b %e %H:%M:%S")
+        .to_string()
+}
+
+/// The listing in Postfix's mailq layout: id (`!` when held), size,
+/// arrival, sender; then each undelivered recipient under its last error.
+fn mailq_text(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta]) -> String {
+    if items.is_empty() && failed.is_empty() {
+        return "Mail queue is empty\n".to_string();
+    }
+    let mut out = format!(
+        "{:<31} {:>8} {:<20}  {}\n",
+        "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
+    );
+    let mut total = 0u64;
+    let mut n = 0;
+    let indent = " ".repeat(63);
+    let all = items
+        .iter()
+        .map(|m| (m, false))
+        .chain(failed.iter().map(|m| (m, true)));
+    for (m, in_failed) in all {
+        let size = spool.size(m);
+        total += size;
+        n += 1;
+        let mark = if in_failed {
+            "#"
+        } else if m.hold {
+            "!"
+        } else {
+            " "
+        };
+        let sender = if m.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &m.sender
+        };
+        out.push_str(&format!(
+            "{:<30}{mark} {size:>8} {:<20}  {sender}\n",
+            m.id,
+            arrival_text(m.arrival)
+        ));
+        let mut last: Option<&str> = None;
+        for r in m
+            .recipients
+            .iter()
+            .filter(|r| r.state != queue::RcptState::Done)
+        {
+            let err = r.last_error.as_deref().or(m.last_error.as_deref());
+            if err != last
+                && let Some(e) = err
+            {
+                out.push_str(&format!("{indent}({})\n", e.replace(['\r', '\n'], " ")));
+            }
+            last = err;
+            let failed_mark = if r.state == queue::RcptState::Failed {
+                " (failed)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("{indent}{}{failed_mark}\n", r.address));
+        }
+        out.push('\n');
+    }
+    if !failed.is_empty() {
+        out.push_str(
+            "(# marks messages whose bounce could not be delivered; they are kept in failed/)\n",
+        );
+    }
+    out.push_str(&format!(
+        "-- {} Kbytes in {n} Request{}.\n",
+        total.div_ceil(1024),
+        if n == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+fn queue_json(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta]) -> String {
+    let one = |m: &queue::Meta, area: &str| {
+        let rcpts: Vec<serde_json::Value> = m
+            .recipients
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "address": r.address,
+                    "state": match r.state {
+                        queue::RcptState::Pending => "pending",
+                        queue::RcptState::Done => "done",
+                        queue::RcptState::Failed => "failed",
+                    },
+                    "last_error": r.last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": m.id,
+            "area": area,
+            "size": spool.size(m),
+            "arrival": m.arrival,
+            "sender": m.sender,
+            "account": m.account,
+            "hold": m.hold,
+            "attempts": m.attempts,
+            "next_attempt": m.next_attempt,
+            "last_error": m.last_error,
+            "recipients": rcpts,
+        })
+    };
+    let all: Vec<serde_json::Value> = items
+        .iter()
+        .map(|m| one(m, "queue"))
+        .chain(failed.iter().map(|m| one(m, "failed")))
+        .collect();
+    serde_json::Value::Array(all).to_string()
 }

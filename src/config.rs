@@ -58,6 +58,18 @@ pub const KEYS: &[&str] = &[
     "local.transport",
     "local.path",
     "local.capture",
+    "queue",
+    "queue.mode",
+    "queue.dir",
+    "queue.max_age",
+    "queue.bounce_to",
+    "headers",
+    "headers.scrub",
+    "headers.remove",
+    "headers.rule",
+    "headers.rule.pattern",
+    "headers.rule.action",
+    "headers.rule.replace",
 ];
 
 /// A validated configuration. `source` is `None` when no file exists and
@@ -73,6 +85,41 @@ pub struct Config {
     pub rewrite: Rewrite,
     pub aliases: AliasesSection,
     pub local: Local,
+    pub queue: Queue,
+    pub headers: crate::scrub::Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueMode {
+    /// Submit now; queue what fails temporarily.
+    #[default]
+    OnFailure,
+    /// Queue and return at once; a runner delivers.
+    Always,
+    /// Synchronous, like msmtp: exit 75 on a temporary failure.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub mode: QueueMode,
+    /// `None`: /var/spool/mailhop for the system install, else the
+    /// per-user state directory (the app layer decides).
+    pub dir: Option<PathBuf>,
+    pub max_age: Duration,
+    pub bounce_to: Option<String>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            mode: QueueMode::OnFailure,
+            dir: None,
+            max_age: Duration::from_secs(5 * 86_400),
+            bounce_to: None,
+        }
+    }
 }
 
 /// One smarthost account.
@@ -257,6 +304,53 @@ struct RawConfig {
     aliases: RawAliases,
     #[serde(default)]
     local: RawLocal,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    headers: RawHeaders,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(default)]
+    mode: QueueMode,
+    dir: Option<PathBuf>,
+    max_age: Option<Spanned<String>>,
+    bounce_to: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    scrub: Option<Spanned<String>>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    pattern: String,
+    action: Option<String>,
+    replace: Option<String>,
+}
+
+/// `90`, `90s`, `30m`, `12h`, `5d`.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult).map(Duration::from_secs)
 }
 
 fn yes() -> bool {
@@ -678,6 +772,74 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         },
     };
 
+    let max_age = match &raw.queue.max_age {
+        Some(v) => match parse_duration(v.get_ref()) {
+            Some(d) if d >= Duration::from_secs(60) => d,
+            _ => {
+                return c.err(
+                    v.span(),
+                    format!(
+                        "[queue] max_age \"{}\" is not a duration of at least a minute; write e.g. \"5d\", \"12h\" or \"90m\"",
+                        v.get_ref()
+                    ),
+                );
+            }
+        },
+        None => Queue::default().max_age,
+    };
+    let bounce_to = match &raw.queue.bounce_to {
+        Some(b) => Some(c.address("[queue] bounce_to", b)?),
+        None => None,
+    };
+
+    let preset = match &raw.headers.scrub {
+        Some(v) => match crate::scrub::Preset::from_name(v.get_ref()) {
+            Some(p) => p,
+            None => {
+                return c.err(
+                    v.span(),
+                    format!(
+                        "[headers] scrub = \"{}\" is not a preset; use one of: {}",
+                        v.get_ref(),
+                        crate::scrub::Preset::NAMES.join(", ")
+                    ),
+                );
+            }
+        },
+        None => crate::scrub::Preset::default(),
+    };
+    let mut rules = Vec::new();
+    for (i, r) in raw.headers.rule.iter().enumerate() {
+        let rule = r.get_ref();
+        let action = match (rule.action.as_deref(), &rule.replace) {
+            (Some("remove"), None) => crate::scrub::Action::Remove,
+            (None, Some(rep)) => crate::scrub::Action::Replace(rep.clone()),
+            _ => {
+                return c.err(
+                    r.span(),
+                    format!(
+                        "[[headers.rule]] #{}: give either action = \"remove\" or replace = \"…\"",
+                        i + 1
+                    ),
+                );
+            }
+        };
+        match crate::scrub::Rule::new(i + 1, &rule.pattern, action) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => return c.err(r.span(), e.to_string()),
+        }
+    }
+    let headers = match crate::scrub::Settings::new(preset, raw.headers.remove.clone(), rules) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: text.find("[headers]").map(|o| line_of(text, o)),
+                message: e.to_string(),
+            });
+        }
+    };
+
     Ok(Config {
         source: Some(path.to_path_buf()),
         hostname,
@@ -701,6 +863,13 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             path: local_path,
             capture: raw.local.capture,
         },
+        queue: Queue {
+            mode: raw.queue.mode,
+            dir: raw.queue.dir,
+            max_age,
+            bounce_to,
+        },
+        headers,
     })
 }
 
@@ -1063,7 +1232,7 @@ path = "~/Maildir"
     fn accepted(section: &str) -> Vec<String> {
         let text = match section {
             "" => "zzz_unknown = 1\n".to_string(),
-            "account" => "[[account]]\nzzz_unknown = 1\n".to_string(),
+            "account" | "headers.rule" => format!("[[{section}]]\nzzz_unknown = 1\n"),
             s => format!("[{s}]\nzzz_unknown = 1\n"),
         };
         let e = err(&text);
@@ -1082,7 +1251,16 @@ path = "~/Maildir"
     #[test]
     fn keys_list_matches_the_parser() {
         let mut all = Vec::new();
-        for section in ["", "account", "rewrite", "aliases", "local"] {
+        for section in [
+            "",
+            "account",
+            "rewrite",
+            "aliases",
+            "local",
+            "queue",
+            "headers",
+            "headers.rule",
+        ] {
             all.extend(accepted(section));
         }
         all.sort();

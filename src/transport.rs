@@ -401,18 +401,18 @@ impl Info {
 }
 
 /// Where `-v` output goes.
-pub type Transcript<'a> = Option<&'a mut dyn Write>;
+pub type Transcript = Option<Box<dyn Write>>;
 
 /// An open SMTP session, after EHLO (and TLS when configured).
-pub struct Session<'t> {
+pub struct Session {
     conn: Conn,
     buf: Vec<u8>,
     settings: Settings,
     info: Info,
-    transcript: Transcript<'t>,
+    transcript: Transcript,
 }
 
-impl fmt::Debug for Session<'_> {
+impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("host", &self.settings.host)
@@ -716,10 +716,10 @@ pub struct Outcome {
     pub reply: Option<Reply>,
 }
 
-impl<'t> Session<'t> {
+impl Session {
     /// Connects, reads the greeting, says EHLO and brings up TLS as
     /// configured. No credentials are sent here.
-    pub fn connect(settings: &Settings, transcript: Transcript<'t>) -> Result<Session<'t>, Error> {
+    pub fn connect(settings: &Settings, transcript: Transcript) -> Result<Session, Error> {
         let tls = match settings.tls {
             TlsMode::None => None,
             _ => Some(tls_config(settings)?),

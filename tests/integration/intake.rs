@@ -265,11 +265,27 @@ fn untouched_headers_pass_through_byte_exact() {
 }
 
 #[test]
-fn remote_recipient_without_smarthost_is_kept() {
+fn remote_recipient_without_smarthost_is_held_in_the_queue() {
     let w = World::new("");
     let r = w.sendmail(&["someone@example.net", "root"], SIMPLE);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        w.maildir("root").len(),
+        1,
+        "the local recipient gets it now"
+    );
+    let q = w.mailq();
+    assert!(q.contains("someone@example.net"), "{q}");
+    assert!(q.contains("no smarthost is configured"), "{q}");
+    assert!(q.contains("-- 1 Kbytes in 1 Request."), "{q}");
+    assert!(w.dead().is_empty());
+}
+
+#[test]
+fn without_queue_remote_recipient_without_smarthost_is_refused() {
+    let w = World::new("[queue]\nmode = \"never\"\n");
+    let r = w.sendmail(&["someone@example.net", "root"], SIMPLE);
     assert_eq!(r.code, 69, "{r:?}");
-    assert!(r.stderr.contains("someone@example.net"), "{}", r.stderr);
     assert!(
         r.stderr.contains("no smarthost is configured"),
         "{}",
@@ -279,11 +295,6 @@ fn remote_recipient_without_smarthost_is_kept() {
         r.stderr.contains("delivered to: root@host.example.com"),
         "{}",
         r.stderr
-    );
-    assert_eq!(
-        w.maildir("root").len(),
-        1,
-        "the local recipient still gets it"
     );
     assert_eq!(w.dead().len(), 1, "and the message is kept");
 }
@@ -419,9 +430,17 @@ fn refused_modes_and_unknown_flags() {
 fn from_policy_account_rewrites_from_but_keeps_name() {
     // An account exists, so From is rewritten; the message then fails at the
     // (not yet available) smarthost and must be kept, never dropped.
-    let w = World::new(
-        "[[account]]\nname = \"o365\"\nhost = \"smtp.office365.com\"\nfrom = \"shop@example.com\"\n",
-    );
+    // A smarthost that refuses connections, and no queue: the failure is
+    // reported and the message kept.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let w = World::new(&format!(
+        "[[account]]\nname = \"o365\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"shop@example.com\"\n[queue]\nmode = \"never\"\n"
+    ));
     let r = w.sendmail(
         &["-v", "-t"],
         b"From: root (Cron Daemon)\nTo: root, ext@example.net\n\nx\n",

@@ -77,7 +77,7 @@ fn serve(steps: Vec<Step>) -> Scripted {
 fn world(port: u16) -> World {
     World::new(&format!(
         "[[account]]\nname = \"s\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
-         from = \"a@example.com\"\ntimeout = 20\n"
+         from = \"a@example.com\"\ntimeout = 20\n[queue]\nmode = \"never\"\n"
     ))
 }
 
@@ -112,7 +112,7 @@ fn starttls_response_injection_is_refused() {
         Step::Send(b"220 go ahead\r\n250 injected\r\n"),
     ]);
     let w = World::new(&format!(
-        "[[account]]\nname = \"s\"\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"a@example.com\"\n",
+        "[[account]]\nname = \"s\"\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"a@example.com\"\n[queue]\nmode = \"never\"\n",
         s.port
     ));
     let r = w.sendmail(&["-oi", "b@example.net"], MSG);

@@ -301,7 +301,7 @@ fn faults_at_each_stage_map_to_exit_codes() {
         Mode::StartTls,
         "server",
         "",
-        "[rewrite]\nfrom_policy = \"keep\"\ndomain = \"host.example.com\"\n",
+        "[rewrite]\nfrom_policy = \"keep\"\ndomain = \"host.example.com\"\n[queue]\nmode = \"never\"\n",
     );
     let cases: [(&[&str], i32, &str); 7] = [
         (&["-f", "mailfail4@example.com", "b@example.net"], 75, "451"),
@@ -324,29 +324,50 @@ fn faults_at_each_stage_map_to_exit_codes() {
 
 #[test]
 fn slow_server_times_out() {
-    let s = setup(Mode::StartTls, "server", "data_timeout = 1", "");
+    let s = setup(
+        Mode::StartTls,
+        "server",
+        "data_timeout = 1",
+        "[queue]\nmode = \"never\"\n",
+    );
     let r = send(&s, &["-oi", "slowdata@example.net"], MSG);
     assert_eq!(r.code, 75, "{r:?}");
     assert!(r.stderr.contains("timed out"), "{}", r.stderr);
 }
 
 #[test]
-fn connection_refused_is_temporary() {
-    let pre = World::new("");
+fn connection_refused_is_queued_or_temporary() {
     // A port nobody listens on: bind, learn it, close.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let w = World::new(&format!(
+    let account = format!(
         "[[account]]\nname = \"t\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"{USER}\"\n"
-    ));
-    drop(pre);
+    );
+    // Default mode: queued, the caller's job is done.
+    let w = World::new(&account);
+    let r = w.sendmail(&["-oi", "b@example.net"], MSG);
+    assert_eq!(r.code, 0, "{r:?}");
+    let q = w.queued();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(
+        q[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{q:?}"
+    );
+    assert_eq!(q[0]["attempts"], 1);
+    assert!(w.dead().is_empty());
+    // mode = "never": exit 75, nothing queued, the message saved.
+    let w = World::new(&format!("{account}[queue]\nmode = \"never\"\n"));
     let r = w.sendmail(&["-oi", "b@example.net"], MSG);
     assert_eq!(r.code, 75, "{r:?}");
     assert!(r.stderr.contains("cannot connect"), "{}", r.stderr);
     assert_eq!(w.dead().len(), 1);
+    assert!(w.queued().is_empty());
 }
 
 #[test]
@@ -559,7 +580,7 @@ fn client_certificate_is_presented_when_configured() {
     let account = |extra: &str| {
         World::new(&format!(
             "[[account]]\nname = \"t\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\n\
-             from = \"{USER}\"\ntls_ca_file = \"{}\"\n{extra}",
+             from = \"{USER}\"\ntls_ca_file = \"{}\"\n{extra}[queue]\nmode = \"never\"\n",
             server.port,
             pki.path("ca.pem").display()
         ))

@@ -39,8 +39,13 @@ impl World {
         } else {
             "[rewrite]\ndomain = \"host.example.com\"\n"
         };
+        let queue = if extra.contains("[queue]") {
+            String::new()
+        } else {
+            format!("[queue]\ndir = \"{}\"\n", w.path("queue").display())
+        };
         w.write_config(&format!(
-            "hostname = \"host.example.com\"\nsyslog = false\nlog_file = \"{}\"\ndead_letter = \"{}\"\n{local}\n{extra}\n{rewrite}",
+            "hostname = \"host.example.com\"\nsyslog = false\nlog_file = \"{}\"\ndead_letter = \"{}\"\n{local}\n{extra}\n{rewrite}{queue}",
             w.path("log").display(),
             w.path("dead").display(),
         ));
@@ -61,8 +66,14 @@ impl World {
 
     /// Runs `argv0 -C config args…` with `stdin`.
     pub fn run(&self, argv0: &str, args: &[&str], stdin: &[u8]) -> Run {
-        let mut full: Vec<String> = vec!["-C".into(), self.config().display().to_string()];
-        full.extend(args.iter().map(|s| s.to_string()));
+        let cfg = vec!["-C".to_string(), self.config().display().to_string()];
+        let args = args.iter().map(|s| s.to_string());
+        // `mailhop SUBCOMMAND … -C FILE`; sendmail takes it anywhere.
+        let full: Vec<String> = if argv0 == "mailhop" {
+            args.chain(cfg).collect()
+        } else {
+            cfg.into_iter().chain(args).collect()
+        };
         run_raw(
             argv0,
             &full,
@@ -84,6 +95,18 @@ impl World {
     /// Every file in the dead-letter directory.
     pub fn dead(&self) -> Vec<Vec<u8>> {
         read_dir_files(&self.path("dead"))
+    }
+
+    /// `mailq` output.
+    pub fn mailq(&self) -> String {
+        self.run("mailq", &[], b"").stdout
+    }
+
+    /// The ids of queued items (from `mailhop queue list --json`).
+    pub fn queued(&self) -> Vec<serde_json::Value> {
+        let r = self.run("mailhop", &["queue", "list", "--json"], b"");
+        assert_eq!(r.code, 0, "{r:?}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).unwrap()
     }
 
     pub fn log(&self) -> String {

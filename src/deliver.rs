@@ -1,0 +1,858 @@
+//! The queue runner: joins the spool (`queue`) and SMTP (`transport`)
+//! through the `Relay` trait, so it can be tested with a fake smarthost.
+//!
+//! One run takes every due item, groups them by account and sends each
+//! group over one authenticated connection (RSET between messages), in
+//! arrival order. Per-recipient outcomes are kept: accepted recipients are
+//! never sent again, only the refused ones bounce. Failed and expired
+//! recipients get an RFC 3464 delivery status notification, queued like
+//! any other message with the null sender; a bounce is never bounced, so a
+//! bounce that cannot be delivered moves to `failed/`.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::queue::{self, Claimed, Meta, QueueError, RcptState, Recipient, Spool};
+use crate::transport::{self, Envelope, Outcome};
+
+/// An open, authenticated connection to one smarthost.
+pub trait Connection {
+    fn send(
+        &mut self,
+        envelope: &Envelope<'_>,
+        message: &mut dyn Read,
+    ) -> Result<Outcome, transport::Error>;
+    fn reset(&mut self) -> Result<(), transport::Error>;
+    fn close(self: Box<Self>);
+}
+
+/// What the runner needs from the outside world.
+pub trait Relay {
+    /// Connects and logs in to `account`'s smarthost.
+    fn connect(&mut self, account: &str) -> Result<Box<dyn Connection>, transport::Error>;
+    /// The account an item without one should now use (a smarthost was
+    /// configured after it was queued), or `None` if there still is none.
+    fn account_for(&self, sender: &str) -> Option<String>;
+}
+
+impl Connection for transport::Session {
+    fn send(
+        &mut self,
+        envelope: &Envelope<'_>,
+        message: &mut dyn Read,
+    ) -> Result<Outcome, transport::Error> {
+        transport::Session::send(self, envelope, message)
+    }
+    fn reset(&mut self) -> Result<(), transport::Error> {
+        transport::Session::reset(self)
+    }
+    fn close(self: Box<Self>) {
+        self.quit();
+    }
+}
+
+/// Knobs of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub now: SystemTime,
+    /// Ignore the backoff schedule (`mailhop queue flush`).
+    pub force: bool,
+    /// Only these items (flush ID…).
+    pub only: Option<Vec<String>>,
+    /// Give up on an item after this long.
+    pub max_age: Duration,
+    /// Where bounces go instead of the envelope sender.
+    pub bounce_to: Option<String>,
+    /// This host's name, for the bounce's Reporting-MTA and Message-ID.
+    pub hostname: String,
+    /// Only items queued by this uid (a non-root user's runner).
+    pub uid: Option<u32>,
+}
+
+/// What happened in a run, for the exit status and the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub delivered: usize,
+    pub deferred: usize,
+    pub bounced: usize,
+    pub failed: usize,
+    pub skipped_busy: usize,
+    /// One line per item that changed, for syslog.
+    pub lines: Vec<String>,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs the queue once.
+pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Report, QueueError> {
+    let now = secs(opts.now);
+    spool.sweep(opts.now);
+    let (items, damaged) = spool.list()?;
+    let mut report = Report::default();
+    for d in damaged {
+        report.lines.push(format!("skipped: {d}"));
+    }
+    // Group due items by account, keeping arrival order within each.
+    let mut groups: Vec<(Option<String>, Vec<Meta>)> = Vec::new();
+    for m in items {
+        if m.hold || opts.uid.is_some_and(|u| u != m.uid) {
+            continue;
+        }
+        if let Some(only) = &opts.only
+            && !only.contains(&m.id)
+        {
+            continue;
+        }
+        let expired = now.saturating_sub(m.arrival) > opts.max_age.as_secs();
+        if !opts.force && m.next_attempt > now && !expired {
+            continue;
+        }
+        let account = m.account.clone().or_else(|| relay.account_for(&m.sender));
+        match groups.iter_mut().find(|(a, _)| *a == account) {
+            Some((_, list)) => list.push(m),
+            None => groups.push((account, vec![m])),
+        }
+    }
+    for (account, metas) in groups {
+        run_group(spool, relay, opts, account.as_deref(), metas, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn run_group(
+    spool: &Spool,
+    relay: &mut dyn Relay,
+    opts: &RunOptions,
+    account: Option<&str>,
+    metas: Vec<Meta>,
+    report: &mut Report,
+) -> Result<(), QueueError> {
+    let now = secs(opts.now);
+    let mut conn: Option<Box<dyn Connection>> = None;
+    // Set when connecting failed: the rest of the group is deferred with
+    // the same error rather than hammering a server that is down.
+    let mut connect_error: Option<transport::Error> = None;
+    for listed in metas {
+        let mut claimed = match spool.claim(&listed.id) {
+            Ok(c) => c,
+            Err(QueueError::Busy(_)) => {
+                report.skipped_busy += 1;
+                continue;
+            }
+            Err(QueueError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if claimed.meta.hold {
+            continue;
+        }
+        if claimed.meta.account.is_none() {
+            claimed.meta.account = account.map(str::to_string);
+        }
+        let expired = now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs();
+        if expired {
+            let age = Duration::from_secs(now.saturating_sub(claimed.meta.arrival));
+            let why = format!(
+                "could not be delivered for {} (max_age); last error: {}",
+                human(age),
+                claimed
+                    .meta
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "none".into())
+            );
+            for r in claimed
+                .meta
+                .recipients
+                .iter_mut()
+                .filter(|r| r.state == RcptState::Pending)
+            {
+                r.state = RcptState::Failed;
+                r.last_error = Some(why.clone());
+            }
+            finish(spool, claimed, opts, report)?;
+            continue;
+        }
+        let Some(account) = account else {
+            defer(
+                spool,
+                claimed,
+                "no smarthost is configured ([[account]] in the configuration)",
+                now,
+                report,
+            )?;
+            continue;
+        };
+        if let Some(e) = &connect_error {
+            defer(spool, claimed, &e.detail, now, report)?;
+            continue;
+        }
+        if conn.is_none() {
+            match relay.connect(account) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    defer(spool, claimed, &e.detail, now, report)?;
+                    connect_error = Some(e);
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let result = send_item(c.as_mut(), &mut claimed);
+        match result {
+            Ok(outcome) => {
+                apply_outcome(&mut claimed.meta, &outcome);
+                report.lines.push(format!(
+                    "{}: to {} via {account}: {}",
+                    claimed.meta.id,
+                    outcome.accepted.join(", "),
+                    outcome
+                        .reply
+                        .as_ref()
+                        .map(|r| r.one_line())
+                        .unwrap_or_default()
+                ));
+                if !outcome.accepted.is_empty() {
+                    report.delivered += 1;
+                }
+                let keep_going = c.reset().is_ok();
+                finish(spool, claimed, opts, report)?;
+                if !keep_going {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                apply_error(&mut claimed.meta, &e);
+                let broken = matches!(
+                    e.kind,
+                    transport::Kind::Network | transport::Kind::Timeout | transport::Kind::Protocol
+                );
+                if broken {
+                    conn = None;
+                } else if let Some(c) = conn.as_mut()
+                    && c.reset().is_err()
+                {
+                    conn = None;
+                }
+                report
+                    .lines
+                    .push(format!("{}: {}", claimed.meta.id, e.detail));
+                finish(spool, claimed, opts, report)?;
+            }
+        }
+    }
+    if let Some(c) = conn {
+        c.close();
+    }
+    Ok(())
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 86_400 {
+        format!("{} days", s / 86_400)
+    } else if s >= 3600 {
+        format!("{} hours", s / 3600)
+    } else {
+        format!("{} minutes", s / 60)
+    }
+}
+
+fn send_item(
+    conn: &mut dyn Connection,
+    claimed: &mut Claimed,
+) -> Result<Outcome, transport::Error> {
+    let meta = &claimed.meta;
+    let recipients: Vec<String> = meta.pending().map(|r| r.address.clone()).collect();
+    let body_len = claimed.data.metadata().map(|m| m.len()).unwrap_or(0);
+    let dsn = transport::Dsn {
+        notify: meta.dsn_notify.clone(),
+        ret_full: meta.dsn_ret_full,
+        envid: meta.dsn_envid.clone(),
+    };
+    let envelope = Envelope {
+        sender: &meta.sender,
+        recipients: &recipients,
+        size: meta.header.len() as u64 + 2 + body_len,
+        eight_bit: meta.eight_bit,
+        dsn: &dsn,
+    };
+    claimed
+        .data
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| transport::Error {
+            stage: transport::Stage::Message,
+            kind: transport::Kind::Config,
+            detail: format!("cannot read the queued message: {e}"),
+        })?;
+    let head = [meta.header.as_slice(), b"\r\n"].concat();
+    let mut message = io::Cursor::new(head).chain(&claimed.data);
+    conn.send(&envelope, &mut message)
+}
+
+/// Records per-recipient results of a send.
+fn apply_outcome(meta: &mut Meta, outcome: &Outcome) {
+    for r in meta
+        .recipients
+        .iter_mut()
+        .filter(|r| r.state == RcptState::Pending)
+    {
+        if outcome.accepted.iter().any(|a| a == &r.address) {
+            r.state = RcptState::Done;
+            r.last_error = None;
+        } else if let Some((_, reply)) = outcome.rejected.iter().find(|(a, _)| a == &r.address) {
+            r.last_error = Some(reply.one_line());
+            if reply.is_permanent() {
+                r.state = RcptState::Failed;
+            }
+        }
+    }
+}
+
+/// Records a failed send: permanent errors fail the pending recipients,
+/// temporary ones leave them pending with the reason.
+fn apply_error(meta: &mut Meta, e: &transport::Error) {
+    meta.last_error = Some(e.detail.clone());
+    if let transport::Kind::AllRecipientsRejected(list) = &e.kind {
+        let outcome = Outcome {
+            accepted: Vec::new(),
+            rejected: list.clone(),
+            reply: None,
+        };
+        apply_outcome(meta, &outcome);
+        return;
+    }
+    // Authentication and configuration problems are the admin's to fix;
+    // the message waits for that (until max_age) instead of bouncing.
+    let permanent_for_message = e.is_permanent()
+        && matches!(e.kind, transport::Kind::Reply(_))
+        && matches!(
+            e.stage,
+            transport::Stage::Mail | transport::Stage::Data | transport::Stage::Message
+        );
+    for r in meta
+        .recipients
+        .iter_mut()
+        .filter(|r| r.state == RcptState::Pending)
+    {
+        r.last_error = Some(e.detail.clone());
+        if permanent_for_message {
+            r.state = RcptState::Failed;
+        }
+    }
+}
+
+fn defer(
+    spool: &Spool,
+    mut claimed: Claimed,
+    why: &str,
+    now: u64,
+    report: &mut Report,
+) -> Result<(), QueueError> {
+    claimed.meta.last_error = Some(why.to_string());
+    claimed.meta.attempts = claimed.meta.attempts.saturating_add(1);
+    claimed.meta.next_attempt = now + queue::backoff(claimed.meta.attempts).as_secs();
+    report.deferred += 1;
+    report
+        .lines
+        .push(format!("{}: deferred: {why}", claimed.meta.id));
+    spool.update(&claimed)
+}
+
+/// After an attempt: remove the item if nothing is pending, bounce what
+/// failed, and reschedule what is left.
+fn finish(
+    spool: &Spool,
+    mut claimed: Claimed,
+    opts: &RunOptions,
+    report: &mut Report,
+) -> Result<(), QueueError> {
+    let now = secs(opts.now);
+    let failed: Vec<Recipient> = claimed
+        .meta
+        .recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Failed)
+        .cloned()
+        .collect();
+    if !failed.is_empty() && !claimed.meta.bounced {
+        if claimed.meta.sender.is_empty() {
+            // A bounce that failed: never bounce a bounce.
+            let id = claimed.meta.id.clone();
+            let path = spool.fail(claimed)?;
+            report.failed += 1;
+            report.lines.push(format!(
+                "{id}: bounce could not be delivered; moved to {}",
+                path.display()
+            ));
+            return Ok(());
+        }
+        queue_bounce(spool, &claimed.meta, &failed, opts)?;
+        claimed.meta.bounced = true;
+        report.bounced += 1;
+        report.lines.push(format!(
+            "{}: bounced to <{}> for {}",
+            claimed.meta.id,
+            opts.bounce_to.as_deref().unwrap_or(&claimed.meta.sender),
+            failed
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if claimed.meta.pending().next().is_none() {
+        return spool.remove(claimed);
+    }
+    claimed.meta.attempts = claimed.meta.attempts.saturating_add(1);
+    claimed.meta.next_attempt = now + queue::backoff(claimed.meta.attempts).as_secs();
+    report.deferred += 1;
+    spool.update(&claimed)
+}
+
+/// Queues an RFC 3464 delivery status notification for `failed`.
+fn queue_bounce(
+    spool: &Spool,
+    original: &Meta,
+    failed: &[Recipient],
+    opts: &RunOptions,
+) -> Result<(), QueueError> {
+    let to = opts
+        .bounce_to
+        .clone()
+        .unwrap_or_else(|| original.sender.clone());
+    let msg = build_dsn(original, failed, &to, opts);
+    let split = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(msg.len());
+    let header = msg.get(..split + 2).unwrap_or(&msg).to_vec();
+    let body = msg.get(split + 4..).unwrap_or_default();
+    let mut draft = spool.draft(opts.now)?;
+    use std::io::Write as _;
+    draft.data.write_all(body).map_err(|e| QueueError::Io {
+        path: draft.path().to_path_buf(),
+        what: "write",
+        error: e,
+    })?;
+    let meta = Meta {
+        id: draft.id.clone(),
+        arrival: secs(opts.now),
+        sender: String::new(),
+        account: original.account.clone(),
+        uid: original.uid,
+        attempts: 0,
+        next_attempt: 0,
+        last_error: None,
+        hold: false,
+        eight_bit: !msg.is_ascii(),
+        dsn_notify: None,
+        dsn_ret_full: None,
+        dsn_envid: None,
+        recipients: vec![Recipient {
+            address: to,
+            state: RcptState::Pending,
+            last_error: None,
+        }],
+        header,
+        bounced: false,
+    };
+    spool.commit(&mut draft, &meta)
+}
+
+/// Builds the DSN: a human-readable part, message/delivery-status, and the
+/// original headers (text/rfc822-headers), as RFC 3464 and 6522 describe.
+pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOptions) -> Vec<u8> {
+    use mail_builder::MessageBuilder;
+    use mail_builder::headers::content_type::ContentType;
+    use mail_builder::mime::{BodyPart, MimePart};
+
+    let now = secs(opts.now);
+    let mut human = format!(
+        "This is the mail system at host {}.\r\n\r\n\
+         I'm sorry to have to inform you that your message could not\r\n\
+         be delivered to one or more recipients.\r\n\r\n",
+        opts.hostname
+    );
+    for r in failed {
+        human.push_str(&format!(
+            "<{}>: {}\r\n",
+            r.address,
+            r.last_error.as_deref().unwrap_or("failed")
+        ));
+    }
+    let mut status = format!(
+        "Reporting-MTA: dns; {}\r\nX-Mailhop-Queue-ID: {}\r\nArrival-Date: {}\r\n",
+        opts.hostname,
+        original.id,
+        rfc2822(original.arrival)
+    );
+    if let Some(envid) = &original.dsn_envid {
+        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+    }
+    for r in failed {
+        let err = r.last_error.clone().unwrap_or_default();
+        let code = err
+            .split_whitespace()
+            .nth(1)
+            .filter(|c| c.split('.').count() == 3 && c.starts_with('5'))
+            .unwrap_or("5.0.0")
+            .to_string();
+        status.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {code}\r\n",
+            r.address
+        ));
+        if err.len() >= 3 && err.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+            status.push_str(&format!(
+                "Diagnostic-Code: smtp; {}\r\n",
+                err.replace(['\r', '\n'], " ")
+            ));
+        }
+        status.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(now)));
+    }
+    let headers = String::from_utf8_lossy(&original.header).into_owned();
+    let parts = vec![
+        MimePart::new("text/plain", BodyPart::Text(human.into())),
+        MimePart::new(
+            ContentType::new("message/delivery-status"),
+            BodyPart::Text(status.into()),
+        ),
+        MimePart::new(
+            ContentType::new("text/rfc822-headers"),
+            BodyPart::Text(headers.into()),
+        ),
+    ];
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        BodyPart::Multipart(parts),
+    );
+    let msgid = format!("{}.bounce.{}@{}", now, original.id, opts.hostname);
+    let daemon = format!("MAILER-DAEMON@{}", opts.hostname);
+    MessageBuilder::new()
+        .from(("Mail Delivery System", daemon.as_str()))
+        .to(to.to_string())
+        .subject("Undelivered Mail Returned to Sender")
+        .message_id(msgid)
+        .date(now)
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::text::Text::new("auto-replied"),
+        )
+        .body(report)
+        .write_to_vec()
+        .unwrap_or_default()
+}
+
+fn rfc2822(secs: u64) -> String {
+    let ts = jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(0))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ts.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Kind, Reply, Stage};
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::rc::Rc;
+
+    /// (sender, accepted recipients, message) per message the fake got.
+    type Got = Rc<RefCell<Vec<(String, Vec<String>, Vec<u8>)>>>;
+
+    /// A fake smarthost: replies by recipient name, records what it got.
+    #[derive(Default)]
+    struct Fake {
+        down: bool,
+        connects: usize,
+        got: Got,
+    }
+
+    struct FakeConn {
+        got: Got,
+    }
+
+    impl Connection for FakeConn {
+        fn send(
+            &mut self,
+            env: &Envelope<'_>,
+            msg: &mut dyn Read,
+        ) -> Result<Outcome, transport::Error> {
+            let mut data = Vec::new();
+            msg.read_to_end(&mut data).unwrap();
+            let mut o = Outcome::default();
+            for r in env.recipients {
+                if r.starts_with("bad") {
+                    o.rejected.push((
+                        r.clone(),
+                        Reply {
+                            code: 550,
+                            lines: vec!["5.1.1 unknown".into()],
+                        },
+                    ));
+                } else if r.starts_with("later") {
+                    o.rejected.push((
+                        r.clone(),
+                        Reply {
+                            code: 450,
+                            lines: vec!["4.2.0 later".into()],
+                        },
+                    ));
+                } else {
+                    o.accepted.push(r.clone());
+                }
+            }
+            if o.accepted.is_empty() {
+                return Err(transport::Error {
+                    stage: Stage::Rcpt,
+                    kind: Kind::AllRecipientsRejected(o.rejected),
+                    detail: "all refused".into(),
+                });
+            }
+            self.got
+                .borrow_mut()
+                .push((env.sender.to_string(), o.accepted.clone(), data));
+            o.reply = Some(Reply {
+                code: 250,
+                lines: vec!["ok".into()],
+            });
+            Ok(o)
+        }
+        fn reset(&mut self) -> Result<(), transport::Error> {
+            Ok(())
+        }
+        fn close(self: Box<Self>) {}
+    }
+
+    impl Relay for Fake {
+        fn connect(&mut self, _account: &str) -> Result<Box<dyn Connection>, transport::Error> {
+            self.connects += 1;
+            if self.down {
+                return Err(transport::Error {
+                    stage: Stage::Connect,
+                    kind: Kind::Network,
+                    detail: "connection refused".into(),
+                });
+            }
+            Ok(Box::new(FakeConn {
+                got: self.got.clone(),
+            }))
+        }
+        fn account_for(&self, _sender: &str) -> Option<String> {
+            Some("acct".into())
+        }
+    }
+
+    fn enqueue(spool: &Spool, now: SystemTime, sender: &str, rcpts: &[&str]) -> String {
+        let mut d = spool.draft(now).unwrap();
+        d.data.write_all(b"body\r\n").unwrap();
+        let meta = Meta {
+            id: d.id.clone(),
+            arrival: secs(now),
+            sender: sender.into(),
+            account: Some("acct".into()),
+            uid: 0,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            hold: false,
+            eight_bit: false,
+            dsn_notify: None,
+            dsn_ret_full: None,
+            dsn_envid: None,
+            recipients: rcpts
+                .iter()
+                .map(|a| Recipient {
+                    address: a.to_string(),
+                    state: RcptState::Pending,
+                    last_error: None,
+                })
+                .collect(),
+            header: b"Subject: t\r\n".to_vec(),
+            bounced: false,
+        };
+        spool.commit(&mut d, &meta).unwrap();
+        d.id.clone()
+    }
+
+    fn opts(now: SystemTime) -> RunOptions {
+        RunOptions {
+            now,
+            force: false,
+            only: None,
+            max_age: Duration::from_secs(5 * 86_400),
+            bounce_to: None,
+            hostname: "host.example.com".into(),
+            uid: None,
+        }
+    }
+
+    #[test]
+    fn delivers_all_over_one_connection_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..5 {
+            enqueue(
+                &spool,
+                t0 + Duration::from_secs(i),
+                "s@x",
+                &[&format!("r{i}@y")],
+            );
+        }
+        let mut relay = Fake::default();
+        let rep = run(&spool, &mut relay, &opts(t0 + Duration::from_secs(10))).unwrap();
+        assert_eq!(rep.delivered, 5);
+        assert_eq!(relay.connects, 1);
+        let got: Vec<String> = relay
+            .got
+            .borrow()
+            .iter()
+            .map(|(_, r, _)| r[0].clone())
+            .collect();
+        assert_eq!(got, vec!["r0@y", "r1@y", "r2@y", "r3@y", "r4@y"]);
+        assert_eq!(relay.got.borrow()[0].2, b"Subject: t\r\n\r\nbody\r\n");
+        assert!(spool.list().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn down_then_up_defers_then_delivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        enqueue(&spool, t0, "s@x", &["a@y"]);
+        enqueue(&spool, t0, "s@x", &["b@y"]);
+        let mut relay = Fake {
+            down: true,
+            ..Fake::default()
+        };
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!(
+            (rep.deferred, relay.connects),
+            (2, 1),
+            "one connect attempt for the group"
+        );
+        let items = spool.list().unwrap().0;
+        assert!(
+            items
+                .iter()
+                .all(|m| m.attempts == 1 && m.next_attempt == secs(t0) + 60)
+        );
+        // Not due yet: nothing happens.
+        relay.down = false;
+        let rep = run(&spool, &mut relay, &opts(t0 + Duration::from_secs(30))).unwrap();
+        assert_eq!(rep.delivered, 0);
+        let rep = run(&spool, &mut relay, &opts(t0 + Duration::from_secs(61))).unwrap();
+        assert_eq!(rep.delivered, 2);
+    }
+
+    #[test]
+    fn one_refused_recipient_bounces_the_other_is_delivered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        enqueue(&spool, t0, "sender@x", &["good@y", "bad@y", "later@y"]);
+        let mut relay = Fake::default();
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!((rep.delivered, rep.bounced), (1, 1));
+        // The bounce is queued (null sender) and the original keeps only
+        // the temporarily refused recipient.
+        let items = spool.list().unwrap().0;
+        assert_eq!(items.len(), 2);
+        let original = items.iter().find(|m| !m.sender.is_empty()).unwrap();
+        let states: Vec<(&str, &RcptState)> = original
+            .recipients
+            .iter()
+            .map(|r| (r.address.as_str(), &r.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("good@y", &RcptState::Done),
+                ("bad@y", &RcptState::Failed),
+                ("later@y", &RcptState::Pending)
+            ]
+        );
+        let bounce = items.iter().find(|m| m.sender.is_empty()).unwrap();
+        assert_eq!(bounce.recipients[0].address, "sender@x");
+        // Next run: the bounce goes out; "later" is retried, good is never resent.
+        relay.got.borrow_mut().clear();
+        run(&spool, &mut relay, &opts(t0 + Duration::from_secs(61))).unwrap();
+        let got = relay.got.borrow();
+        assert!(
+            got.iter()
+                .all(|(_, r, _)| !r.contains(&"good@y".to_string()))
+        );
+        let dsn = got.iter().find(|(s, _, _)| s.is_empty()).unwrap();
+        let text = String::from_utf8_lossy(&dsn.2);
+        assert!(text.contains("multipart/report"), "{text}");
+        assert!(
+            text.contains("report-type=\"delivery-status\"")
+                || text.contains("report-type=delivery-status"),
+            "{text}"
+        );
+        assert!(text.contains("Final-Recipient: rfc822; bad@y"), "{text}");
+        assert!(text.contains("Status: 5.1.1"), "{text}");
+        assert!(
+            text.contains("Subject: t"),
+            "original headers included: {text}"
+        );
+    }
+
+    #[test]
+    fn expiry_bounces_and_a_failed_bounce_moves_to_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        enqueue(&spool, t0, "s@x", &["a@y"]);
+        enqueue(&spool, t0, "", &["bad-bounce@y"]);
+        let mut relay = Fake {
+            down: true,
+            ..Fake::default()
+        };
+        let late = t0 + Duration::from_secs(6 * 86_400);
+        let rep = run(&spool, &mut relay, &opts(late)).unwrap();
+        assert_eq!(rep.bounced, 1, "{rep:?}");
+        assert_eq!(rep.failed, 1, "an expired bounce is not bounced: {rep:?}");
+        assert_eq!(spool.list_failed().len(), 1);
+        let left = spool.list().unwrap().0;
+        assert_eq!(left.len(), 1, "only the new bounce remains");
+        assert!(left[0].sender.is_empty());
+    }
+
+    #[test]
+    fn held_items_are_skipped_and_force_ignores_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = enqueue(&spool, t0, "s@x", &["a@y"]);
+        let mut c = spool.claim(&id).unwrap();
+        c.meta.hold = true;
+        c.meta.next_attempt = secs(t0) + 3600;
+        spool.update(&c).unwrap();
+        drop(c);
+        let mut relay = Fake::default();
+        let mut o = opts(t0);
+        o.force = true;
+        assert_eq!(run(&spool, &mut relay, &o).unwrap().delivered, 0, "held");
+        let mut c = spool.claim(&id).unwrap();
+        c.meta.hold = false;
+        spool.update(&c).unwrap();
+        drop(c);
+        assert_eq!(
+            run(&spool, &mut relay, &opts(t0)).unwrap().delivered,
+            0,
+            "not due"
+        );
+        assert_eq!(
+            run(&spool, &mut relay, &o).unwrap().delivered,
+            1,
+            "flush ignores backoff"
+        );
+    }
+}

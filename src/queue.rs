@@ -1,0 +1,916 @@
+//! The durable spool: one item per message, a data file (the body, which
+//! the transport streams) plus a metadata file (envelope, per-recipient
+//! state, schedule, then the finished header block), as sendmail's df/qf
+//! pair. Knows nothing of SMTP.
+//!
+//! Durability, in the order that makes a crash safe at any point:
+//! 1. the body is written into `q/<id>.data` while the intake holds an
+//!    exclusive lock on it, then fsynced;
+//! 2. the metadata is written to `tmp/<id>.meta`, fsynced, and renamed
+//!    (no-replace) to `q/<id>.meta`, and `q/` is fsynced. That rename is
+//!    the commit: an item exists exactly when its `.meta` is in `q/`.
+//!
+//! A data file without metadata is an intake that died; the sweeper
+//! removes it once nobody holds its lock. Updates replace the metadata by
+//! the same tmp-fsync-rename-fsync dance. Removal deletes the metadata
+//! first, so a crash mid-removal leaves an orphan, never a half item.
+//!
+//! Each item's data file carries its lock (flock, via `File::try_lock`):
+//! two runners never deliver the same item at once. The data file is
+//! never replaced, so the lock is stable while the metadata changes.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Format version written in the first line of every metadata file.
+const VERSION: u32 = 1;
+const MAGIC: &str = "mailhop-queue";
+
+/// Temporary files older than this, and unlocked, are debris of a crash.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+pub enum QueueError {
+    /// An I/O error on `path` while doing `what`.
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        error: io::Error,
+    },
+    /// No item with this id (or not one the caller may see).
+    NotFound(String),
+    /// An id that is not of our format (so never a path).
+    BadId(String),
+    /// A metadata file we cannot read.
+    Corrupt { path: PathBuf, why: String },
+    /// Another process holds the item.
+    Busy(String),
+}
+
+impl QueueError {
+    fn io(path: &Path, what: &'static str, error: io::Error) -> QueueError {
+        QueueError::Io {
+            path: path.to_path_buf(),
+            what,
+            error,
+        }
+    }
+
+    /// The I/O error kind, for mapping to an exit status.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            QueueError::Io { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::Io { path, what, error } => {
+                write!(f, "queue: cannot {what} {}: {error}", path.display())
+            }
+            QueueError::NotFound(id) => write!(f, "queue: no item {id} (see mailq)"),
+            QueueError::BadId(id) => write!(f, "queue: \"{id}\" is not a queue id (see mailq)"),
+            QueueError::Corrupt { path, why } => {
+                write!(f, "queue: {} is damaged: {why}", path.display())
+            }
+            QueueError::Busy(id) => write!(f, "queue: item {id} is being delivered right now"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptState {
+    /// Not delivered yet; `last_error` says why, if tried.
+    Pending,
+    /// Accepted by the smarthost: never sent again.
+    Done,
+    /// Permanently refused (or expired); a bounce covers it.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    pub state: RcptState,
+    /// The last reply or error for this recipient.
+    pub last_error: Option<String>,
+}
+
+/// Everything about an item except its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub id: String,
+    /// Arrival time, seconds since the epoch.
+    pub arrival: u64,
+    /// Envelope sender; empty for `<>` (bounces).
+    pub sender: String,
+    /// The account to send through; `None` while no smarthost is
+    /// configured.
+    pub account: Option<String>,
+    /// Who queued it (management commands show users only their own).
+    pub uid: u32,
+    pub attempts: u32,
+    /// Next attempt, seconds since the epoch.
+    pub next_attempt: u64,
+    pub last_error: Option<String>,
+    pub hold: bool,
+    pub eight_bit: bool,
+    pub dsn_notify: Option<String>,
+    pub dsn_ret_full: Option<bool>,
+    pub dsn_envid: Option<String>,
+    pub recipients: Vec<Recipient>,
+    /// The finished header block (CRLF lines, no separator).
+    pub header: Vec<u8>,
+    /// A bounce for the failed recipients has been queued.
+    pub bounced: bool,
+}
+
+impl Meta {
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Pending)
+    }
+
+    /// Serialises to the versioned text format: `key: value` lines
+    /// (values percent-escaped), a blank line, then the raw header block.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::new();
+        out.push_str(&format!("{MAGIC} {VERSION}\n"));
+        let mut kv = |k: &str, v: &str| out.push_str(&format!("{k}: {}\n", escape(v)));
+        kv("id", &self.id);
+        kv("arrival", &self.arrival.to_string());
+        kv("sender", &self.sender);
+        if let Some(a) = &self.account {
+            kv("account", a);
+        }
+        kv("uid", &self.uid.to_string());
+        kv("attempts", &self.attempts.to_string());
+        kv("next-attempt", &self.next_attempt.to_string());
+        if let Some(e) = &self.last_error {
+            kv("last-error", e);
+        }
+        kv("hold", if self.hold { "1" } else { "0" });
+        kv("eight-bit", if self.eight_bit { "1" } else { "0" });
+        kv("bounced", if self.bounced { "1" } else { "0" });
+        if let Some(n) = &self.dsn_notify {
+            kv("dsn-notify", n);
+        }
+        if let Some(r) = self.dsn_ret_full {
+            kv("dsn-ret", if r { "full" } else { "hdrs" });
+        }
+        if let Some(e) = &self.dsn_envid {
+            kv("dsn-envid", e);
+        }
+        for r in &self.recipients {
+            let state = match r.state {
+                RcptState::Pending => "pending",
+                RcptState::Done => "done",
+                RcptState::Failed => "failed",
+            };
+            let err = r.last_error.as_deref().map(escape).unwrap_or_default();
+            out.push_str(&format!("rcpt: {state} {} {err}\n", escape(&r.address)));
+        }
+        out.push('\n');
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.header);
+        bytes
+    }
+
+    /// Parses what `to_bytes` wrote. Unknown keys are ignored, so a newer
+    /// version's extra fields do not stop an older runner.
+    pub fn parse(data: &[u8]) -> Result<Meta, String> {
+        let split = data
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .ok_or("no end of the metadata block")?;
+        let text = std::str::from_utf8(&data[..split]).map_err(|_| "metadata is not UTF-8")?;
+        let header = data[split + 2..].to_vec();
+        let mut lines = text.lines();
+        let first = lines.next().ok_or("empty")?;
+        let version: u32 = first
+            .strip_prefix(MAGIC)
+            .map(str::trim)
+            .and_then(|v| v.parse().ok())
+            .ok_or("not a mailhop queue file")?;
+        if version > VERSION {
+            return Err(format!("written by a newer mailhop (format {version})"));
+        }
+        let mut m = Meta {
+            id: String::new(),
+            arrival: 0,
+            sender: String::new(),
+            account: None,
+            uid: 0,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            hold: false,
+            eight_bit: false,
+            dsn_notify: None,
+            dsn_ret_full: None,
+            dsn_envid: None,
+            recipients: Vec::new(),
+            header,
+            bounced: false,
+        };
+        let num = |v: &str, k: &str| v.parse::<u64>().map_err(|_| format!("bad {k}: {v}"));
+        for line in lines {
+            let Some((k, v)) = line.split_once(": ") else {
+                continue;
+            };
+            match k {
+                "id" => m.id = unescape(v),
+                "arrival" => m.arrival = num(v, k)?,
+                "sender" => m.sender = unescape(v),
+                "account" => m.account = Some(unescape(v)),
+                "uid" => m.uid = u32::try_from(num(v, k)?).map_err(|_| "bad uid")?,
+                "attempts" => m.attempts = u32::try_from(num(v, k)?).unwrap_or(u32::MAX),
+                "next-attempt" => m.next_attempt = num(v, k)?,
+                "last-error" => m.last_error = Some(unescape(v)),
+                "hold" => m.hold = v == "1",
+                "eight-bit" => m.eight_bit = v == "1",
+                "bounced" => m.bounced = v == "1",
+                "dsn-notify" => m.dsn_notify = Some(unescape(v)),
+                "dsn-ret" => m.dsn_ret_full = Some(v == "full"),
+                "dsn-envid" => m.dsn_envid = Some(unescape(v)),
+                "rcpt" => {
+                    let mut parts = v.splitn(3, ' ');
+                    let state = match parts.next() {
+                        Some("pending") => RcptState::Pending,
+                        Some("done") => RcptState::Done,
+                        Some("failed") => RcptState::Failed,
+                        other => return Err(format!("bad recipient state {other:?}")),
+                    };
+                    let address = unescape(parts.next().ok_or("recipient without address")?);
+                    let err = parts.next().filter(|e| !e.is_empty()).map(unescape);
+                    m.recipients.push(Recipient {
+                        address,
+                        state,
+                        last_error: err,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if m.id.is_empty() {
+            return Err("no id".into());
+        }
+        Ok(m)
+    }
+}
+
+/// Percent-escapes what would break the line format.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\n' => out.push_str("%0A"),
+            '\r' => out.push_str("%0D"),
+            ' ' => out.push_str("%20"),
+            c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32 & 0xff)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Queue ids: arrival time in hex (so a listing sorts by arrival) and 64
+/// random bits (so ids cannot be guessed). Only `[0-9A-F]`: always a safe
+/// file name.
+pub fn new_id(now: SystemTime) -> String {
+    let d = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let mut rnd = [0u8; 8];
+    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd));
+    format!(
+        "{:09X}{:05X}{:016X}",
+        d.as_secs(),
+        d.subsec_micros(),
+        u64::from_be_bytes(rnd)
+    )
+}
+
+/// Whether `id` has our format; anything else is refused before it can be
+/// used in a path.
+pub fn valid_id(id: &str) -> bool {
+    (20..=40).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+/// The spool directory and its permissions policy.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+    /// File mode for items: 0640 in the shared (setgid) spool so the
+    /// runner's group can read them, 0600 in a per-user spool.
+    mode: u32,
+}
+
+/// An item being written by the intake: its data file, locked.
+#[derive(Debug)]
+pub struct Draft {
+    pub id: String,
+    pub data: File,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Draft {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Draft {
+    /// A draft that is dropped without being committed was not needed
+    /// (delivered directly) or failed: its data goes.
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// An item held for delivery: locked, with its metadata.
+#[derive(Debug)]
+pub struct Claimed {
+    pub meta: Meta,
+    pub data: File,
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| QueueError::io(dir, "sync directory", e))
+}
+
+impl Spool {
+    pub fn new(root: &Path, shared: bool) -> Spool {
+        Spool {
+            root: root.to_path_buf(),
+            mode: if shared { 0o640 } else { 0o600 },
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn q(&self) -> PathBuf {
+        self.root.join("q")
+    }
+    fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    fn failed(&self) -> PathBuf {
+        self.root.join("failed")
+    }
+    fn data_path(&self, id: &str) -> PathBuf {
+        self.q().join(format!("{id}.data"))
+    }
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.q().join(format!("{id}.meta"))
+    }
+
+    /// Creates the directories if needed (a per-user spool on first use;
+    /// the system spool is made by the package).
+    pub fn ensure(&self) -> Result<(), QueueError> {
+        let dir_mode = if self.mode == 0o640 { 0o770 } else { 0o700 };
+        for d in [self.root.clone(), self.q(), self.tmp(), self.failed()] {
+            if !d.is_dir() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(dir_mode)
+                    .create(&d)
+                    .map_err(|e| QueueError::io(&d, "create spool directory", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an item: a new, locked data file for the intake to write the
+    /// body into. Nothing is visible to runners until `commit`.
+    pub fn draft(&self, now: SystemTime) -> Result<Draft, QueueError> {
+        self.ensure()?;
+        for _ in 0..8 {
+            let id = new_id(now);
+            let path = self.data_path(&id);
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(self.mode)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+            {
+                Ok(data) => {
+                    // Held until the item is committed and the intake is
+                    // done with it, so the sweeper never takes it for debris.
+                    data.try_lock().map_err(|e| {
+                        QueueError::io(&path, "lock", io::Error::other(e.to_string()))
+                    })?;
+                    return Ok(Draft {
+                        id,
+                        data,
+                        path,
+                        committed: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(QueueError::io(&path, "create", e)),
+            }
+        }
+        Err(QueueError::io(
+            &self.q(),
+            "create a unique item in",
+            io::Error::other("id collision"),
+        ))
+    }
+
+    /// Replaces a draft's data with a new file (the body re-encoded), under
+    /// the same id. Returns the new draft; the old data is removed.
+    pub fn redraft(&self, old: Draft, now: SystemTime) -> Result<Draft, QueueError> {
+        let new = self.draft(now)?;
+        drop(old);
+        Ok(new)
+    }
+
+    /// Commits a draft: fsyncs the data, writes the metadata atomically.
+    /// From here on the item exists and will be delivered.
+    pub fn commit(&self, draft: &mut Draft, meta: &Meta) -> Result<(), QueueError> {
+        draft
+            .data
+            .sync_all()
+            .map_err(|e| QueueError::io(&draft.path, "sync", e))?;
+        self.write_meta(meta, false)?;
+        draft.committed = true;
+        Ok(())
+    }
+
+    /// Rewrites the metadata of a committed draft (the intake still holds
+    /// its lock, e.g. after a failed first attempt).
+    pub fn update_draft(&self, draft: &Draft, meta: &Meta) -> Result<(), QueueError> {
+        if !draft.committed || meta.id != draft.id {
+            return Err(QueueError::NotFound(draft.id.clone()));
+        }
+        self.write_meta(meta, true)
+    }
+
+    /// Removes a draft, committed or not: after a successful first attempt
+    /// the item is done. Metadata first, as in `remove`.
+    /// The open data file stays readable (for dead.letter) until dropped.
+    pub fn discard(&self, draft: &mut Draft) -> Result<(), QueueError> {
+        if draft.committed {
+            let meta = self.meta_path(&draft.id);
+            match fs::remove_file(&meta) {
+                Ok(()) => fsync_dir(&self.q())?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io(&meta, "remove", e)),
+            }
+            draft.committed = false;
+        }
+        let _ = fs::remove_file(&draft.path);
+        Ok(())
+    }
+
+    /// Writes `meta` via tmp + fsync + rename + directory fsync. `replace`
+    /// is false for a new item (rename that refuses to replace).
+    fn write_meta(&self, meta: &Meta, replace: bool) -> Result<(), QueueError> {
+        if !valid_id(&meta.id) {
+            return Err(QueueError::BadId(meta.id.clone()));
+        }
+        let tmp = self
+            .tmp()
+            .join(format!("{}.meta.{}", meta.id, std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(self.mode)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(|e| QueueError::io(&tmp, "create", e))?;
+            f.write_all(&meta.to_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| QueueError::io(&tmp, "write", e))?;
+            let dest = self.meta_path(&meta.id);
+            if replace {
+                fs::rename(&tmp, &dest).map_err(|e| QueueError::io(&dest, "replace", e))?;
+            } else {
+                nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &tmp,
+                    nix::fcntl::AT_FDCWD,
+                    &dest,
+                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+                )
+                .map_err(|e| QueueError::io(&dest, "commit", io::Error::from(e)))?;
+            }
+            fsync_dir(&self.q())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Reads one item's metadata (no lock).
+    pub fn read(&self, id: &str) -> Result<Meta, QueueError> {
+        if !valid_id(id) {
+            return Err(QueueError::BadId(id.to_string()));
+        }
+        let path = self.meta_path(id);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(QueueError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(QueueError::io(&path, "read", e)),
+        };
+        Meta::parse(&data).map_err(|why| QueueError::Corrupt { path, why })
+    }
+
+    /// Every committed item, oldest first. Damaged ones are reported in
+    /// the second list rather than stopping the listing.
+    pub fn list(&self) -> Result<(Vec<Meta>, Vec<QueueError>), QueueError> {
+        let dir = self.q();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(QueueError::io(&dir, "list", e)),
+        };
+        let mut items = Vec::new();
+        let mut bad = Vec::new();
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".meta")) else {
+                continue;
+            };
+            match self.read(id) {
+                Ok(m) => items.push(m),
+                // Delivered and removed between readdir and read.
+                Err(QueueError::NotFound(_)) => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        items.sort_by(|a, b| (a.arrival, &a.id).cmp(&(b.arrival, &b.id)));
+        Ok((items, bad))
+    }
+
+    /// Whether anything is queued (a readdir, no parsing): the cheap check
+    /// before starting an opportunistic runner.
+    pub fn has_items(&self) -> bool {
+        fs::read_dir(self.q()).is_ok_and(|mut rd| {
+            rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".meta")))
+        })
+    }
+
+    /// Takes the item's lock, or `Busy` if another process has it. The
+    /// metadata is re-read under the lock: it may have changed (or the
+    /// item gone) since it was listed.
+    pub fn claim(&self, id: &str) -> Result<Claimed, QueueError> {
+        if !valid_id(id) {
+            return Err(QueueError::BadId(id.to_string()));
+        }
+        let path = self.data_path(id);
+        let data = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(QueueError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(QueueError::io(&path, "open", e)),
+        };
+        match data.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(QueueError::Busy(id.to_string())),
+            Err(fs::TryLockError::Error(e)) => return Err(QueueError::io(&path, "lock", e)),
+        }
+        let meta = self.read(id)?;
+        Ok(Claimed { meta, data })
+    }
+
+    /// Saves changed metadata of a claimed item.
+    pub fn update(&self, claimed: &Claimed) -> Result<(), QueueError> {
+        self.write_meta(&claimed.meta, true)
+    }
+
+    /// Removes a claimed item: metadata first, so a crash leaves only an
+    /// orphan data file for the sweeper.
+    pub fn remove(&self, claimed: Claimed) -> Result<(), QueueError> {
+        let id = claimed.meta.id.clone();
+        let meta = self.meta_path(&id);
+        fs::remove_file(&meta).map_err(|e| QueueError::io(&meta, "remove", e))?;
+        fsync_dir(&self.q())?;
+        let data = self.data_path(&id);
+        let _ = fs::remove_file(&data);
+        drop(claimed);
+        Ok(())
+    }
+
+    /// Moves a claimed item to `failed/` (its bounce could not be sent).
+    pub fn fail(&self, claimed: Claimed) -> Result<PathBuf, QueueError> {
+        let id = claimed.meta.id.clone();
+        let dest = self.failed();
+        fs::create_dir_all(&dest).map_err(|e| QueueError::io(&dest, "create", e))?;
+        // Data first: the metadata's move is what takes it out of the queue.
+        let data_to = dest.join(format!("{id}.data"));
+        fs::rename(self.data_path(&id), &data_to)
+            .map_err(|e| QueueError::io(&data_to, "move", e))?;
+        let meta_to = dest.join(format!("{id}.meta"));
+        fs::rename(self.meta_path(&id), &meta_to)
+            .map_err(|e| QueueError::io(&meta_to, "move", e))?;
+        fsync_dir(&dest)?;
+        fsync_dir(&self.q())?;
+        drop(claimed);
+        Ok(meta_to)
+    }
+
+    /// Items in `failed/`, for mailq.
+    pub fn list_failed(&self) -> Vec<Meta> {
+        let mut out: Vec<Meta> = fs::read_dir(self.failed())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".meta"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|d| Meta::parse(&d).ok())
+            .collect();
+        out.sort_by_key(|m| m.arrival);
+        out
+    }
+
+    /// Size of the item's message (header + separator + body), for mailq.
+    pub fn size(&self, meta: &Meta) -> u64 {
+        let body = fs::metadata(self.data_path(&meta.id))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        meta.header.len() as u64 + 2 + body
+    }
+
+    /// Opens an item's body for reading (for `queue show`).
+    pub fn open_data(&self, id: &str) -> Result<File, QueueError> {
+        if !valid_id(id) {
+            return Err(QueueError::BadId(id.to_string()));
+        }
+        let path = self.data_path(id);
+        File::open(&path).map_err(|e| QueueError::io(&path, "open", e))
+    }
+
+    /// Removes the debris of crashed intakes and updates: data files
+    /// without metadata and tmp files, older than an hour and unlocked.
+    /// Returns how many were removed.
+    pub fn sweep(&self, now: SystemTime) -> usize {
+        let mut removed = 0;
+        let old = |p: &Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TMP)
+        };
+        for entry in fs::read_dir(self.tmp()).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if old(&p) && fs::remove_file(&p).is_ok() {
+                removed += 1;
+            }
+        }
+        for entry in fs::read_dir(self.q()).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".data") else {
+                continue;
+            };
+            if self.meta_path(id).exists() || !old(&p) {
+                continue;
+            }
+            // Unlocked means its writer is gone.
+            if let Ok(f) = File::open(&p)
+                && f.try_lock().is_ok()
+                && !self.meta_path(id).exists()
+                && fs::remove_file(&p).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Whether the spool root is group-shared (the setgid install).
+    pub fn is_shared(&self) -> bool {
+        fs::metadata(&self.root).is_ok_and(|m| m.permissions().mode() & 0o070 != 0 && m.uid() == 0)
+    }
+}
+
+/// The retry schedule: 1 min, 5 min, 15 min, 1 h, then every 4 h.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(match attempts {
+        0 | 1 => 60,
+        2 => 300,
+        3 => 900,
+        4 => 3600,
+        _ => 4 * 3600,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str) -> Meta {
+        Meta {
+            id: id.into(),
+            arrival: 1_700_000_000,
+            sender: "a b@x".into(),
+            account: Some("o365".into()),
+            uid: 33,
+            attempts: 2,
+            next_attempt: 1_700_000_300,
+            last_error: Some("451 4.3.0 try\nlater 100%".into()),
+            hold: true,
+            eight_bit: true,
+            dsn_notify: Some("failure,delay".into()),
+            dsn_ret_full: Some(false),
+            dsn_envid: Some("env 1".into()),
+            recipients: vec![
+                Recipient {
+                    address: "b@y".into(),
+                    state: RcptState::Pending,
+                    last_error: None,
+                },
+                Recipient {
+                    address: "c@y".into(),
+                    state: RcptState::Failed,
+                    last_error: Some("550 5.1.1 no such user".into()),
+                },
+                Recipient {
+                    address: "d@y".into(),
+                    state: RcptState::Done,
+                    last_error: None,
+                },
+            ],
+            header: b"Subject: x\r\nX-8: \xe4\r\n".to_vec(),
+            bounced: false,
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_tolerates_unknown_keys() {
+        let id = new_id(SystemTime::now());
+        let m = meta(&id);
+        let bytes = m.to_bytes();
+        assert_eq!(Meta::parse(&bytes).unwrap(), m);
+        let text =
+            String::from_utf8_lossy(&bytes).replacen("\n\n", "\nfuture-key: whatever\n\n", 1);
+        let mut with_unknown = text.into_bytes();
+        // keep the 8-bit header intact
+        let split = with_unknown.windows(2).position(|w| w == b"\n\n").unwrap();
+        with_unknown.truncate(split + 2);
+        with_unknown.extend_from_slice(&m.header);
+        assert_eq!(Meta::parse(&with_unknown).unwrap(), m);
+        assert!(
+            Meta::parse(b"mailhop-queue 99\nid: x\n\n")
+                .unwrap_err()
+                .contains("newer")
+        );
+        assert!(Meta::parse(b"garbage").is_err());
+    }
+
+    #[test]
+    fn ids_are_safe_and_ordered() {
+        let a = new_id(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let b = new_id(UNIX_EPOCH + Duration::from_secs(1_700_000_001));
+        assert!(valid_id(&a) && valid_id(&b));
+        assert!(a < b);
+        assert!(!valid_id("../../etc/passwd") && !valid_id("") && !valid_id("abc"));
+    }
+
+    #[test]
+    fn draft_commit_claim_update_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let now = SystemTime::now();
+        let mut d = spool.draft(now).unwrap();
+        d.data.write_all(b"body\r\n").unwrap();
+        // Not visible before commit.
+        assert!(spool.list().unwrap().0.is_empty());
+        // Locked while drafting.
+        assert!(matches!(
+            spool.claim(&d.id),
+            Err(QueueError::Busy(_) | QueueError::NotFound(_))
+        ));
+        let mut m = meta(&d.id);
+        m.hold = false;
+        spool.commit(&mut d, &m).unwrap();
+        assert!(
+            matches!(spool.claim(&d.id), Err(QueueError::Busy(_))),
+            "the intake still holds it"
+        );
+        let id = d.id.clone();
+        drop(d);
+        let (items, bad) = spool.list().unwrap();
+        assert_eq!(items.len(), 1);
+        assert!(bad.is_empty());
+        let mut c = spool.claim(&id).unwrap();
+        assert!(matches!(spool.claim(&id), Err(QueueError::Busy(_))));
+        c.meta.attempts = 5;
+        spool.update(&c).unwrap();
+        assert_eq!(spool.read(&id).unwrap().attempts, 5);
+        assert_eq!(spool.size(&c.meta), c.meta.header.len() as u64 + 2 + 6);
+        spool.remove(c).unwrap();
+        assert!(spool.list().unwrap().0.is_empty());
+        assert!(!spool.has_items());
+    }
+
+    #[test]
+    fn dropped_draft_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let d = spool.draft(SystemTime::now()).unwrap();
+        let p = d.path().to_path_buf();
+        assert!(p.exists());
+        drop(d);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn sweep_removes_only_old_unlocked_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        spool.ensure().unwrap();
+        let orphan = dir
+            .path()
+            .join("q")
+            .join(format!("{}.data", new_id(SystemTime::now())));
+        fs::write(&orphan, b"x").unwrap();
+        let live = spool.draft(SystemTime::now()).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(7200);
+        assert_eq!(spool.sweep(SystemTime::now()), 0, "nothing is old yet");
+        assert_eq!(
+            spool.sweep(later),
+            1,
+            "the orphan goes, the locked draft stays"
+        );
+        assert!(!orphan.exists() && live.path().exists());
+    }
+
+    #[test]
+    fn fail_moves_to_failed_area() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let mut d = spool.draft(SystemTime::now()).unwrap();
+        let m = meta(&d.id);
+        spool.commit(&mut d, &m).unwrap();
+        let id = d.id.clone();
+        drop(d);
+        let c = spool.claim(&id).unwrap();
+        spool.fail(c).unwrap();
+        assert!(spool.list().unwrap().0.is_empty());
+        assert_eq!(spool.list_failed().len(), 1);
+    }
+
+    #[test]
+    fn backoff_schedule() {
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(2), Duration::from_secs(300));
+        assert_eq!(backoff(3), Duration::from_secs(900));
+        assert_eq!(backoff(4), Duration::from_secs(3600));
+        assert_eq!(backoff(9), Duration::from_secs(14_400));
+    }
+}
