@@ -853,7 +853,6 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                     })
                     .collect(),
                 header: header_block.clone(),
-                bounced: false,
             };
 
         // Commit to the queue before the first network byte: whatever
@@ -1851,7 +1850,10 @@ fn mailq_text(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta
                 out.push_str(&format!("{indent}({})\n", e.replace(['\r', '\n'], " ")));
             }
             last = err;
-            let failed_mark = if r.state == queue::RcptState::Failed {
+            let failed_mark = if matches!(
+                r.state,
+                queue::RcptState::Failed | queue::RcptState::Bounced
+            ) {
                 " (failed)"
             } else {
                 ""
@@ -1885,6 +1887,7 @@ fn queue_json(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta
                         queue::RcptState::Pending => "pending",
                         queue::RcptState::Done => "done",
                         queue::RcptState::Failed => "failed",
+                        queue::RcptState::Bounced => "bounced",
                     },
                     "last_error": r.last_error,
                 })

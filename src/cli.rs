@@ -694,8 +694,8 @@ fn refused_mode(spec: &FlagSpec) -> CliError {
                   or pipe the message to sendmail with the recipients as arguments"
             .to_owned(),
         "-bd" | "-bD" => format!(
-            "{} ({what}) is not supported: mailhop is not a daemon; run `sendmail -q` from cron or the packaged timer \
-             from the timer",
+            "{} ({what}) is not supported: mailhop is not a daemon; queued mail is delivered by \
+             `sendmail -q`, run from cron or a systemd timer",
             spec.flag
         ),
         _ => format!(

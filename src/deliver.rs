@@ -77,6 +77,8 @@ pub struct Report {
     pub bounced: usize,
     pub failed: usize,
     pub skipped_busy: usize,
+    /// Bounces this run queued; sent by a second pass of the same run.
+    pub new_bounces: Vec<String>,
     /// One line per item that changed, for syslog.
     pub lines: Vec<String>,
 }
@@ -87,8 +89,26 @@ fn secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the queue once.
+/// Runs the queue once, then once more for the bounces that run created,
+/// so a bounce goes out now rather than at the next timer tick.
 pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Report, QueueError> {
+    let mut report = run_once(spool, relay, opts)?;
+    if !report.new_bounces.is_empty() {
+        let second = RunOptions {
+            only: Some(std::mem::take(&mut report.new_bounces)),
+            ..opts.clone()
+        };
+        let more = run_once(spool, relay, &second)?;
+        report.delivered += more.delivered;
+        report.deferred += more.deferred;
+        report.failed += more.failed;
+        report.skipped_busy += more.skipped_busy;
+        report.lines.extend(more.lines);
+    }
+    Ok(report)
+}
+
+fn run_once(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Report, QueueError> {
     let now = secs(opts.now);
     spool.sweep(opts.now);
     let (items, damaged) = spool.list()?;
@@ -136,6 +156,7 @@ fn run_group(
     // Set when connecting failed: the rest of the group is deferred with
     // the same error rather than hammering a server that is down.
     let mut connect_error: Option<transport::Error> = None;
+    let mut used = false;
     for listed in metas {
         let mut claimed = match spool.claim(&listed.id) {
             Ok(c) => c,
@@ -156,7 +177,7 @@ fn run_group(
         if expired {
             let age = Duration::from_secs(now.saturating_sub(claimed.meta.arrival));
             let why = format!(
-                "could not be delivered for {} (max_age); last error: {}",
+                "4.4.7 could not be delivered for {} (max_age); last error: {}",
                 human(age),
                 claimed
                     .meta
@@ -191,6 +212,7 @@ fn run_group(
             continue;
         }
         if conn.is_none() {
+            used = false;
             match relay.connect(account) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
@@ -203,6 +225,24 @@ fn run_group(
         let Some(c) = conn.as_mut() else {
             continue;
         };
+        // RSET only when the connection is reused: a transaction may be
+        // left over from the previous message, and the last message needs
+        // no RSET before QUIT.
+        if used && c.reset().is_err() {
+            conn = None;
+            match relay.connect(account) {
+                Ok(fresh) => conn = Some(fresh),
+                Err(e) => {
+                    defer(spool, claimed, &e.detail, now, report)?;
+                    connect_error = Some(e);
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        used = true;
         let result = send_item(c.as_mut(), &mut claimed);
         match result {
             Ok(outcome) => {
@@ -220,24 +260,16 @@ fn run_group(
                 if !outcome.accepted.is_empty() {
                     report.delivered += 1;
                 }
-                let keep_going = c.reset().is_ok();
                 finish(spool, claimed, opts, report)?;
-                if !keep_going {
-                    conn = None;
-                }
             }
             Err(e) => {
                 apply_error(&mut claimed.meta, &e);
-                let broken = matches!(
+                if matches!(
                     e.kind,
                     transport::Kind::Network | transport::Kind::Timeout | transport::Kind::Protocol
-                );
-                if broken {
+                ) {
                     conn = None;
-                } else if let Some(c) = conn.as_mut()
-                    && c.reset().is_err()
-                {
-                    conn = None;
+                    used = false;
                 }
                 report
                     .lines
@@ -329,18 +361,30 @@ fn apply_error(meta: &mut Meta, e: &transport::Error) {
     }
     // Authentication and configuration problems are the admin's to fix;
     // the message waits for that (until max_age) instead of bouncing.
+    // A refusal of the message itself (5xx to MAIL or DATA), or a message
+    // this server can never take (non-ASCII address without SMTPUTF8)
+    // fails now; waiting until max_age would not change the answer.
     let permanent_for_message = e.is_permanent()
-        && matches!(e.kind, transport::Kind::Reply(_))
+        && matches!(
+            e.kind,
+            transport::Kind::Reply(_) | transport::Kind::Unsupported
+        )
         && matches!(
             e.stage,
             transport::Stage::Mail | transport::Stage::Data | transport::Stage::Message
         );
+    // The reply itself ("554 5.6.0 …") where there is one, so the bounce
+    // can carry its status code.
+    let text = match &e.kind {
+        transport::Kind::Reply(r) => r.one_line(),
+        _ => e.detail.clone(),
+    };
     for r in meta
         .recipients
         .iter_mut()
         .filter(|r| r.state == RcptState::Pending)
     {
-        r.last_error = Some(e.detail.clone());
+        r.last_error = Some(text.clone());
         if permanent_for_message {
             r.state = RcptState::Failed;
         }
@@ -380,7 +424,7 @@ fn finish(
         .filter(|r| r.state == RcptState::Failed)
         .cloned()
         .collect();
-    if !failed.is_empty() && !claimed.meta.bounced {
+    if !failed.is_empty() {
         if claimed.meta.sender.is_empty() {
             // A bounce that failed: never bounce a bounce.
             let id = claimed.meta.id.clone();
@@ -392,8 +436,18 @@ fn finish(
             ));
             return Ok(());
         }
-        queue_bounce(spool, &claimed.meta, &failed, opts)?;
-        claimed.meta.bounced = true;
+        let bounce = queue_bounce(spool, &claimed.meta, &failed, opts)?;
+        report.new_bounces.push(bounce);
+        // Per recipient: one that fails on a later attempt gets a bounce
+        // of its own.
+        for r in claimed
+            .meta
+            .recipients
+            .iter_mut()
+            .filter(|r| r.state == RcptState::Failed)
+        {
+            r.state = RcptState::Bounced;
+        }
         report.bounced += 1;
         report.lines.push(format!(
             "{}: bounced to <{}> for {}",
@@ -421,7 +475,7 @@ fn queue_bounce(
     original: &Meta,
     failed: &[Recipient],
     opts: &RunOptions,
-) -> Result<(), QueueError> {
+) -> Result<String, QueueError> {
     let to = opts
         .bounce_to
         .clone()
@@ -460,9 +514,9 @@ fn queue_bounce(
             last_error: None,
         }],
         header,
-        bounced: false,
     };
-    spool.commit(&mut draft, &meta)
+    spool.commit(&mut draft, &meta)?;
+    Ok(meta.id)
 }
 
 /// Builds the DSN: a human-readable part, message/delivery-status, and the
@@ -497,10 +551,19 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
     }
     for r in failed {
         let err = r.last_error.clone().unwrap_or_default();
+        // The enhanced status code (RFC 3463) of the reply, or of our own
+        // reason (4.4.7 for an expired message); 5.0.0 when there is none.
         let code = err
             .split_whitespace()
-            .nth(1)
-            .filter(|c| c.split('.').count() == 3 && c.starts_with('5'))
+            .take(2)
+            .find(|c| {
+                let parts: Vec<&str> = c.split('.').collect();
+                parts.len() == 3
+                    && (parts[0] == "4" || parts[0] == "5")
+                    && parts
+                        .iter()
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            })
             .unwrap_or("5.0.0")
             .to_string();
         status.push_str(&format!(
@@ -674,7 +737,6 @@ mod tests {
                 })
                 .collect(),
             header: b"Subject: t\r\n".to_vec(),
-            bounced: false,
         };
         spool.commit(&mut d, &meta).unwrap();
         d.id.clone()
@@ -759,13 +821,28 @@ mod tests {
         enqueue(&spool, t0, "sender@x", &["good@y", "bad@y", "later@y"]);
         let mut relay = Fake::default();
         let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
-        assert_eq!((rep.delivered, rep.bounced), (1, 1));
-        // The bounce is queued (null sender) and the original keeps only
-        // the temporarily refused recipient.
+        // The original to good@y, and the bounce in the same run.
+        assert_eq!((rep.delivered, rep.bounced), (2, 1), "{rep:?}");
+        let got = relay.got.borrow().clone();
+        let dsn = got.iter().find(|(s, _, _)| s.is_empty()).unwrap();
+        assert_eq!(dsn.1, vec!["sender@x"]);
+        let text = String::from_utf8_lossy(&dsn.2);
+        assert!(text.contains("multipart/report"), "{text}");
+        assert!(text.contains("delivery-status"), "{text}");
+        assert!(text.contains("Final-Recipient: rfc822; bad@y"), "{text}");
+        assert!(text.contains("Status: 5.1.1"), "{text}");
+        assert!(
+            text.contains("Subject: t"),
+            "original headers included: {text}"
+        );
+        assert!(
+            !text.contains("later@y"),
+            "a 4xx recipient is not bounced: {text}"
+        );
+        // The original keeps only the temporarily refused recipient.
         let items = spool.list().unwrap().0;
-        assert_eq!(items.len(), 2);
-        let original = items.iter().find(|m| !m.sender.is_empty()).unwrap();
-        let states: Vec<(&str, &RcptState)> = original
+        assert_eq!(items.len(), 1);
+        let states: Vec<(&str, &RcptState)> = items[0]
             .recipients
             .iter()
             .map(|r| (r.address.as_str(), &r.state))
@@ -774,34 +851,20 @@ mod tests {
             states,
             vec![
                 ("good@y", &RcptState::Done),
-                ("bad@y", &RcptState::Failed),
+                ("bad@y", &RcptState::Bounced),
                 ("later@y", &RcptState::Pending)
             ]
         );
-        let bounce = items.iter().find(|m| m.sender.is_empty()).unwrap();
-        assert_eq!(bounce.recipients[0].address, "sender@x");
-        // Next run: the bounce goes out; "later" is retried, good is never resent.
+        // Next run: only "later" is retried; good is never resent, bad never
+        // bounced twice.
         relay.got.borrow_mut().clear();
-        run(&spool, &mut relay, &opts(t0 + Duration::from_secs(61))).unwrap();
-        let got = relay.got.borrow();
+        let rep = run(&spool, &mut relay, &opts(t0 + Duration::from_secs(61))).unwrap();
+        assert_eq!(rep.bounced, 0);
         assert!(
-            got.iter()
-                .all(|(_, r, _)| !r.contains(&"good@y".to_string()))
+            relay.got.borrow().is_empty(),
+            "later@y is refused again, nothing else sent"
         );
-        let dsn = got.iter().find(|(s, _, _)| s.is_empty()).unwrap();
-        let text = String::from_utf8_lossy(&dsn.2);
-        assert!(text.contains("multipart/report"), "{text}");
-        assert!(
-            text.contains("report-type=\"delivery-status\"")
-                || text.contains("report-type=delivery-status"),
-            "{text}"
-        );
-        assert!(text.contains("Final-Recipient: rfc822; bad@y"), "{text}");
-        assert!(text.contains("Status: 5.1.1"), "{text}");
-        assert!(
-            text.contains("Subject: t"),
-            "original headers included: {text}"
-        );
+        assert_eq!(spool.list().unwrap().0[0].attempts, 2);
     }
 
     #[test]
@@ -854,5 +917,36 @@ mod tests {
             1,
             "flush ignores backoff"
         );
+    }
+
+    #[test]
+    fn a_recipient_failing_later_gets_its_own_bounce() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        enqueue(&spool, t0, "sender@x", &["bad1@y", "later@y"]);
+        let mut relay = Fake::default();
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!(rep.bounced, 1);
+        // later@y keeps failing with 4xx until it expires: then it too is
+        // bounced, in a second DSN.
+        relay.got.borrow_mut().clear();
+        let rep = run(
+            &spool,
+            &mut relay,
+            &opts(t0 + Duration::from_secs(6 * 86_400)),
+        )
+        .unwrap();
+        assert_eq!(rep.bounced, 1, "{rep:?}");
+        let got = relay.got.borrow();
+        let dsn = got.iter().find(|(s, _, _)| s.is_empty()).unwrap();
+        let text = String::from_utf8_lossy(&dsn.2);
+        assert!(text.contains("Final-Recipient: rfc822; later@y"), "{text}");
+        assert!(text.contains("Status: 4.4.7"), "{text}");
+        assert!(
+            !text.contains("bad1@y\r\nAction"),
+            "bad1 was bounced already: {text}"
+        );
+        assert!(spool.list().unwrap().0.is_empty());
     }
 }

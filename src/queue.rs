@@ -94,8 +94,10 @@ pub enum RcptState {
     Pending,
     /// Accepted by the smarthost: never sent again.
     Done,
-    /// Permanently refused (or expired); a bounce covers it.
+    /// Permanently refused (or expired); a bounce is still to be sent.
     Failed,
+    /// Failed, and a bounce for it has been queued.
+    Bounced,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +133,6 @@ pub struct Meta {
     pub recipients: Vec<Recipient>,
     /// The finished header block (CRLF lines, no separator).
     pub header: Vec<u8>,
-    /// A bounce for the failed recipients has been queued.
-    pub bounced: bool,
 }
 
 impl Meta {
@@ -162,7 +162,6 @@ impl Meta {
         }
         kv("hold", if self.hold { "1" } else { "0" });
         kv("eight-bit", if self.eight_bit { "1" } else { "0" });
-        kv("bounced", if self.bounced { "1" } else { "0" });
         if let Some(n) = &self.dsn_notify {
             kv("dsn-notify", n);
         }
@@ -177,6 +176,7 @@ impl Meta {
                 RcptState::Pending => "pending",
                 RcptState::Done => "done",
                 RcptState::Failed => "failed",
+                RcptState::Bounced => "bounced",
             };
             let err = r.last_error.as_deref().map(escape).unwrap_or_default();
             out.push_str(&format!("rcpt: {state} {} {err}\n", escape(&r.address)));
@@ -222,7 +222,6 @@ impl Meta {
             dsn_envid: None,
             recipients: Vec::new(),
             header,
-            bounced: false,
         };
         let num = |v: &str, k: &str| v.parse::<u64>().map_err(|_| format!("bad {k}: {v}"));
         for line in lines {
@@ -240,7 +239,6 @@ impl Meta {
                 "last-error" => m.last_error = Some(unescape(v)),
                 "hold" => m.hold = v == "1",
                 "eight-bit" => m.eight_bit = v == "1",
-                "bounced" => m.bounced = v == "1",
                 "dsn-notify" => m.dsn_notify = Some(unescape(v)),
                 "dsn-ret" => m.dsn_ret_full = Some(v == "full"),
                 "dsn-envid" => m.dsn_envid = Some(unescape(v)),
@@ -250,6 +248,7 @@ impl Meta {
                         Some("pending") => RcptState::Pending,
                         Some("done") => RcptState::Done,
                         Some("failed") => RcptState::Failed,
+                        Some("bounced") => RcptState::Bounced,
                         other => return Err(format!("bad recipient state {other:?}")),
                     };
                     let address = unescape(parts.next().ok_or("recipient without address")?);
@@ -786,7 +785,6 @@ mod tests {
                 },
             ],
             header: b"Subject: x\r\nX-8: \xe4\r\n".to_vec(),
-            bounced: false,
         }
     }
 

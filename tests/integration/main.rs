@@ -8,6 +8,7 @@ mod callers;
 mod certs;
 mod intake;
 mod manpage;
+mod queue;
 mod scripted;
 mod smtpd;
 mod submission;

@@ -10,68 +10,94 @@ use std::time::Duration;
 use crate::util::World;
 
 #[derive(Debug, Clone)]
-enum Step {
+pub enum Step {
     /// Send these bytes (one write).
     Send(&'static [u8]),
     /// Read one line; it must start with this.
     Expect(&'static str),
     /// Read DATA content up to and including the terminator.
     Data,
+    /// Tell the test this point was reached (`Scripted::events`).
+    Notify,
 }
 
-struct Scripted {
-    port: u16,
-    handle: JoinHandle<Vec<u8>>,
+pub struct Scripted {
+    pub port: u16,
+    pub handle: JoinHandle<Vec<u8>>,
+    /// One message per `Notify` step reached.
+    pub events: std::sync::mpsc::Receiver<()>,
 }
 
 /// Serves one connection by `steps`; returns everything the client sent
 /// during `Data` steps.
-fn serve(steps: Vec<Step>) -> Scripted {
+pub fn serve(steps: Vec<Step>) -> Scripted {
+    serve_many(vec![steps])
+}
+
+/// Serves one connection per script, in order (a server that fails the
+/// first time and works the second).
+pub fn serve_many(scripts: Vec<Vec<Step>>) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let (tx, events) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut writer: TcpStream = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
         let mut data = Vec::new();
-        for step in steps {
-            match step {
-                Step::Send(b) => {
-                    if writer.write_all(b).is_err() {
-                        break;
-                    }
-                }
-                Step::Expect(prefix) => {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    assert!(
-                        line.starts_with(prefix),
-                        "expected {prefix:?}, got {line:?}"
-                    );
-                }
-                Step::Data => loop {
-                    let mut line = Vec::new();
-                    if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    data.extend_from_slice(&line);
-                    if line == b".\r\n" && (data.len() == 3 || data.ends_with(b"\r\n.\r\n")) {
-                        break;
-                    }
-                },
-            }
+        for steps in scripts {
+            let (stream, _) = listener.accept().unwrap();
+            data.extend(play(stream, steps, &tx));
         }
-        // Drain until the client hangs up.
-        let mut rest = Vec::new();
-        let _ = reader.read_to_end(&mut rest);
         data
     });
-    Scripted { port, handle }
+    Scripted {
+        port,
+        handle,
+        events,
+    }
+}
+
+fn play(stream: TcpStream, steps: Vec<Step>, events: &std::sync::mpsc::Sender<()>) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer: TcpStream = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut data = Vec::new();
+    for step in steps {
+        match step {
+            Step::Send(b) => {
+                if writer.write_all(b).is_err() {
+                    break;
+                }
+            }
+            Step::Expect(prefix) => {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                assert!(
+                    line.starts_with(prefix),
+                    "expected {prefix:?}, got {line:?}"
+                );
+            }
+            Step::Notify => {
+                let _ = events.send(());
+            }
+            Step::Data => loop {
+                let mut line = Vec::new();
+                if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                data.extend_from_slice(&line);
+                if line == b".\r\n" && (data.len() == 3 || data.ends_with(b"\r\n.\r\n")) {
+                    break;
+                }
+            },
+        }
+    }
+    // Drain until the client hangs up.
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    data
 }
 
 fn world(port: u16) -> World {

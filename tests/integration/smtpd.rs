@@ -48,6 +48,8 @@ pub struct SmtpdOptions {
     pub offer_starttls: bool,
     /// Require a TLS client certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// Listen on this port instead of a free one (a server coming back).
+    pub port: Option<u16>,
 }
 
 impl Default for SmtpdOptions {
@@ -60,6 +62,7 @@ impl Default for SmtpdOptions {
             xoauth2: None,
             offer_starttls: true,
             client_ca: None,
+            port: None,
         }
     }
 }
@@ -132,7 +135,9 @@ impl Smtpd {
         std::fs::create_dir_all(spool).unwrap();
         let mut cmd = Command::new(python());
         cmd.arg(peer_script("smtpd.py"))
-            .args(["--port", "0", "--mode"])
+            .arg("--port")
+            .arg(opts.port.unwrap_or(0).to_string())
+            .arg("--mode")
             .arg(match opts.mode {
                 Mode::Plain => "plain",
                 Mode::StartTls => "starttls",

@@ -123,6 +123,22 @@ pub fn read_dir_files(dir: &Path) -> Vec<Vec<u8>> {
     names.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
+/// Starts `sendmail -C config args…` without waiting: the test writes
+/// stdin and decides when the process ends (kill -9 tests).
+pub fn spawn_sendmail(w: &World, args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(BIN)
+        .arg0("sendmail")
+        .arg("-C")
+        .arg(w.config())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the binary with the given argv[0] (through the `-a`-like trick of
 /// `Command::arg0`), so multicall dispatch is exercised for real.
 pub fn run_raw(argv0: &str, args: &[String], stdin: &[u8], env: &[(&str, &Path)]) -> Run {

@@ -357,7 +357,9 @@ class Handler:
             elif login is not None:
                 auth_user = str(login)
         meta = {
-            "mail_from": envelope.mail_from,
+            # The null sender (bounces) is recorded as "", whatever form
+            # aiosmtpd parsed it into.
+            "mail_from": "" if envelope.mail_from in ("", "<>") else envelope.mail_from,
             "mail_options": envelope.mail_options,
             "rcpt_tos": envelope.rcpt_tos,
             "rcpt_options": getattr(envelope, "rcpt_params", [[] for _ in envelope.rcpt_tos]),
