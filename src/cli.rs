@@ -325,6 +325,48 @@ pub enum Invocation {
     Check(CheckArgs),
     /// `mailhop queue …`: manage the queue.
     Queue(QueueArgs),
+    /// `mailhop dkim …`: keys and DNS checks.
+    Dkim(DkimAction),
+}
+
+/// `mailhop dkim` actions.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum DkimAction {
+    /// Create a signing key and print the DNS record to publish (like
+    /// opendkim-genkey)
+    Keygen {
+        /// The domain the key signs for (d=)
+        #[arg(long, value_name = "DOMAIN")]
+        domain: String,
+        /// The selector (s=), e.g. a date: 2026a
+        #[arg(long, value_name = "SELECTOR")]
+        selector: String,
+        /// rsa-sha256 or ed25519-sha256
+        #[arg(long, value_name = "ALGORITHM", default_value = "rsa-sha256")]
+        algorithm: String,
+        /// RSA key size
+        #[arg(long, value_name = "BITS", default_value_t = 2048)]
+        bits: u32,
+        /// Where to write the private key (default: ./SELECTOR.private)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check the published DNS records against the configured keys (like
+    /// opendkim-testkey), plus SPF and DMARC
+    Check {
+        /// Configuration file (default: the user's, else /etc/mailhop.toml)
+        #[arg(short = 'C', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Check only the entry for this domain
+        #[arg(long, value_name = "DOMAIN", requires = "selector")]
+        domain: Option<String>,
+        /// Check only the entry with this selector
+        #[arg(long, value_name = "SELECTOR")]
+        selector: Option<String>,
+        /// Ask this DNS server (IP:PORT) instead of the system's
+        #[arg(long, value_name = "IP:PORT")]
+        nameserver: Option<std::net::SocketAddr>,
+    },
 }
 
 /// `mailhop queue`: options shared by its actions, and the action.
@@ -461,6 +503,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Manage the queue: list, show, flush, delete, hold, release, run
     Queue(QueueArgs),
+    /// DKIM: create a key (keygen), check the DNS records (check)
+    #[command(subcommand)]
+    Dkim(DkimAction),
 }
 
 /// Arguments handed to the sendmail parser untouched.
@@ -541,6 +586,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Newaliases(p)) => (p, Mode::NewAliases),
         Some(Command::Check(c)) => return Ok(Invocation::Check(c)),
         Some(Command::Queue(q)) => return Ok(Invocation::Queue(q)),
+        Some(Command::Dkim(d)) => return Ok(Invocation::Dkim(d)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(
@@ -1314,7 +1360,10 @@ mod tests {
                         | Invocation::ListQueue(a)
                         | Invocation::NewAliases(a)
                         | Invocation::RunQueue { args: a, .. } => a.warnings,
-                        Invocation::Version | Invocation::Check(_) | Invocation::Queue(_) => vec![],
+                        Invocation::Version
+                        | Invocation::Check(_)
+                        | Invocation::Queue(_)
+                        | Invocation::Dkim(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }

@@ -70,6 +70,14 @@ pub const KEYS: &[&str] = &[
     "headers.rule.pattern",
     "headers.rule.action",
     "headers.rule.replace",
+    "dkim",
+    "dkim.domain",
+    "dkim.selector",
+    "dkim.key_file",
+    "dkim.algorithm",
+    "dkim.canonicalization",
+    "dkim.headers",
+    "dkim.oversign",
 ];
 
 /// A validated configuration. `source` is `None` when no file exists and
@@ -87,6 +95,8 @@ pub struct Config {
     pub local: Local,
     pub queue: Queue,
     pub headers: crate::scrub::Settings,
+    /// DKIM signers; the ones whose domain matches the From domain sign.
+    pub dkim: Vec<crate::dkim::Settings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -308,6 +318,25 @@ struct RawConfig {
     queue: RawQueue,
     #[serde(default)]
     headers: RawHeaders,
+    #[serde(default)]
+    dkim: Vec<Spanned<RawDkim>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDkim {
+    domain: String,
+    selector: String,
+    key_file: PathBuf,
+    #[serde(default = "rsa")]
+    algorithm: String,
+    canonicalization: Option<String>,
+    headers: Option<Vec<String>>,
+    oversign: Option<Vec<String>>,
+}
+
+fn rsa() -> String {
+    "rsa-sha256".to_string()
 }
 
 #[derive(Deserialize, Default)]
@@ -840,6 +869,45 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         }
     };
 
+    let mut dkim = Vec::new();
+    for (i, d) in raw.dkim.iter().enumerate() {
+        let r = d.get_ref();
+        let n = i + 1;
+        let algorithm = match r.algorithm.parse::<crate::dkim::Algorithm>() {
+            Ok(a) => a,
+            Err(e) => {
+                return c.err(d.span(), format!("[[dkim]] #{n}: algorithm: {e}"));
+            }
+        };
+        let mut s = crate::dkim::Settings::new(
+            r.domain.trim().to_ascii_lowercase(),
+            r.selector.trim(),
+            r.key_file.clone(),
+            algorithm,
+        );
+        if let Some(canon) = &r.canonicalization {
+            match crate::dkim::Canon::parse_pair(canon) {
+                Ok((h, b)) => {
+                    s.header_canon = h;
+                    s.body_canon = b;
+                }
+                Err(e) => {
+                    return c.err(d.span(), format!("[[dkim]] #{n}: canonicalization: {e}"));
+                }
+            }
+        }
+        if let Some(h) = &r.headers {
+            s.headers = h.clone();
+        }
+        if let Some(o) = &r.oversign {
+            s.oversign = o.clone();
+        }
+        if let Err(e) = s.validate() {
+            return c.err(d.span(), format!("[[dkim]] #{n}: {e}"));
+        }
+        dkim.push(s);
+    }
+
     Ok(Config {
         source: Some(path.to_path_buf()),
         hostname,
@@ -870,6 +938,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             bounce_to,
         },
         headers,
+        dkim,
     })
 }
 
@@ -1232,7 +1301,7 @@ path = "~/Maildir"
     fn accepted(section: &str) -> Vec<String> {
         let text = match section {
             "" => "zzz_unknown = 1\n".to_string(),
-            "account" | "headers.rule" => format!("[[{section}]]\nzzz_unknown = 1\n"),
+            "account" | "headers.rule" | "dkim" => format!("[[{section}]]\nzzz_unknown = 1\n"),
             s => format!("[{s}]\nzzz_unknown = 1\n"),
         };
         let e = err(&text);
@@ -1260,6 +1329,7 @@ path = "~/Maildir"
             "queue",
             "headers",
             "headers.rule",
+            "dkim",
         ] {
             all.extend(accepted(section));
         }

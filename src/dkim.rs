@@ -776,9 +776,7 @@ impl Key {
     pub fn public_key(&self) -> Vec<u8> {
         match &self.inner {
             KeyInner::Rsa { public, .. } => rsa_spki(public),
-            KeyInner::Ed25519(pair) => {
-                ring::signature::KeyPair::public_key(pair).as_ref().to_vec()
-            }
+            KeyInner::Ed25519(pair) => ring::signature::KeyPair::public_key(pair).as_ref().to_vec(),
         }
     }
 
@@ -934,7 +932,8 @@ fn parse_key(
     let (found, pkcs1): (Algorithm, &[u8]) = match label.as_str() {
         "RSA PRIVATE KEY" => (Algorithm::RsaSha256, der.as_slice()),
         "PRIVATE KEY" => {
-            let (oid, private) = pkcs8_parts(&der).ok_or_else(|| invalid("bad PKCS#8 structure"))?;
+            let (oid, private) =
+                pkcs8_parts(&der).ok_or_else(|| invalid("bad PKCS#8 structure"))?;
             if oid == OID_RSA {
                 (Algorithm::RsaSha256, private)
             } else if oid == OID_ED25519 {
@@ -1097,7 +1096,9 @@ fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
             return None;
         }
         let bytes = rest.get(..n)?;
-        let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         (len, rest.get(n..)?)
     };
     Some((tag, rest.get(..len)?, rest.get(len..)?))
@@ -1230,12 +1231,19 @@ struct Plan<'a> {
 /// anywhere) no longer matches.
 fn plan<'a>(settings: &Settings, header: &'a Header) -> Plan<'a> {
     // RFC 6376 §5.4: From MUST be signed, whatever the configuration says.
-    let from = (!settings.headers.iter().any(|h| h.eq_ignore_ascii_case("From"))).then_some("From");
+    let from = (!settings
+        .headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("From")))
+    .then_some("From");
     let mut wanted: Vec<&str> = Vec::new();
-    for name in from
-        .into_iter()
-        .chain(settings.headers.iter().chain(&settings.oversign).map(String::as_str))
-    {
+    for name in from.into_iter().chain(
+        settings
+            .headers
+            .iter()
+            .chain(&settings.oversign)
+            .map(String::as_str),
+    ) {
         if !wanted.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             wanted.push(name);
         }
@@ -1259,10 +1267,15 @@ fn plan<'a>(settings: &Settings, header: &'a Header) -> Plan<'a> {
                 count += 1;
             }
         }
-        if settings.oversign.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+        if settings
+            .oversign
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(name))
+        {
             count += 1;
         }
-        plan.names.extend(std::iter::repeat_n(name.to_owned(), count));
+        plan.names
+            .extend(std::iter::repeat_n(name.to_owned(), count));
     }
     plan
 }
@@ -1396,17 +1409,29 @@ fn generate_pem(algorithm: Algorithm, bits: u32) -> Result<Zeroizing<String>, Dk
                     reason: e.to_string(),
                 }
             })?;
-            Ok(pem_encode("PRIVATE KEY", pkcs8.as_ref()))
+            // ring writes PKCS#8 v2 with the public key in a form OpenSSL 3
+            // rejects; v1 (what `openssl genpkey` writes) holds only the
+            // seed, and ring derives the public key from it on loading.
+            let (_, seed) = pkcs8_parts(pkcs8.as_ref()).ok_or_else(|| DkimError::Keygen {
+                reason: "unexpected PKCS#8 layout from ring".into(),
+            })?;
+            let algorithm = der_tlv(DER_SEQUENCE, &der_tlv(DER_OID, OID_ED25519));
+            let private = Zeroizing::new(der_tlv(DER_OCTET_STRING, seed));
+            let contents =
+                Zeroizing::new([&der_tlv(DER_INTEGER, &[0])[..], &algorithm, &private].concat());
+            let v1 = Zeroizing::new(der_tlv(DER_SEQUENCE, &contents));
+            Ok(pem_encode("PRIVATE KEY", &v1))
         }
         Algorithm::RsaSha256 => {
             if !(RSA_RECOMMENDED_BITS..=RSA_MAX_BITS).contains(&bits) {
                 return Err(DkimError::KeygenBits { bits });
             }
             // ring cannot generate RSA keys; the RustCrypto crate can.
-            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits as usize)
-                .map_err(|e| DkimError::Keygen {
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits as usize).map_err(
+                |e| DkimError::Keygen {
                     reason: e.to_string(),
-                })?;
+                },
+            )?;
             use rsa::pkcs8::EncodePrivateKey as _;
             key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
                 .map_err(|e| DkimError::Keygen {
@@ -1559,12 +1584,6 @@ fn aligns(d: &str, from: &str, strict: bool) -> bool {
     under(&from, &d) || under(&d, &from)
 }
 
-/// The outcome of the key part of a check for one entry.
-enum KeyCheck {
-    Good,
-    Bad,
-}
-
 /// Checks each entry like opendkim-testkey: the published key against the
 /// local one, and the domain's SPF and DMARC records. Returns whether every
 /// entry's key is published and matches; SPF, DMARC and `t=y` findings are
@@ -1601,7 +1620,7 @@ pub fn check(
             let good = check_entry(settings, &resolver, allowed_group, euid, out)
                 .await
                 .map_err(output)?;
-            all_good &= matches!(good, KeyCheck::Good);
+            all_good &= good;
         }
         Ok(all_good)
     })
@@ -1641,7 +1660,7 @@ async fn check_entry(
     allowed_group: Option<u32>,
     euid: u32,
     out: &mut dyn Write,
-) -> io::Result<KeyCheck> {
+) -> io::Result<bool> {
     let d = settings.signing_domain().to_ascii_lowercase();
     let name = settings.record_name();
     writeln!(
@@ -1654,7 +1673,7 @@ async fn check_entry(
     )?;
     if let Err(e) = settings.validate() {
         writeln!(out, "  FAIL: {e}")?;
-        return Ok(KeyCheck::Bad);
+        return Ok(false);
     }
     if settings.is_pattern() {
         writeln!(
@@ -1664,7 +1683,7 @@ async fn check_entry(
         )?;
     }
 
-    let mut result = KeyCheck::Good;
+    let mut result = true;
     let key = match load_key(&settings.key_file, settings.algorithm, allowed_group, euid) {
         Ok((key, warnings)) => {
             writeln!(out, "  local key:  {}", key_description(&key))?;
@@ -1675,7 +1694,7 @@ async fn check_entry(
         }
         Err(e) => {
             writeln!(out, "  FAIL: {e}")?;
-            result = KeyCheck::Bad;
+            result = false;
             None
         }
     };
@@ -1683,7 +1702,7 @@ async fn check_entry(
     match lookup_txt(resolver, &name).await {
         Txt::Failed(e) => {
             writeln!(out, "  DNS record: FAIL: looking up {name} failed: {e}")?;
-            result = KeyCheck::Bad;
+            result = false;
         }
         Txt::None => {
             writeln!(out, "  DNS record: MISSING: no TXT record at {name}")?;
@@ -1694,7 +1713,7 @@ async fn check_entry(
                     zone_record(&name, &key.dns_record()).replace('\n', "\n              ")
                 )?;
             }
-            result = KeyCheck::Bad;
+            result = false;
         }
         Txt::Found(records) => {
             let dkim: Vec<&String> = records
@@ -1711,11 +1730,11 @@ async fn check_entry(
                         "  DNS record: MISSING: {name} has TXT records, but none is a DKIM \
                          key record (v=DKIM1; ...; p=...)"
                     )?;
-                    result = KeyCheck::Bad;
+                    result = false;
                 }
                 [record] => {
                     if !compare_record(record, key.as_ref(), &name, out)? {
-                        result = KeyCheck::Bad;
+                        result = false;
                     }
                 }
                 _ => {
@@ -1725,7 +1744,7 @@ async fn check_entry(
                          pick any of them: keep exactly one",
                         dkim.len()
                     )?;
-                    result = KeyCheck::Bad;
+                    result = false;
                 }
             }
         }
@@ -1927,7 +1946,10 @@ async fn check_dmarc(
             "  alignment:  yes: d={d} aligns with From domain {d} ({mode} alignment)"
         )
     } else {
-        writeln!(out, "  alignment:  NO: d={d} does not align with From domain {d}")
+        writeln!(
+            out,
+            "  alignment:  NO: d={d} does not align with From domain {d}"
+        )
     }
 }
 
@@ -1988,12 +2010,20 @@ Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n";
     fn names_parse() {
         assert_eq!("rsa-sha256".parse(), Ok(Algorithm::RsaSha256));
         assert_eq!("ED25519-SHA256".parse(), Ok(Algorithm::Ed25519Sha256));
-        assert!("rsa-sha1".parse::<Algorithm>().unwrap_err().contains("rsa-sha256"));
+        assert!(
+            "rsa-sha1"
+                .parse::<Algorithm>()
+                .unwrap_err()
+                .contains("rsa-sha256")
+        );
         assert_eq!(
             Canon::parse_pair("relaxed/simple"),
             Ok((Canon::Relaxed, Canon::Simple))
         );
-        assert_eq!(Canon::parse_pair("relaxed"), Ok((Canon::Relaxed, Canon::Simple)));
+        assert_eq!(
+            Canon::parse_pair("relaxed"),
+            Ok((Canon::Relaxed, Canon::Simple))
+        );
         assert!(Canon::parse_pair("loose/simple").is_err());
     }
 
@@ -2003,7 +2033,14 @@ Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n";
         assert!(ok.validate().is_ok());
         assert_eq!(ok.signing_domain(), "example.com");
         assert_eq!(ok.record_name(), "s1._domainkey.example.com");
-        for bad in ["", "exa mple.com", "a..b", "a.*.b", "ex\u{e4}mple.com", "example.com."] {
+        for bad in [
+            "",
+            "exa mple.com",
+            "a..b",
+            "a.*.b",
+            "ex\u{e4}mple.com",
+            "example.com.",
+        ] {
             let e = Settings::new(bad, "s1", "k", Algorithm::RsaSha256)
                 .validate()
                 .unwrap_err();
@@ -2088,10 +2125,7 @@ Subject: s\r\n";
         let p = plan(&settings, &header);
         // From is forced in first; Cc is absent and not oversigned, so
         // left out; Reply-To is absent but oversigned, so listed once.
-        assert_eq!(
-            p.names,
-            ["From", "From", "To", "To", "Subject", "Reply-To"]
-        );
+        assert_eq!(p.names, ["From", "From", "To", "To", "Subject", "Reply-To"]);
         let values: Vec<&[u8]> = p.fields.iter().map(|(_, v)| *v).collect();
         assert_eq!(
             values,
@@ -2112,8 +2146,22 @@ Subject: s\r\n";
         assert!(warnings.is_empty());
         assert_eq!(key.bits(), 256);
         let settings = Settings::new("example.com", "ed", &path, Algorithm::Ed25519Sha256);
-        let a = sign(&settings, &key, MESSAGE_HEADER, &mut &b"hi\r\n"[..], 1_700_000_000).unwrap();
-        let b = sign(&settings, &key, MESSAGE_HEADER, &mut &b"hi\r\n"[..], 1_700_000_000).unwrap();
+        let a = sign(
+            &settings,
+            &key,
+            MESSAGE_HEADER,
+            &mut &b"hi\r\n"[..],
+            1_700_000_000,
+        )
+        .unwrap();
+        let b = sign(
+            &settings,
+            &key,
+            MESSAGE_HEADER,
+            &mut &b"hi\r\n"[..],
+            1_700_000_000,
+        )
+        .unwrap();
         assert_eq!(a, b, "Ed25519 signing is deterministic");
         let text = String::from_utf8(a).unwrap();
         assert!(text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; s=ed; d=example.com;"));
@@ -2126,7 +2174,14 @@ Subject: s\r\n";
             assert!(line.len() <= 78, "{line}");
             assert!(i == 0 || line.starts_with('\t'), "{line:?}");
         }
-        let c = sign(&settings, &key, MESSAGE_HEADER, &mut &b"hi\r\n"[..], 1_700_000_001).unwrap();
+        let c = sign(
+            &settings,
+            &key,
+            MESSAGE_HEADER,
+            &mut &b"hi\r\n"[..],
+            1_700_000_001,
+        )
+        .unwrap();
         assert_ne!(text.as_bytes(), &c[..]);
     }
 
@@ -2164,7 +2219,9 @@ Subject: s\r\n";
         assert!(debug.contains("Ed25519Sha256"), "{debug}");
         assert!(!debug.contains(&b64_line[..20]), "{debug}");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let e = load(&path, Algorithm::Ed25519Sha256).unwrap_err().to_string();
+        let e = load(&path, Algorithm::Ed25519Sha256)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains(&b64_line[..20]), "{e}");
     }
 
@@ -2175,7 +2232,10 @@ Subject: s\r\n";
         fs::set_permissions(&path, fs::Permissions::from_mode(0o604)).unwrap();
         let e = load(&path, Algorithm::Ed25519Sha256).unwrap_err();
         assert!(matches!(e, DkimError::KeyWorldAccessible { .. }), "{e}");
-        assert!(e.to_string().contains(&format!("chmod 600 {}", path.display())));
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod 600 {}", path.display()))
+        );
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let e = load(&path, Algorithm::Ed25519Sha256).unwrap_err();
@@ -2267,9 +2327,33 @@ Subject: s\r\n";
     fn rsa_keys_from_openssl_in_both_encodings() {
         let dir = tempfile::tempdir().unwrap();
         let d = |n: &str| dir.path().join(n).display().to_string();
-        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &d("p8.pem")]);
-        openssl(&["rsa", "-in", &d("p8.pem"), "-traditional", "-out", &d("p1.pem")]);
-        openssl(&["pkey", "-in", &d("p8.pem"), "-pubout", "-outform", "DER", "-out", &d("pub.der")]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &d("p8.pem"),
+        ]);
+        openssl(&[
+            "rsa",
+            "-in",
+            &d("p8.pem"),
+            "-traditional",
+            "-out",
+            &d("p1.pem"),
+        ]);
+        openssl(&[
+            "pkey",
+            "-in",
+            &d("p8.pem"),
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            &d("pub.der"),
+        ]);
         let spki = fs::read(d("pub.der")).unwrap();
         for name in ["p8.pem", "p1.pem"] {
             let p = dir.path().join(name);
@@ -2281,7 +2365,10 @@ Subject: s\r\n";
             assert_eq!(key.public_key(), spki, "{name}");
             assert_eq!(rsa_public_bits(&spki), Some(2048));
             let e = load(&p, Algorithm::Ed25519Sha256).unwrap_err().to_string();
-            assert!(e.contains("holds an RSA key, but the algorithm is ed25519-sha256"), "{e}");
+            assert!(
+                e.contains("holds an RSA key, but the algorithm is ed25519-sha256"),
+                "{e}"
+            );
         }
         assert!(
             fs::read_to_string(d("p1.pem"))
@@ -2327,7 +2414,16 @@ Subject: s\r\n";
         let p = dir.path().join("ed.pem");
         let ps = p.display().to_string();
         openssl(&["genpkey", "-algorithm", "ed25519", "-out", &ps]);
-        openssl(&["pkey", "-in", &ps, "-pubout", "-outform", "DER", "-out", &format!("{ps}.pub")]);
+        openssl(&[
+            "pkey",
+            "-in",
+            &ps,
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            &format!("{ps}.pub"),
+        ]);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         let (key, _) = load(&p, Algorithm::Ed25519Sha256).unwrap();
         let spki = fs::read(format!("{ps}.pub")).unwrap();
@@ -2356,19 +2452,42 @@ Subject: s\r\n";
         let mode = fs::metadata(&out).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (key, _) = load(&out, Algorithm::Ed25519Sha256).unwrap();
-        assert!(text.contains("mail._domainkey.example.com. IN TXT ( \"v=DKIM1; k=ed25519; \""), "{text}");
+        assert!(
+            text.contains("mail._domainkey.example.com. IN TXT ( \"v=DKIM1; k=ed25519; \""),
+            "{text}"
+        );
         assert!(text.contains(&key.dns_record()), "{text}");
-        assert!(text.contains("[[dkim]]\ndomain = \"example.com\"\nselector = \"mail\""), "{text}");
-        assert!(text.contains(&format!("key_file = \"{}\"", out.display())), "{text}");
+        assert!(
+            text.contains("[[dkim]]\ndomain = \"example.com\"\nselector = \"mail\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("key_file = \"{}\"", out.display())),
+            "{text}"
+        );
         assert!(text.contains("algorithm = \"ed25519-sha256\""), "{text}");
         assert!(!text.contains("PRIVATE KEY"), "{text}");
         // Never over an existing file.
-        let e = keygen("example.com", "mail", Algorithm::Ed25519Sha256, 0, Some(&out), &mut Vec::new())
-            .unwrap_err();
+        let e = keygen(
+            "example.com",
+            "mail",
+            Algorithm::Ed25519Sha256,
+            0,
+            Some(&out),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(e, DkimError::KeyExists { .. }), "{e}");
         assert!(load(&out, Algorithm::Ed25519Sha256).is_ok());
-        let e = keygen("example.com", "mail", Algorithm::RsaSha256, 1024, None, &mut Vec::new())
-            .unwrap_err();
+        let e = keygen(
+            "example.com",
+            "mail",
+            Algorithm::RsaSha256,
+            1024,
+            None,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(e, DkimError::KeygenBits { bits: 1024 }), "{e}");
     }
 

@@ -6,6 +6,7 @@
 
 mod callers;
 mod certs;
+mod dkim;
 mod intake;
 mod manpage;
 mod queue;
