@@ -168,7 +168,7 @@ struct Env {
     /// Running setuid or setgid: the environment is the caller's, not ours.
     privileged: bool,
     /// The `mailhop` group, if it exists (group-readable secrets).
-    mailhop_gid: Option<u32>,
+    mailhop_gid: std::cell::OnceCell<Option<u32>>,
     /// Base for the per-user queue: $XDG_STATE_HOME, or ~/.local/state
     /// from the password database when the environment is not ours.
     state_dir: Option<PathBuf>,
@@ -261,10 +261,9 @@ fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         euid,
         uid: uid.as_raw(),
         privileged,
-        mailhop_gid: nix::unistd::Group::from_name("mailhop")
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw()),
+        // Looked up only when a secret or key file is checked: on a
+        // machine without the group, NSS falls through to slow modules.
+        mailhop_gid: std::cell::OnceCell::new(),
         state_dir,
         verbose: args.common.verbose,
         tag: args
@@ -280,6 +279,18 @@ fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         now: SystemTime::now(),
         config,
     })
+}
+
+impl Env {
+    /// The `mailhop` group's gid, if the group exists.
+    fn mailhop_gid(&self) -> Option<u32> {
+        *self.mailhop_gid.get_or_init(|| {
+            nix::unistd::Group::from_name("mailhop")
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        })
+    }
 }
 
 /// The system's fully qualified name: gethostname(), and if that is a
@@ -921,7 +932,11 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                 Some(draft) => {
                     let reason = account.is_none().then_some(no_smarthost.as_str());
                     let meta = make_meta(&draft.id, &remote, reason, 0);
-                    match spool.commit(draft, &meta) {
+                    // Durable at once when the caller will be told
+                    // "queued" without an attempt; a commit that only
+                    // covers the attempt is made durable if it fails.
+                    let durable = account.is_none() || mode == config::QueueMode::Always;
+                    match spool.commit(draft, &meta, durable) {
                         Ok(()) => {
                             queued_id = Some(meta.id.clone());
                             to_queue = remote.clone();
@@ -1006,7 +1021,7 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                         to_queue.clear();
                     } else {
                         let meta = make_meta(&draft.id, &still_pending, reason.as_deref(), 1);
-                        if let Err(e) = spool.update_draft(draft, &meta) {
+                        if let Err(e) = spool.make_durable(draft, &meta) {
                             eprintln!("mailhop: {e}");
                         }
                         to_queue = still_pending;
@@ -1241,7 +1256,7 @@ fn obtain_secret(env: &Env, a: &config::Account) -> Result<crate::credentials::S
         sources.push(Source::Env(v));
     }
     let policy = credentials::Policy {
-        allowed_group: env.mailhop_gid,
+        allowed_group: env.mailhop_gid(),
         euid: env.euid,
     };
     credentials::obtain(&sources, &policy).map_err(|e| format!("{e} (account {})", a.name))
@@ -2025,7 +2040,7 @@ fn dkim_check(
         ));
     }
     let mut out = io::stdout().lock();
-    match crate::dkim::check(&entries, nameserver, env.mailhop_gid, env.euid, &mut out) {
+    match crate::dkim::check(&entries, nameserver, env.mailhop_gid(), env.euid, &mut out) {
         Ok(true) => Ok(Exit::Ok),
         Ok(false) => Ok(Exit::Unavailable),
         Err(e) => Err(Failure::new(dkim_exit(&e), e.to_string())),
@@ -2069,7 +2084,7 @@ fn dkim_sign(
             )
         };
         let (key, warnings) =
-            crate::dkim::load_key(&s.key_file, s.algorithm, env.mailhop_gid, env.euid)
+            crate::dkim::load_key(&s.key_file, s.algorithm, env.mailhop_gid(), env.euid)
                 .map_err(fail)?;
         if env.verbose > 0 {
             for w in warnings {

@@ -2,8 +2,8 @@
 //! through the `Relay` trait, so it can be tested with a fake smarthost.
 //!
 //! One run takes every due item, groups them by account and sends each
-//! group over one authenticated connection (RSET between messages), in
-//! arrival order. Per-recipient outcomes are kept: accepted recipients are
+//! group over one authenticated connection in arrival order (RSET after
+//! a transaction that did not complete). Per-recipient outcomes are kept: accepted recipients are
 //! never sent again, only the refused ones bounce. Failed and expired
 //! recipients get an RFC 3464 delivery status notification, queued like
 //! any other message with the null sender; a bounce is never bounced, so a
@@ -156,7 +156,7 @@ fn run_group(
     // Set when connecting failed: the rest of the group is deferred with
     // the same error rather than hammering a server that is down.
     let mut connect_error: Option<transport::Error> = None;
-    let mut used = false;
+    let mut dirty = false;
     for listed in metas {
         let mut claimed = match spool.claim(&listed.id) {
             Ok(c) => c,
@@ -212,7 +212,7 @@ fn run_group(
             continue;
         }
         if conn.is_none() {
-            used = false;
+            dirty = false;
             match relay.connect(account) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
@@ -225,10 +225,12 @@ fn run_group(
         let Some(c) = conn.as_mut() else {
             continue;
         };
-        // RSET only when the connection is reused: a transaction may be
-        // left over from the previous message, and the last message needs
-        // no RSET before QUIT.
-        if used && c.reset().is_err() {
+        // RSET before reusing the connection after a transaction that did
+        // not complete (refused MAIL, RCPT or DATA). After a completed one
+        // the server has already reset its state (RFC 5321 §4.1.1.4), so
+        // the next MAIL follows directly: an RSET there would add a round
+        // trip to every message.
+        if dirty && c.reset().is_err() {
             conn = None;
             match relay.connect(account) {
                 Ok(fresh) => conn = Some(fresh),
@@ -242,7 +244,7 @@ fn run_group(
         let Some(c) = conn.as_mut() else {
             continue;
         };
-        used = true;
+        dirty = true;
         let result = send_item(c.as_mut(), &mut claimed);
         match result {
             Ok(outcome) => {
@@ -260,6 +262,7 @@ fn run_group(
                 if !outcome.accepted.is_empty() {
                     report.delivered += 1;
                 }
+                dirty = false;
                 finish(spool, claimed, opts, report)?;
             }
             Err(e) => {
@@ -269,7 +272,7 @@ fn run_group(
                     transport::Kind::Network | transport::Kind::Timeout | transport::Kind::Protocol
                 ) {
                     conn = None;
-                    used = false;
+                    dirty = false;
                 }
                 report
                     .lines
@@ -515,7 +518,7 @@ fn queue_bounce(
         }],
         header,
     };
-    spool.commit(&mut draft, &meta)?;
+    spool.commit(&mut draft, &meta, true)?;
     Ok(meta.id)
 }
 
@@ -738,7 +741,7 @@ mod tests {
                 .collect(),
             header: b"Subject: t\r\n".to_vec(),
         };
-        spool.commit(&mut d, &meta).unwrap();
+        spool.commit(&mut d, &meta, true).unwrap();
         d.id.clone()
     }
 
