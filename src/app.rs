@@ -68,6 +68,11 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
                     return Exit::Usage;
                 }
             };
+            if alg == crate::dkim::Algorithm::Ed25519Sha256 && bits.is_some() {
+                eprintln!("mailhop: --bits is for RSA keys; Ed25519 keys have a fixed size");
+                return Exit::Usage;
+            }
+            let bits = bits.unwrap_or(crate::dkim::DEFAULT_RSA_BITS);
             let mut stdout = io::stdout().lock();
             match crate::dkim::keygen(&domain, &selector, alg, bits, out.as_deref(), &mut stdout) {
                 Ok(()) => Exit::Ok,
@@ -1993,6 +1998,11 @@ fn dkim_exit(e: &crate::dkim::DkimError) -> Exit {
         | D::InvalidHeaderName { .. }
         | D::KeygenBits { .. } => Exit::Usage,
         D::KeyExists { .. } | D::KeyWrite { .. } => Exit::CantCreat,
+        D::KeyOpen { error, .. } | D::KeyRead { error, .. }
+            if error.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            Exit::NoPerm
+        }
         D::KeyOwner { .. }
         | D::KeyWorldAccessible { .. }
         | D::KeyGroupAccessible { .. }
@@ -2019,7 +2029,11 @@ fn dkim_check(
                 .as_deref()
                 .is_none_or(|d| s.domain.eq_ignore_ascii_case(d))
         })
-        .filter(|s| selector.as_deref().is_none_or(|x| s.selector == x))
+        .filter(|s| {
+            selector
+                .as_deref()
+                .is_none_or(|x| s.selector.eq_ignore_ascii_case(x))
+        })
         .cloned()
         .collect();
     if entries.is_empty() && (domain.is_some() || selector.is_some()) {

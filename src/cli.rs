@@ -344,9 +344,9 @@ pub enum DkimAction {
         /// rsa-sha256 or ed25519-sha256
         #[arg(long, value_name = "ALGORITHM", default_value = "rsa-sha256")]
         algorithm: String,
-        /// RSA key size
-        #[arg(long, value_name = "BITS", default_value_t = 2048)]
-        bits: u32,
+        /// RSA key size (default 2048)
+        #[arg(long, value_name = "BITS")]
+        bits: Option<u32>,
         /// Where to write the private key (default: ./SELECTOR.private)
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,

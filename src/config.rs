@@ -879,6 +879,15 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
                 return c.err(d.span(), format!("[[dkim]] #{n}: algorithm: {e}"));
             }
         };
+        if !r.key_file.is_absolute() {
+            return c.err(
+                d.span(),
+                format!(
+                    "[[dkim]] #{n}: key_file \"{}\" must be an absolute path (mailhop runs from any directory)",
+                    r.key_file.display()
+                ),
+            );
+        }
         let mut s = crate::dkim::Settings::new(
             r.domain.trim().to_ascii_lowercase(),
             r.selector.trim(),

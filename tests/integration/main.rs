@@ -11,6 +11,7 @@ mod intake;
 mod manpage;
 mod queue;
 mod scripted;
+mod scrub;
 mod smtpd;
 mod submission;
 mod util;
