@@ -196,20 +196,6 @@ fn with_env(args: &SendArgs, f: impl FnOnce(&Env, &SendArgs) -> Result<Exit, Fai
 }
 
 fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
-    let explicit = args.common.config.as_deref();
-    let config = match config::locate(explicit, dirs::config_dir().as_deref()) {
-        Some(path) => config::load(&path).map_err(|e| {
-            Failure::new(
-                Exit::Config,
-                format!(
-                    "{e}\n(see mailhop.toml(5); check the file with `mailhop newaliases -C {}`)",
-                    path.display()
-                ),
-            )
-        })?,
-        None => Config::defaults(),
-    };
-
     let uid = nix::unistd::getuid();
     let euid = nix::unistd::geteuid().as_raw();
     let pw = nix::unistd::User::from_uid(uid).ok().flatten();
@@ -223,8 +209,63 @@ fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         (!first.is_empty()).then_some(first)
     });
     let home = pw.as_ref().map(|u| u.dir.clone());
-    let privileged = nix::unistd::getuid() != nix::unistd::geteuid()
+
+    // The setgid install: see SECURITY in mailhop(8).
+    let mut privileged = nix::unistd::getuid() != nix::unistd::geteuid()
         || nix::unistd::getgid() != nix::unistd::getegid();
+    // With the elevated gid the environment is the caller's, not ours: the
+    // user's config directory comes from the password database.
+    let user_config_dir = if privileged {
+        home.as_ref().map(|h| h.join(".config"))
+    } else {
+        dirs::config_dir()
+    };
+    if privileged {
+        let user_config = user_config_dir
+            .as_ref()
+            .map(|d| d.join("mailhop").join("config.toml"))
+            .is_some_and(|p| p.exists());
+        let why = if args.common.config.is_some() {
+            Some("-C")
+        } else if args.common.log_file.is_some() {
+            Some("-X")
+        } else if user_config {
+            Some("your own configuration file")
+        } else if std::env::var_os("MAILHOP_PASSWORD").is_some() {
+            Some("MAILHOP_PASSWORD")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            drop_privileges().map_err(|e| {
+                Failure::new(
+                    Exit::OsErr,
+                    format!("cannot drop the mailhop group for {why}: {e}"),
+                )
+            })?;
+            privileged = false;
+            if args.common.verbose > 0 {
+                eprintln!(
+                    "mailhop: {why} given: running with your own rights and your own queue, \
+                     not the system's"
+                );
+            }
+        }
+    }
+
+    let explicit = args.common.config.as_deref();
+    let config = match config::locate(explicit, user_config_dir.as_deref()) {
+        Some(path) => config::load(&path).map_err(|e| {
+            Failure::new(
+                Exit::Config,
+                format!(
+                    "{e}\n(see mailhop.toml(5); check the file with `mailhop check --offline -C {}`)",
+                    path.display()
+                ),
+            )
+        })?,
+        None => Config::defaults(),
+    };
     let state_dir = if privileged {
         home.as_ref().map(|h| h.join(".local").join("state"))
     } else {
@@ -296,6 +337,15 @@ impl Env {
                 .map(|g| g.gid.as_raw())
         })
     }
+}
+
+/// Gives up the setgid (and setuid) identity for good: real, effective and
+/// saved ids all become the caller's, so nothing later can regain them.
+fn drop_privileges() -> nix::Result<()> {
+    let gid = nix::unistd::getgid();
+    nix::unistd::setresgid(gid, gid, gid)?;
+    let uid = nix::unistd::getuid();
+    nix::unistd::setresuid(uid, uid, uid)
 }
 
 /// The system's fully qualified name: gethostname(), and if that is a
@@ -540,7 +590,9 @@ impl Body {
                 .draft(now)
                 .map(Body::Draft)
                 .map_err(|e| io::Error::other(e.to_string())),
-            _ => tempfile::tempfile().map(Body::Temp),
+            _ => tempfile::tempfile_in("/var/tmp")
+                .or_else(|_| tempfile::tempfile())
+                .map(Body::Temp),
         }
     }
 }
@@ -550,6 +602,8 @@ impl Body {
 struct Spooled {
     intake: Intake,
     body: Body,
+    /// Why the body is not in the spool, when it is not.
+    spool_error: Option<String>,
 }
 
 impl Spooled {
@@ -651,19 +705,36 @@ fn intake_stdin(
     spool: Option<&queue::Spool>,
     now: SystemTime,
 ) -> Result<Spooled, Failure> {
+    let mut spool_error = None;
     let mut body = match spool.map(|s| s.draft(now)) {
         Some(Ok(d)) => Body::Draft(d),
+        Some(Err(e)) => {
+            spool_error = Some(e.to_string());
+            Body::Temp(
+                tempfile::tempfile_in("/var/tmp")
+                    .or_else(|_| tempfile::tempfile())
+                    .map_err(|e| {
+                        Failure::new(Exit::TempFail, format!("cannot create a spool file: {e}"))
+                    })?,
+            )
+        }
         // No usable spool (or `mode = "never"`): an anonymous file. The
         // message can then not be queued, only sent or refused.
-        _ => Body::Temp(tempfile::tempfile().map_err(|e| {
-            Failure::new(
-                Exit::TempFail,
-                format!(
-                    "cannot create a spool file in {}: {e}",
-                    std::env::temp_dir().display()
-                ),
-            )
-        })?),
+        // Not $TMPDIR: a setgid process must not write where the caller
+        // says. /var/tmp, not /tmp: a large message must not fill RAM.
+        _ => Body::Temp(
+            tempfile::tempfile_in("/var/tmp")
+                .or_else(|_| tempfile::tempfile())
+                .map_err(|e| {
+                    Failure::new(
+                        Exit::TempFail,
+                        format!(
+                            "cannot create a spool file in {}: {e}",
+                            std::env::temp_dir().display()
+                        ),
+                    )
+                })?,
+        ),
     };
     let stdin = io::stdin().lock();
     let intake = intake::read_message(stdin, ignore_dots, body.file()).map_err(|e| {
@@ -672,7 +743,11 @@ fn intake_stdin(
             format!("{e}; nothing was delivered, try again"),
         )
     })?;
-    Ok(Spooled { intake, body })
+    Ok(Spooled {
+        intake,
+        body,
+        spool_error,
+    })
 }
 
 /// `sendmail` in its default mode: read, prepare, deliver.
@@ -950,7 +1025,14 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                         Err(e) => commit_error = Some(e.to_string()),
                     }
                 }
-                None => commit_error = Some("the message is not in the spool".to_string()),
+                None => {
+                    commit_error = Some(
+                        spooled
+                            .spool_error
+                            .clone()
+                            .unwrap_or_else(|| "the message is not in the spool".to_string()),
+                    )
+                }
             }
         }
         let committed = queued_id.is_some();
@@ -1149,8 +1231,17 @@ fn spool_for(env: &Env) -> Option<queue::Spool> {
     if let Some(dir) = &env.config.queue.dir {
         return Some(queue::Spool::new(dir, shared(dir)));
     }
+    // Checked with the effective ids: in the setgid install it is the
+    // mailhop group, not the caller, that may write the spool.
     let system = Path::new(SYSTEM_SPOOL);
-    if nix::unistd::access(system, nix::unistd::AccessFlags::W_OK).is_ok() {
+    if nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        system,
+        nix::unistd::AccessFlags::W_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
+    {
         return Some(queue::Spool::new(system, true));
     }
     env.state_dir
@@ -1236,6 +1327,7 @@ pub fn exit_for(e: &transport::Error) -> Exit {
 fn transport_settings(env: &Env, a: &config::Account) -> transport::Settings {
     transport::Settings {
         helo_name: env.hostname.clone(),
+        system_roots_only: env.privileged,
         ..a.smtp.clone()
     }
 }

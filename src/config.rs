@@ -700,6 +700,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             auth,
             username: a.user.clone(),
             helo_name: String::new(),
+            system_roots_only: false,
         };
         accounts.push(Account {
             name,

@@ -414,6 +414,10 @@ impl Spool {
                     .mode(dir_mode)
                     .create(&d)
                     .map_err(|e| QueueError::io(&d, "create spool directory", e))?;
+                // The umask must not take the group's write bit: in the
+                // shared spool every user's process writes here.
+                fs::set_permissions(&d, fs::Permissions::from_mode(dir_mode))
+                    .map_err(|e| QueueError::io(&d, "set the mode of", e))?;
             }
         }
         Ok(())

@@ -80,7 +80,19 @@ pub struct Settings {
     pub data_timeout: Duration,
     /// Our name in EHLO.
     pub helo_name: String,
+    /// Ignore SSL_CERT_FILE / SSL_CERT_DIR and read the distribution's CA
+    /// bundle: a setgid process must not let its caller choose whom to
+    /// trust with the shared password.
+    pub system_roots_only: bool,
 }
+
+/// Where distributions keep the system CA bundle.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 /// DSN parameters (RFC 3461), sent only when the server offers DSN.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -634,6 +646,17 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
                     roots
                         .add(c)
                         .map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
+                }
+            }
+            None if s.system_roots_only => {
+                if let Some(bundle) = SYSTEM_BUNDLES
+                    .iter()
+                    .map(std::path::Path::new)
+                    .find(|p| p.exists())
+                {
+                    let certs = CertificateDer::pem_file_iter(bundle)
+                        .map_err(|e| config_err(format!("{}: {e}", bundle.display())))?;
+                    roots.add_parsable_certificates(certs.flatten());
                 }
             }
             None => {

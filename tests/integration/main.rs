@@ -9,6 +9,7 @@ mod certs;
 mod dkim;
 mod intake;
 mod manpage;
+mod privilege;
 mod queue;
 mod scripted;
 mod scrub;

@@ -213,6 +213,7 @@ fn data_bytes_agree_with_lettre() {
             command_timeout: Duration::from_secs(10),
             data_timeout: Duration::from_secs(10),
             helo_name: "client.example".into(),
+            system_roots_only: false,
         };
         let mut session = Session::connect(&settings, None).unwrap();
         let rcpts = vec!["b@example.net".to_string()];
