@@ -46,6 +46,23 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
     match invocation {
         Invocation::Version => {
             print!("{}", cli::clap_command().render_version());
+            // What this build can do; optional features list here as they
+            // are added (cargo features), so bug reports say what ran.
+            println!(
+                "features: smtp (rustls, ring), queue, dkim (rsa-sha256, ed25519-sha256), \
+                 scrub, maildir, mbox"
+            );
+            Exit::Ok
+        }
+        Invocation::Completions(shell) => {
+            let mut cmd = cli::clap_command();
+            let mut out = io::stdout().lock();
+            let shell = match shell {
+                cli::Shell::Bash => clap_complete::Shell::Bash,
+                cli::Shell::Zsh => clap_complete::Shell::Zsh,
+                cli::Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut cmd, "mailhop", &mut out);
             Exit::Ok
         }
         Invocation::Send(args) => with_env(&args, send),

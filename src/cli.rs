@@ -327,6 +327,16 @@ pub enum Invocation {
     Queue(QueueArgs),
     /// `mailhop dkim …`: keys and DNS checks.
     Dkim(DkimAction),
+    /// `mailhop completions SHELL`: print a shell completion script.
+    Completions(Shell),
+}
+
+/// Shells `mailhop completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `mailhop dkim` actions.
@@ -506,6 +516,12 @@ pub enum Command {
     /// DKIM: create a key (keygen), check the DNS records (check)
     #[command(subcommand)]
     Dkim(DkimAction),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: Shell,
+    },
 }
 
 /// Arguments handed to the sendmail parser untouched.
@@ -587,6 +603,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Check(c)) => return Ok(Invocation::Check(c)),
         Some(Command::Queue(q)) => return Ok(Invocation::Queue(q)),
         Some(Command::Dkim(d)) => return Ok(Invocation::Dkim(d)),
+        Some(Command::Completions { shell }) => return Ok(Invocation::Completions(shell)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(
@@ -1363,7 +1380,8 @@ mod tests {
                         Invocation::Version
                         | Invocation::Check(_)
                         | Invocation::Queue(_)
-                        | Invocation::Dkim(_) => vec![],
+                        | Invocation::Dkim(_)
+                        | Invocation::Completions(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }
