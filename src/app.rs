@@ -139,12 +139,24 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             with_env(&args, |env, _| check(env, &c))
         }
         Invocation::RunQueue { args, interval } => {
-            if let Some(i) = interval.filter(|i| !i.is_empty()) {
+            // sendmail's -qIid, -qRrecipient and -qSsender select items by
+            // substring and deliver them now; -q with a time would start a
+            // daemon, which mailhop is not.
+            let select = interval.as_deref().and_then(|i| {
+                let (kind, value) = i.split_at_checked(1)?;
+                matches!(kind, "I" | "R" | "S").then(|| (kind.to_string(), value.to_string()))
+            });
+            if select.is_none()
+                && let Some(i) = interval.filter(|i| !i.is_empty())
+            {
                 eprintln!(
                     "mailhop: -q{i}: mailhop is not a daemon; running the queue once (schedule it with the timer or cron)"
                 );
             }
-            with_env(&args, |env, _| queue_cmd(env, &cli::QueueAction::Run))
+            with_env(&args, |env, _| match select {
+                Some((kind, value)) => queue_select_flush(env, &kind, &value),
+                None => queue_cmd(env, &cli::QueueAction::Run),
+            })
         }
     }
 }
@@ -1157,6 +1169,16 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                     .unwrap_or_default()
             );
         }
+    }
+    // Held for want of a smarthost: say so even without -v, or the caller
+    // believes the mail went out.
+    if queued_id.is_some() && prepared.account.is_none() {
+        eprintln!(
+            "mailhop: mail for {} is held in the queue: no smarthost is configured \
+             (add an [[account]] to {}, then run `sendmail -q`)",
+            to_queue.join(", "),
+            config_name(env)
+        );
     }
     if failures.is_empty() {
         let mut status = String::new();
@@ -2234,4 +2256,29 @@ fn dkim_sign(
     let mut out = signatures;
     out.extend_from_slice(header);
     Ok(out)
+}
+
+/// `sendmail -qIid`, `-qRrecipient`, `-qSsender`: delivers now the items
+/// whose id, a recipient or the sender contains `value` (case-insensitive).
+fn queue_select_flush(env: &Env, kind: &str, value: &str) -> Result<Exit, Failure> {
+    let spool = spool_for(env).ok_or_else(|| Failure::new(Exit::Config, "no queue directory"))?;
+    let needle = value.to_ascii_lowercase();
+    let (items, _) = spool.list().map_err(queue_failure)?;
+    let ids: Vec<String> = items
+        .into_iter()
+        .filter(|m| sees_all(env) || m.uid == env.uid)
+        .filter(|m| match kind {
+            "I" => m.id.to_ascii_lowercase().contains(&needle),
+            "R" => m
+                .recipients
+                .iter()
+                .any(|r| r.address.to_ascii_lowercase().contains(&needle)),
+            _ => m.sender.to_ascii_lowercase().contains(&needle),
+        })
+        .map(|m| m.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    queue_cmd(env, &cli::QueueAction::Flush { ids })
 }

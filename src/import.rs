@@ -211,17 +211,28 @@ pub fn from_ssmtp(
         hub.line,
         c.port
             .as_ref()
-            .map_or(String::new(), |p| format!(" (port {} from line {})", p.value, p.line))
+            .map_or(String::new(), |p| if p.line == hub.line {
+                format!(":{}", p.value)
+            } else {
+                format!(" (port {} from line {})", p.value, p.line)
+            })
     ));
     acc.kv("name", toml_str(&name));
     acc.kv("host", toml_str(&host));
     let starttls = c.use_starttls.as_ref().is_some_and(|s| s.value);
     let tls_flag = c.use_tls.as_ref().is_some_and(|s| s.value);
+    let line_of = |s: &Option<Src<bool>>| s.as_ref().map_or(0, |s| s.line);
     let mode = if starttls {
-        acc.comment(&format!("{label}: UseSTARTTLS=YES"));
+        acc.comment(&format!(
+            "{label}:{}: UseSTARTTLS=YES",
+            line_of(&c.use_starttls)
+        ));
         Tls::Starttls
     } else if tls_flag {
-        acc.comment(&format!("{label}: UseTLS=YES (TLS from the first byte)"));
+        acc.comment(&format!(
+            "{label}:{}: UseTLS=YES (TLS from the first byte)",
+            line_of(&c.use_tls)
+        ));
         Tls::Implicit
     } else if is_loopback(&host) {
         acc.comment(&format!(
@@ -483,14 +494,18 @@ pub fn from_ssmtp(
                  revaliases address). \"account\" sends every message as the account's \
                  from or the revaliases address, which is what a smarthost such as \
                  Office 365 accepts; \"qualify\" would be closer to ssmtp.",
-                other.as_ref().map_or(String::from("FromLineOverride is not set: "), |f| {
-                    format!("{label}:{}: FromLineOverride=NO: ", f.line)
-                })
+                other
+                    .as_ref()
+                    .map_or(String::from("FromLineOverride is not set: "), |f| {
+                        format!("{label}:{}: FromLineOverride=NO: ", f.line)
+                    })
             ));
         }
     }
-    out.rewrite
-        .kv("from_policy", toml_str(if keep { "keep" } else { "account" }));
+    out.rewrite.kv(
+        "from_policy",
+        toml_str(if keep { "keep" } else { "account" }),
+    );
     if let Some(d) = &c.rewrite_domain {
         match &rewrite_domain {
             Some(v) => {
@@ -570,8 +585,7 @@ pub fn from_ssmtp(
                                  fill in its user and password_file.",
                                 r.line
                             ));
-                            let block =
-                                extra_ssmtp_account(&n, h, p, mode, &from, r, &rev_label);
+                            let block = extra_ssmtp_account(&n, h, p, mode, &from, r, &rev_label);
                             extras.push(Extra {
                                 key,
                                 name: n,
@@ -618,7 +632,8 @@ pub fn from_ssmtp(
             e.senders.dedup();
             e.block.kv("senders", toml_array(&e.senders));
         }
-        e.block.raw_comment(&format!("user = {}", toml_str(&e.from)));
+        e.block
+            .raw_comment(&format!("user = {}", toml_str(&e.from)));
         e.block.raw_comment(&format!(
             "password_file = {}",
             toml_str(&format!("{SYSTEM_DIR}/{}.password", e.name))
@@ -704,7 +719,11 @@ fn parse_ssmtp(
             continue;
         }
         let Some((k, raw)) = t.split_once('=') else {
-            out.note(label, n, "ignored: not a KEY=value line (ssmtp ignored it too)");
+            out.note(
+                label,
+                n,
+                "ignored: not a KEY=value line (ssmtp ignored it too)",
+            );
             continue;
         };
         let key = k.trim();
@@ -821,9 +840,7 @@ fn parse_revaliases(text: &str, name: &str) -> Result<Vec<RevLine>, ImportError>
             continue;
         };
         let user = user.trim();
-        let mut fields = rest
-            .split([':', ' ', '\t', '\r'])
-            .filter(|f| !f.is_empty());
+        let mut fields = rest.split([':', ' ', '\t', '\r']).filter(|f| !f.is_empty());
         let Some(from) = fields.next() else {
             continue;
         };
@@ -950,9 +967,7 @@ pub fn from_msmtp(conf: &str, conf_name: &str) -> Result<Imported, ImportError> 
                 _ => None,
             };
             match (parent, acc) {
-                (Some(p), Some(a))
-                    if accounts.get(p).is_some_and(|pa| values_equal(pa, a)) =>
-                {
+                (Some(p), Some(a)) if accounts.get(p).is_some_and(|pa| values_equal(pa, a)) => {
                     alias = Some(a);
                     p
                 }
@@ -1030,30 +1045,30 @@ struct MsmtpCtx {
 
 impl MsmtpCtx {
     /// msmtp expands `~` in file names; mailhop does not, so it is done
-    /// here when the home directory is known from the file's path.
-    fn path(&self, p: &str, out: &mut Out, line: usize) -> String {
+    /// here when the home directory is known from the file's path. `None`
+    /// (with a warning) when it is not: the caller writes the setting as a
+    /// comment, since mailhop would take the `~` literally.
+    fn path(&self, p: &str, out: &mut Out, line: usize) -> Option<String> {
         let rest = if p == "~" {
             Some("")
         } else {
             p.strip_prefix("~/")
         };
         match (rest, &self.home) {
-            (Some(r), Some(h)) => {
-                if r.is_empty() {
-                    h.clone()
-                } else {
-                    format!("{h}/{r}")
-                }
-            }
+            (Some(r), Some(h)) => Some(if r.is_empty() {
+                h.clone()
+            } else {
+                format!("{h}/{r}")
+            }),
             (Some(_), None) => {
                 out.warn(&format!(
-                    "{}:{line}: mailhop does not expand ~ in \"{p}\": write the \
-                     absolute path.",
+                    "{}:{line}: mailhop does not expand ~ in \"{p}\", so the setting \
+                     is left commented out: write it with the absolute path.",
                     self.label
                 ));
-                p.to_string()
+                None
             }
-            (None, _) => p.to_string(),
+            (None, _) => Some(p.to_string()),
         }
     }
 }
@@ -1223,7 +1238,11 @@ fn normalize_msmtp(cmd: &str, arg: &str) -> Result<(String, String), String> {
             }
             (
                 "syslog".into(),
-                if arg.is_empty() { "on".into() } else { arg.to_string() },
+                if arg.is_empty() {
+                    "on".into()
+                } else {
+                    arg.to_string()
+                },
             )
         }
         _ => (cmd.to_string(), arg.to_string()),
@@ -1234,20 +1253,13 @@ fn normalize_msmtp(cmd: &str, arg: &str) -> Result<(String, String), String> {
 /// without settings of its own is then just a name for `x`.
 fn values_equal(a: &MAccount, b: &MAccount) -> bool {
     a.settings.len() == b.settings.len()
-        && a
-            .settings
+        && a.settings
             .iter()
             .all(|(k, v)| b.settings.get(k).is_some_and(|w| w.value == v.value))
 }
 
 /// One msmtp account as an `[[account]]` table.
-fn msmtp_account(
-    a: &MAccount,
-    name: &str,
-    is_first: bool,
-    ctx: &MsmtpCtx,
-    out: &mut Out,
-) -> Block {
+fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: &mut Out) -> Block {
     let label = ctx.label.clone();
     let mut b = Block::default();
     b.comment(&format!(
@@ -1268,7 +1280,11 @@ fn msmtp_account(
     }
     b.kv("name", toml_str(name));
     let raw_host = a.text("host").unwrap_or_default();
-    let host = raw_host.split_whitespace().next().unwrap_or_default().to_string();
+    let host = raw_host
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if host != raw_host {
         // msmtp has no trailing comments: it took the whole rest of the line
         // as the host name, so this account cannot have worked.
@@ -1289,7 +1305,11 @@ fn msmtp_account(
         }
     }
     if let Some(v) = a.get("proxy_port") {
-        out.note(&label, v.line, "proxy_port has no mailhop equivalent (no SOCKS proxy)");
+        out.note(
+            &label,
+            v.line,
+            "proxy_port has no mailhop equivalent (no SOCKS proxy)",
+        );
     }
     if let Some(v) = a.get("protocol").filter(|v| v.value == "lmtp") {
         out.warn(&format!(
@@ -1308,9 +1328,9 @@ fn msmtp_account(
         (true, true) => Tls::Starttls,
         (true, false) => Tls::Implicit,
         (false, _) if is_loopback(&host) => {
-            b.comment(&format!(
-                "{label}: tls off, to a server on this machine, the one place mailhop allows plain text"
-            ));
+            b.comment(
+                "tls is off, to a server on this machine, the one place mailhop allows plain text",
+            );
             Tls::None
         }
         (false, _) => {
@@ -1337,7 +1357,9 @@ fn msmtp_account(
     b.kv("tls", toml_str(mode.name()));
     if port != mode.default_port() || explicit_port.is_some() {
         if explicit_port.is_none() {
-            b.comment("msmtp's default port; 587 (the submission port) is better if the server offers it");
+            b.comment(
+                "msmtp's default port; 587 (the submission port) is better if the server offers it",
+            );
         }
         b.kv("port", port.to_string());
     }
@@ -1376,7 +1398,10 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
                      certificate authorities, as in msmtp",
                     src.line
                 ));
-                b.kv("tls_fingerprint", toml_str(&format!("sha256:{}", bytes.join(":"))));
+                b.kv(
+                    "tls_fingerprint",
+                    toml_str(&format!("sha256:{}", bytes.join(":"))),
+                );
             }
             other => {
                 let kind = match other.map(|b| b.len()) {
@@ -1403,12 +1428,14 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
                 t.line
             )),
             p => {
-                let p = ctx.path(p, out, t.line);
                 b.comment(&format!(
                     "{label}:{}: tls_trust_file; only these authorities are trusted for this account",
                     t.line
                 ));
-                b.kv("tls_ca_file", toml_str(&p));
+                match ctx.path(p, out, t.line) {
+                    Some(p) => b.kv("tls_ca_file", toml_str(&p)),
+                    None => b.raw_comment(&format!("tls_ca_file = {}", toml_str(p))),
+                }
             }
         }
     }
@@ -1424,11 +1451,18 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
     match (a.text("tls_cert_file"), a.text("tls_key_file")) {
         (Some(cert), Some(key)) => {
             let line = a.get("tls_cert_file").map_or(0, |v| v.line);
-            let cert = ctx.path(cert, out, line);
-            let key = ctx.path(key, out, line);
             b.comment(&format!("{label}:{line}: client certificate"));
-            b.kv("tls_cert_file", toml_str(&cert));
-            b.kv("tls_key_file", toml_str(&key));
+            match (ctx.path(cert, out, line), ctx.path(key, out, line)) {
+                (Some(c), Some(k)) => {
+                    b.kv("tls_cert_file", toml_str(&c));
+                    b.kv("tls_key_file", toml_str(&k));
+                }
+                _ => {
+                    // They go together: both or neither.
+                    b.raw_comment(&format!("tls_cert_file = {}", toml_str(cert)));
+                    b.raw_comment(&format!("tls_key_file = {}", toml_str(key)));
+                }
+            }
         }
         (None, None) => {}
         _ => out.warn(&format!(
@@ -1437,13 +1471,23 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
         )),
     }
     for (key, why) in [
-        ("tls_priorities", "mailhop uses TLS 1.2 or 1.3 with rustls's safe defaults; see tls_min_version"),
-        ("tls_min_dh_prime_bits", "mailhop uses no finite-field Diffie-Hellman at all"),
+        (
+            "tls_priorities",
+            "mailhop uses TLS 1.2 or 1.3 with rustls's safe defaults; see tls_min_version",
+        ),
+        (
+            "tls_min_dh_prime_bits",
+            "mailhop uses no finite-field Diffie-Hellman at all",
+        ),
         ("tls_crl_file", "mailhop does not read revocation lists"),
         ("tls_force_sslv3", "SSL 3 is never used"),
     ] {
         if let Some(v) = a.get(key) {
-            out.note(&label, v.line, &format!("{key} has no mailhop equivalent: {why}"));
+            out.note(
+                &label,
+                v.line,
+                &format!("{key} has no mailhop equivalent: {why}"),
+            );
         }
     }
     if let Some(v) = a.get("tls_host_override").filter(|v| !v.value.is_empty()) {
@@ -1485,10 +1529,6 @@ fn msmtp_from(
         }
     };
     match a.get("from") {
-        Some(f) if is_plain_address(&f.value) => {
-            b.comment(&format!("{label}:{}: from", f.line));
-            (f.value.clone(), vec![f.value.clone()])
-        }
         Some(f) if f.value.contains(['*', '?', '[']) => {
             let why = format!("from on line {} is the pattern {}", f.line, f.value);
             let senders = if f.value.contains(['?', '[']) {
@@ -1504,6 +1544,10 @@ fn msmtp_from(
                 vec![f.value.clone()]
             };
             (fallback(out, b, &why), senders)
+        }
+        Some(f) if is_plain_address(&f.value) && !f.value.contains('%') => {
+            b.comment(&format!("{label}:{}: from", f.line));
+            (f.value.clone(), vec![f.value.clone()])
         }
         Some(f) if f.value.contains('%') => {
             let why = format!(
@@ -1537,14 +1581,7 @@ fn msmtp_from(
     }
 }
 
-fn msmtp_auth(
-    a: &MAccount,
-    name: &str,
-    host: &str,
-    b: &mut Block,
-    ctx: &MsmtpCtx,
-    out: &mut Out,
-) {
+fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
     let label = ctx.label.clone();
     let user = a.text("user");
     let auth = a.get("auth");
@@ -1612,7 +1649,11 @@ fn msmtp_auth(
         }
     };
     if let Some(v) = a.get("ntlmdomain") {
-        out.note(&label, v.line, "ntlmdomain has no mailhop equivalent (no NTLM)");
+        out.note(
+            &label,
+            v.line,
+            "ntlmdomain has no mailhop equivalent (no NTLM)",
+        );
     }
 
     let eval = a.get("passwordeval").filter(|v| !v.value.is_empty());
@@ -1621,7 +1662,10 @@ fn msmtp_auth(
         out.note(
             &label,
             p.line,
-            &format!("password is not used: passwordeval on line {} wins, as in msmtp", e.line),
+            &format!(
+                "password is not used: passwordeval on line {} wins, as in msmtp",
+                e.line
+            ),
         );
     }
     if let Some(e) = eval {
@@ -1701,7 +1745,7 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
         return;
     };
     // Settings that differ between accounts cannot all be kept.
-    for key in [
+    let global = [
         "logfile",
         "syslog",
         "aliases",
@@ -1709,23 +1753,30 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
         "domain",
         "set_from_header",
         "allow_from_override",
-    ] {
-        let mine = first.get(key).map(|v| v.value.as_str());
-        for &i in order.iter().skip(1) {
-            if let Some(other) = accounts.get(i)
-                && other.get(key).map(|v| v.value.as_str()) != mine
-            {
-                out.warn(&format!(
-                    "Account \"{}\" sets {key} differently from the default account; \
-                     mailhop has one setting for all accounts and uses the default \
-                     account's.",
-                    other.name
-                ));
-            }
+    ];
+    for other in order.iter().skip(1).filter_map(|&i| accounts.get(i)) {
+        let value = |a: &MAccount, k: &str| a.get(k).map(|v| v.value.clone());
+        let differ: Vec<&str> = global
+            .iter()
+            .copied()
+            .filter(|k| value(other, k) != value(first, k))
+            .collect();
+        if !differ.is_empty() {
+            out.warn(&format!(
+                "In {label}, account \"{}\" differs from the default account \"{}\" \
+                 in {}; mailhop has these settings once for all accounts, and they are \
+                 taken from the default account.",
+                other.name,
+                first.name,
+                differ.join(", ")
+            ));
         }
     }
 
-    let from_domain = first.text("from").and_then(domain_of).map(str::to_ascii_lowercase);
+    let from_domain = first
+        .text("from")
+        .and_then(domain_of)
+        .map(str::to_ascii_lowercase);
     let maildomain = first
         .get("maildomain")
         .filter(|m| is_domain(m.value.trim_end_matches('.')));
@@ -1769,9 +1820,11 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
                 "logfile - (standard output) has no mailhop equivalent; mailhop logs to syslog",
             ),
             p => {
-                let p = ctx.path(p, out, l.line);
                 out.top.comment(&format!("{label}:{}: logfile", l.line));
-                out.top.kv("log_file", toml_str(&p));
+                match ctx.path(p, out, l.line) {
+                    Some(p) => out.top.kv("log_file", toml_str(&p)),
+                    None => out.top.raw_comment(&format!("log_file = {}", toml_str(p))),
+                }
             }
         }
     }
@@ -1817,8 +1870,10 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
              as Office 365 refuse a sender other than the mailbox: use \"account\" then."
         ));
     }
-    out.rewrite
-        .kv("from_policy", toml_str(if account { "account" } else { "keep" }));
+    out.rewrite.kv(
+        "from_policy",
+        toml_str(if account { "account" } else { "keep" }),
+    );
     let pattern_domain = first
         .text("from")
         .and_then(|f| f.strip_prefix("%U@"))
@@ -1853,26 +1908,56 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
              this table to its target instead.",
             al.line
         ));
-        out.aliases.kv("file", toml_str(&p));
+        match p {
+            Some(p) => out.aliases.kv("file", toml_str(&p)),
+            None => out
+                .aliases
+                .raw_comment(&format!("file = {}", toml_str(&al.value))),
+        }
     }
 
     // What mailhop always does, or takes per message, or cannot do.
     for a in order.iter().filter_map(|&i| accounts.get(i)) {
         for (key, why) in [
-            ("dsn_notify", "mailhop takes it per message, from sendmail's -N option"),
-            ("dsn_return", "mailhop takes it per message, from sendmail's -R option"),
+            (
+                "dsn_notify",
+                "mailhop takes it per message, from sendmail's -N option",
+            ),
+            (
+                "dsn_return",
+                "mailhop takes it per message, from sendmail's -R option",
+            ),
             ("set_date_header", "mailhop always adds a missing Date"),
-            ("set_msgid_header", "mailhop always adds a missing Message-ID"),
+            (
+                "set_msgid_header",
+                "mailhop always adds a missing Message-ID",
+            ),
             ("remove_bcc_headers", "mailhop always removes Bcc lines"),
             ("keepbcc", "mailhop always removes Bcc lines"),
-            ("undisclosed_recipients", "mailhop does not rewrite To and Cc that way"),
-            ("logfile_time_format", "mailhop's log lines carry RFC 3339 time stamps"),
-            ("from_full_name", "mailhop uses -F or the user's full name from the password database"),
+            (
+                "undisclosed_recipients",
+                "mailhop does not rewrite To and Cc that way",
+            ),
+            (
+                "logfile_time_format",
+                "mailhop's log lines carry RFC 3339 time stamps",
+            ),
+            (
+                "from_full_name",
+                "mailhop uses -F or the user's full name from the password database",
+            ),
             ("auto_from", "see from and [rewrite] above"),
-            ("eval", "its output is not known here, so the setting it produced is missing: add it by hand"),
+            (
+                "eval",
+                "its output is not known here, so the setting it produced is missing: add it by hand",
+            ),
         ] {
             if let Some(v) = a.get(key) {
-                out.note(label, v.line, &format!("{key} has no mailhop equivalent: {why}"));
+                out.note(
+                    label,
+                    v.line,
+                    &format!("{key} has no mailhop equivalent: {why}"),
+                );
             }
         }
         for (k, v) in &a.settings {
@@ -1880,7 +1965,9 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
                 out.note(
                     label,
                     v.line,
-                    &format!("{k} has no mailhop equivalent: it is not an msmtp command mailhop knows"),
+                    &format!(
+                        "{k} has no mailhop equivalent: it is not an msmtp command mailhop knows"
+                    ),
                 );
             }
         }
@@ -1889,14 +1976,50 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
 
 /// Every command the conversion looks at.
 const MSMTP_KNOWN: &[&str] = &[
-    "host", "port", "timeout", "protocol", "domain", "auto_from", "from", "maildomain",
-    "auth", "user", "password", "passwordeval", "ntlmdomain", "tls", "tls_starttls",
-    "tls_key_file", "tls_cert_file", "tls_trust_file", "tls_crl_file", "tls_fingerprint",
-    "tls_certcheck", "tls_min_dh_prime_bits", "tls_priorities", "tls_host_override",
-    "tls_force_sslv3", "dsn_return", "dsn_notify", "set_from_header", "set_date_header",
-    "set_msgid_header", "remove_bcc_headers", "undisclosed_recipients", "logfile",
-    "logfile_time_format", "syslog", "aliases", "proxy_host", "proxy_port", "socket",
-    "source_ip", "allow_from_override", "from_full_name", "keepbcc", "eval",
+    "host",
+    "port",
+    "timeout",
+    "protocol",
+    "domain",
+    "auto_from",
+    "from",
+    "maildomain",
+    "auth",
+    "user",
+    "password",
+    "passwordeval",
+    "ntlmdomain",
+    "tls",
+    "tls_starttls",
+    "tls_key_file",
+    "tls_cert_file",
+    "tls_trust_file",
+    "tls_crl_file",
+    "tls_fingerprint",
+    "tls_certcheck",
+    "tls_min_dh_prime_bits",
+    "tls_priorities",
+    "tls_host_override",
+    "tls_force_sslv3",
+    "dsn_return",
+    "dsn_notify",
+    "set_from_header",
+    "set_date_header",
+    "set_msgid_header",
+    "remove_bcc_headers",
+    "undisclosed_recipients",
+    "logfile",
+    "logfile_time_format",
+    "syslog",
+    "aliases",
+    "proxy_host",
+    "proxy_port",
+    "socket",
+    "source_ip",
+    "allow_from_override",
+    "from_full_name",
+    "keepbcc",
+    "eval",
 ];
 
 /// Splits an msmtprc line into command and argument, or `None` for blank and
@@ -1968,7 +2091,8 @@ fn home_of(conf_name: &str) -> Option<String> {
 /// none), as two upper-case hex digits each.
 fn fingerprint_bytes(f: &str) -> Option<Vec<String>> {
     let hex: String = f.chars().filter(|c| *c != ':' && *c != ' ').collect();
-    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit())
+    {
         return None;
     }
     let chars: Vec<char> = hex.to_ascii_uppercase().chars().collect();
@@ -2021,7 +2145,8 @@ impl Block {
 
     /// A comment line that must not be wrapped, such as a command.
     fn raw_comment(&mut self, text: &str) {
-        self.lines.push(format!("# {}", clean(text).replace('\n', " ")));
+        self.lines
+            .push(format!("# {}", clean(text).replace('\n', " ")));
     }
 
     fn kv(&mut self, key: &str, value: String) {
@@ -2276,8 +2401,18 @@ fn account_name_for_host(host: &str) -> String {
         }
     }
     const GENERIC: &[&str] = &[
-        "smtp", "smtps", "mail", "email", "submission", "relay", "out", "outgoing", "mx",
-        "send", "auth", "mailout",
+        "smtp",
+        "smtps",
+        "mail",
+        "email",
+        "submission",
+        "relay",
+        "out",
+        "outgoing",
+        "mx",
+        "send",
+        "auth",
+        "mailout",
     ];
     let labels: Vec<&str> = h.split('.').filter(|l| !l.is_empty()).collect();
     let candidates = match labels.split_last() {
@@ -2287,6 +2422,7 @@ fn account_name_for_host(host: &str) -> String {
     candidates
         .iter()
         .find(|l| !l.split('-').all(|p| GENERIC.contains(&p)))
+        .or(candidates.first())
         .map_or_else(|| "smarthost".to_string(), |l| sanitize_name(l))
 }
 
@@ -2386,6 +2522,12 @@ mod tests {
         toml::from_str::<toml::Table>(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
+    /// The file with wrapped comments joined, so tests can look for a
+    /// sentence wherever the wrapping broke it.
+    fn flat(toml: &str) -> String {
+        toml.replace("\n#   ", " ").replace("\n# ", " ")
+    }
+
     fn s<'a>(t: &'a toml::Table, k: &str) -> Option<&'a str> {
         t.get(k).and_then(toml::Value::as_str)
     }
@@ -2410,13 +2552,30 @@ mod tests {
                 .into_iter()
                 .chain(imp.password_files.iter().map(|p| format!("{p:?}")));
             for text in everywhere {
-                assert!(!text.contains(secret), "secret {secret:?} leaked into:\n{text}");
+                assert!(
+                    !text.contains(secret),
+                    "secret {secret:?} leaked into:\n{text}"
+                );
             }
         }
         let known = [
-            "name", "host", "from", "senders", "port", "tls", "tls_ca_file",
-            "tls_fingerprint", "tls_min_version", "tls_cert_file", "tls_key_file", "auth",
-            "user", "password_command", "password_file", "connect_timeout", "timeout",
+            "name",
+            "host",
+            "from",
+            "senders",
+            "port",
+            "tls",
+            "tls_ca_file",
+            "tls_fingerprint",
+            "tls_min_version",
+            "tls_cert_file",
+            "tls_key_file",
+            "auth",
+            "user",
+            "password_command",
+            "password_file",
+            "connect_timeout",
+            "timeout",
             "data_timeout",
         ];
         let mut names = BTreeSet::new();
@@ -2438,9 +2597,17 @@ mod tests {
             if matches!(s(&a, "auth"), Some("plain" | "login" | "xoauth2")) {
                 assert!(a.contains_key("user"));
             }
-            assert_eq!(a.contains_key("tls_cert_file"), a.contains_key("tls_key_file"));
+            assert_eq!(
+                a.contains_key("tls_cert_file"),
+                a.contains_key("tls_key_file")
+            );
             if let Some(f) = s(&a, "tls_fingerprint") {
-                assert_eq!(fingerprint_bytes(f.trim_start_matches("sha256:")).unwrap().len(), 32);
+                assert_eq!(
+                    fingerprint_bytes(f.trim_start_matches("sha256:"))
+                        .unwrap()
+                        .len(),
+                    32
+                );
             }
             if let Some(p) = a.get("port") {
                 assert!((1..=65535).contains(&p.as_integer().unwrap()));
@@ -2468,7 +2635,7 @@ mod tests {
         }
         for p in &imp.password_files {
             assert!(p.path.starts_with('/') && names.contains(&p.account));
-            assert!(imp.toml.contains(&toml_str(&p.path)));
+            assert!(flat(&imp.toml).contains(&toml_str(&p.path)));
         }
         t
     }
@@ -2478,8 +2645,14 @@ mod tests {
     fn run_extraction(hint: &str) -> Option<String> {
         let last = hint.rsplit(" && ").next()?;
         let (cmd, _) = last.rsplit_once(" > ")?;
-        let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn temp_file(name: &str, text: &str) -> String {
@@ -2510,7 +2683,10 @@ mod tests {
         assert_eq!(s(o, "from"), Some("shop@domain.com"));
         assert_eq!(s(o, "user"), Some("shop@domain.com"));
         assert_eq!(s(o, "auth"), Some("login"));
-        assert_eq!(s(o, "password_file"), Some("/etc/mailhop/office365.password"));
+        assert_eq!(
+            s(o, "password_file"),
+            Some("/etc/mailhop/office365.password")
+        );
         let g = &accs[1];
         assert_eq!(s(g, "name"), Some("gmail"));
         assert_eq!(s(g, "host"), Some("smtp.gmail.com"));
@@ -2551,12 +2727,15 @@ mod tests {
         let w = imp.warnings.join("\n");
         assert!(w.contains("never verified the server's certificate"), "{w}");
         assert!(w.contains("`mailhop check`"), "{w}");
-        assert!(w.contains("\"gmail\"") && w.contains("no credentials"), "{w}");
+        assert!(
+            w.contains("\"gmail\"") && w.contains("no credentials"),
+            "{w}"
+        );
         assert!(w.contains("ignores [rewrite.revaliases]"), "{w}");
         // Warnings are repeated at the top of the file.
-        assert!(imp.toml.contains("# WARNING: ssmtp never verified"));
-        assert!(imp.toml.contains("SendAsDenied"));
-        assert!(imp.toml.contains("ssmtp.conf:10: mailhub=smtp.office365.com"));
+        assert!(flat(&imp.toml).contains("# WARNING: ssmtp never verified"));
+        assert!(flat(&imp.toml).contains("SendAsDenied"));
+        assert!(flat(&imp.toml).contains("ssmtp.conf:10: mailhub=smtp.office365.com"));
     }
 
     #[test]
@@ -2573,17 +2752,21 @@ mod tests {
         assert!(!g.contains_key("auth"));
         // hostname=localhost is not a host name mailhop should use.
         assert!(!t.contains_key("hostname"));
-        assert!(imp.toml.contains("# hostname") || imp.toml.contains("Hostname=localhost"));
+        assert!(
+            flat(&imp.toml).contains("# hostname")
+                || flat(&imp.toml).contains("Hostname=localhost")
+        );
         let rw = section(&t, "rewrite");
         assert_eq!(s(rw, "from_policy"), Some("account"));
         assert_eq!(s(rw, "domain"), Some("gmail.com"));
-        assert!(imp.toml.contains("ssmtp.conf:11: Debug=… has no mailhop equivalent"));
+        assert!(flat(&imp.toml).contains("ssmtp.conf:10: Debug=… has no mailhop equivalent"));
         assert_eq!(imp.password_files[0].path, "/etc/mailhop/gmail.password");
     }
 
     #[test]
     fn ssmtp_plain_text_becomes_starttls_with_a_warning() {
-        let conf = "mailhub=mail.example.org\nAuthUser=joe\nAuthPass=pw\nRewriteDomain=example.org\n";
+        let conf =
+            "mailhub=mail.example.org\nAuthUser=joe\nAuthPass=pw\nRewriteDomain=example.org\n";
         let imp = from_ssmtp(conf, "ssmtp.conf", None).unwrap();
         let t = check(&imp, &[]);
         let a = &accounts(&t)[0];
@@ -2593,7 +2776,10 @@ mod tests {
         // AuthUser is no address: root at the rewrite domain, to be checked.
         assert_eq!(s(a, "from"), Some("root@example.org"));
         let w = imp.warnings.join("\n");
-        assert!(w.contains("in plain text") && w.contains("the password"), "{w}");
+        assert!(
+            w.contains("in plain text") && w.contains("the password"),
+            "{w}"
+        );
 
         let imp = from_ssmtp("mailhub=127.0.0.1:2525\n", "ssmtp.conf", None).unwrap();
         let t = check(&imp, &[]);
@@ -2618,37 +2804,54 @@ mod tests {
         assert_eq!(s(a, "tls_cert_file"), Some("/etc/ssl/private/web1.pem"));
         assert_eq!(s(a, "tls_key_file"), Some("/etc/ssl/private/web1.pem"));
         assert!(!a.contains_key("auth"));
-        assert!(imp.toml.contains("cram-md5 is not supported"));
-        assert!(imp.toml.contains("ssmtp.conf:4: TLS_CA_Dir=… has no mailhop equivalent"));
-        assert!(imp.toml.contains("ssmtp.conf:10: AuthPas=… has no mailhop equivalent"));
-        assert!(imp.toml.contains("one PEM file"));
+        assert!(flat(&imp.toml).contains("cram-md5 is not supported"));
+        assert!(flat(&imp.toml).contains("ssmtp.conf:4: TLS_CA_Dir=… has no mailhop equivalent"));
+        assert!(flat(&imp.toml).contains("ssmtp.conf:10: AuthPas=… has no mailhop equivalent"));
+        assert!(flat(&imp.toml).contains("one PEM file"));
     }
 
     #[test]
     fn ssmtp_hostile_password_is_never_copied_and_the_hint_extracts_it() {
         let secret = "p\"a'ss#w\\o=rd$(x)";
         let conf = format!(
-            "mailhub=smtp.office365.com:587\nUseSTARTTLS=YES\n#AuthPass=old\n\
-             AuthUser=shop@domain.com\n  authpass = {secret}  \r\nAuthPass=second\n"
+            "mailhub=smtp.office365.com:587\nUseSTARTTLS=YES\n#AuthPass=0ld-pw\n\
+             AuthUser=shop@domain.com\n  authpass = {secret}  \r\nAuthPass=Sec0nd-pw\n"
         );
         let path = temp_file("ssmtp.conf", &conf);
         let imp = from_ssmtp(&conf, &path, None).unwrap();
-        check(&imp, &[secret, "p\"a'ss", "w\\o=rd", "second", "old"]);
+        check(&imp, &[secret, "p\"a'ss", "w\\o=rd", "Sec0nd-pw", "0ld-pw"]);
         assert!(imp.warnings.join("\n").contains("'#', '=' or blanks"));
         let hint = &imp.password_files[0].command_hint;
-        assert_eq!(run_extraction(hint).as_deref(), Some(format!("{secret}\n").as_str()));
+        assert_eq!(
+            run_extraction(hint).as_deref(),
+            Some(format!("{secret}\n").as_str())
+        );
     }
 
     #[test]
     fn ssmtp_errors_name_the_file_and_line() {
         let e = from_ssmtp("AuthUser=x\n", "/etc/ssmtp/ssmtp.conf", None).unwrap_err();
-        assert!(e.to_string().starts_with("/etc/ssmtp/ssmtp.conf: no mailhub"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/ssmtp/ssmtp.conf: no mailhub"),
+            "{e}"
+        );
         let e = from_ssmtp("\nmailhub=a.b.c:99999\n", "ssmtp.conf", None).unwrap_err();
         assert_eq!(e.line, Some(2));
-        assert!(e.to_string().starts_with("ssmtp.conf:2: mailhub port"), "{e}");
-        let e = from_ssmtp("mailhub=a.b.c\n", "ssmtp.conf", Some(("root:a@b.c:h:x\n", "revaliases")))
-            .unwrap_err();
-        assert_eq!(e.to_string(), "revaliases:1: port \"x\" is not a port number");
+        assert!(
+            e.to_string().starts_with("ssmtp.conf:2: mailhub port"),
+            "{e}"
+        );
+        let e = from_ssmtp(
+            "mailhub=a.b.c\n",
+            "ssmtp.conf",
+            Some(("root:a@b.c:h:x\n", "revaliases")),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "revaliases:1: port \"x\" is not a port number"
+        );
     }
 
     #[test]
@@ -2661,7 +2864,7 @@ mod tests {
         assert_eq!(s(rev, "root"), Some("b@domain.com"));
         assert_eq!(s(rev, "backup"), Some("backup@domain.com"));
         assert_eq!(s(rev, "www.data"), Some("w@domain.com"));
-        assert!(imp.toml.contains("revaliases:1: overridden by line 2"));
+        assert!(flat(&imp.toml).contains("revaliases:1: overridden by line 2"));
         assert_eq!(accounts(&t).len(), 1);
     }
 
@@ -2677,7 +2880,10 @@ mod tests {
         assert_eq!(s(g, "host"), Some("smtp.gmail.com"));
         assert_eq!(g["port"].as_integer(), Some(587));
         assert_eq!(s(g, "tls"), Some("starttls"));
-        assert_eq!(s(g, "tls_ca_file"), Some("/etc/ssl/certs/ca-certificates.crt"));
+        assert_eq!(
+            s(g, "tls_ca_file"),
+            Some("/etc/ssl/certs/ca-certificates.crt")
+        );
         assert_eq!(s(g, "password_command"), Some("pass show mail/gmail"));
         assert_eq!(s(g, "user"), Some("john@gmail.com"));
         assert!(!g.contains_key("senders") && !g.contains_key("auth"));
@@ -2685,25 +2891,38 @@ mod tests {
         assert_eq!(s(ga, "from"), Some("johnny@gmail.com"));
         assert_eq!(s(ga, "host"), Some("smtp.gmail.com"));
         assert_eq!(s(ga, "password_command"), Some("pass show mail/gmail"));
-        assert_eq!(ga["senders"].as_array().unwrap()[0].as_str(), Some("johnny@gmail.com"));
+        assert_eq!(
+            ga["senders"].as_array().unwrap()[0].as_str(),
+            Some("johnny@gmail.com")
+        );
         let o = &accs[2];
-        assert_eq!(s(o, "password_file"), Some("/etc/mailhop/office365.password"));
-        assert_eq!(o["senders"].as_array().unwrap()[0].as_str(), Some("shop@domain.com"));
+        assert_eq!(
+            s(o, "password_file"),
+            Some("/etc/mailhop/office365.password")
+        );
+        assert_eq!(
+            o["senders"].as_array().unwrap()[0].as_str(),
+            Some("shop@domain.com")
+        );
         assert_eq!(s(section(&t, "aliases"), "file"), Some("/etc/aliases"));
         assert_eq!(s(section(&t, "rewrite"), "from_policy"), Some("keep"));
-        assert!(imp.toml.contains("msmtprc:29: dsn_notify has no mailhop equivalent"));
-        assert!(imp.toml.contains("named by \"account default\" on line 32"));
+        assert!(flat(&imp.toml).contains("msmtprc:28: dsn_notify has no mailhop equivalent"));
+        assert!(flat(&imp.toml).contains("named by \"account default\" on line 31"));
         assert_eq!(imp.password_files.len(), 1);
         let hint = &imp.password_files[0].command_hint;
-        assert!(hint.starts_with(
-            "mkdir -p /etc/mailhop && install -m 0640 -o root -g mailhop /dev/null \
-             /etc/mailhop/office365.password && sed -n '28{"
-        ), "{hint}");
+        assert!(
+            hint.starts_with(
+                "mkdir -p /etc/mailhop && install -m 0640 -o root -g mailhop /dev/null \
+             /etc/mailhop/office365.password && sed -n '27{"
+            ),
+            "{hint}"
+        );
         // The fixture, read where it lies, gives back msmtp's password.
         let path = temp_file("msmtprc", MSMTPRC);
         let imp = from_msmtp(MSMTPRC, &path).unwrap();
         let out = run_extraction(&imp.password_files[0].command_hint);
-        assert_eq!(out.as_deref(), Some("0ff1ce #365 \"pw'\n"));
+        // msmtp strips the enclosing quotes but knows no escapes inside.
+        assert_eq!(out.as_deref(), Some("0ff1ce #365 \\\"pw'\n"));
     }
 
     #[test]
@@ -2758,7 +2977,7 @@ mod tests {
         assert!(w.contains("tls_certcheck off"), "{w}");
         assert!(w.contains("a SHA-1 digest"), "{w}");
         assert!(w.contains("in plain text"), "{w}");
-        assert!(imp.toml.contains("tls_priorities has no mailhop equivalent"));
+        assert!(flat(&imp.toml).contains("tls_priorities has no mailhop equivalent"));
     }
 
     #[test]
@@ -2775,7 +2994,7 @@ mod tests {
         assert_eq!(s(a, "tls"), Some("none"));
         assert_eq!(s(a, "from"), Some(PLACEHOLDER_FROM));
         assert!(imp.warnings.join("\n").contains(PLACEHOLDER_FROM));
-        assert!(imp.toml.contains("# FILL IN"));
+        assert!(flat(&imp.toml).contains("FILL IN: msmtp made the sender"));
 
         let rc = "account x\nhost smtp.gmail.com\ntls on\nallow_from_override off\n\
                   from %U@example.com\nuser joe@gmail.com\nauth on\n";
@@ -2786,8 +3005,8 @@ mod tests {
         let a = &accounts(&t)[0];
         assert_eq!(s(a, "from"), Some("joe@gmail.com"));
         // No password anywhere: the key ring lookup msmtp did is offered.
-        assert!(imp.toml.contains(
-            "# password_command = \"secret-tool lookup host smtp.gmail.com service smtp user joe@gmail.com\""
+        assert!(flat(&imp.toml).contains(
+            "password_command = \"secret-tool lookup host smtp.gmail.com service smtp user joe@gmail.com\""
         ));
     }
 
@@ -2804,7 +3023,7 @@ mod tests {
         let t = check(&imp, &["hunter2", secret, "ter'2"]);
         let accs = accounts(&t);
         assert_eq!(s(&accs[0], "name"), Some("my-mail"));
-        assert!(imp.toml.contains("renamed from \"my mail\""));
+        assert!(flat(&imp.toml).contains("renamed from \"my mail\""));
         // Both accounts inherit the echo: passwordeval wins over password.
         assert!(accs.iter().all(|a| !a.contains_key("password_command")));
         let outs: Vec<Option<String>> = imp
@@ -2812,10 +3031,15 @@ mod tests {
             .iter()
             .map(|p| run_extraction(&p.command_hint))
             .collect();
-        assert_eq!(outs, [Some("hunter2\n".to_string()), Some("hunter2\n".to_string())]);
-        assert!(imp.toml.contains("password is not used: passwordeval on line 9 wins"));
+        assert_eq!(
+            outs,
+            [Some("hunter2\n".to_string()), Some("hunter2\n".to_string())]
+        );
+        assert!(flat(&imp.toml).contains("password is not used: passwordeval on line 9 wins"));
 
-        let rc = format!("account a\nhost h.example.com\ntls on\nfrom a@example.com\nauth on\nuser u\npassword \"{secret}\"\n");
+        let rc = format!(
+            "account a\nhost h.example.com\ntls on\nfrom a@example.com\nauth on\nuser u\npassword \"{secret}\"\n"
+        );
         let path = temp_file("msmtprc-hostile2", &rc);
         let imp = from_msmtp(&rc, &path).unwrap();
         check(&imp, &[secret, "ter'2"]);
@@ -2826,13 +3050,20 @@ mod tests {
     #[test]
     fn msmtp_errors_name_the_file_and_line() {
         let e = from_msmtp("account a : b\nhost x\n", "/etc/msmtprc").unwrap_err();
-        assert_eq!(e.to_string(), "/etc/msmtprc:1: account \"b\" is not (yet) defined; msmtp refuses this too");
+        assert_eq!(
+            e.to_string(),
+            "/etc/msmtprc:1: account \"b\" is not (yet) defined; msmtp refuses this too"
+        );
         let e = from_msmtp("account a\nhost x\ntls maybe\n", "rc").unwrap_err();
         assert_eq!(e.line, Some(3));
         let e = from_msmtp("# nothing\n", "rc").unwrap_err();
         assert_eq!(e.to_string(), "rc: no account is defined");
         let e = from_msmtp("account default\nfrom a@b.c\n", "rc").unwrap_err();
-        assert!(e.to_string().starts_with("rc:1: the default account \"default\" has no host"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("rc:1: the default account \"default\" has no host"),
+            "{e}"
+        );
         let e = from_msmtp("account a\naccount a\n", "rc").unwrap_err();
         assert!(e.to_string().contains("defined twice"), "{e}");
     }
@@ -2878,11 +3109,12 @@ mod tests {
         assert_eq!(toml_key("john.doe"), "\"john.doe\"");
         assert_eq!(sh_quote("/etc/ssmtp/ssmtp.conf"), "/etc/ssmtp/ssmtp.conf");
         assert_eq!(sh_quote("/tmp/it's here"), "'/tmp/it'\\''s here'");
-        let t = table(&format!("x = {}\n# {}\n", toml_str("\u{7f}\t\n"), clean("a\u{7}b")));
+        let t = table(&format!(
+            "x = {}\n# {}\n",
+            toml_str("\u{7f}\t\n"),
+            clean("a\u{7}b")
+        ));
         assert_eq!(t["x"].as_str(), Some("\u{7f}\t\n"));
-        assert_eq!(
-            ImportError::at("f", 3, "bad").to_string(),
-            "f:3: bad"
-        );
+        assert_eq!(ImportError::at("f", 3, "bad").to_string(), "f:3: bad");
     }
 }

@@ -274,6 +274,11 @@ fn remote_recipient_without_smarthost_is_held_in_the_queue() {
         1,
         "the local recipient gets it now"
     );
+    assert!(
+        r.stderr.contains("held in the queue: no smarthost"),
+        "said even without -v: {}",
+        r.stderr
+    );
     let q = w.mailq();
     assert!(q.contains("someone@example.net"), "{q}");
     assert!(q.contains("no smarthost is configured"), "{q}");

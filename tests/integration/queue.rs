@@ -492,3 +492,42 @@ fn full_filesystem_fails_cleanly() {
     assert!(w.queued().is_empty(), "nothing claimed");
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn q_with_r_s_i_selects_items_like_sendmail() {
+    let port = free_port();
+    let w = World::new(&account(
+        port,
+        "[rewrite]\nfrom_policy = \"keep\"\ndomain = \"host.example.com\"\n",
+    ));
+    let one = w.sendmail(
+        &["-oi", "-f", "alice@example.org", "first@one.example"],
+        &msg("one"),
+    );
+    assert_eq!(one.code, 0, "{one:?}");
+    assert_eq!(
+        w.sendmail(
+            &["-oi", "-f", "bob@example.org", "second@two.example"],
+            &msg("two")
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        w.sendmail(
+            &["-oi", "-f", "carol@example.org", "third@three.example"],
+            &msg("three")
+        )
+        .code,
+        0
+    );
+    let server = plain_server(Some(port), w.dir.path());
+    assert_eq!(w.sendmail(&["-qRtwo.example"], b"").code, 0);
+    assert_eq!(subject(&server.wait_messages(1)[0].data), "two");
+    assert_eq!(w.sendmail(&["-qScarol"], b"").code, 0);
+    assert_eq!(subject(&server.wait_messages(2)[1].data), "three");
+    let id = w.queued()[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(w.sendmail(&[&format!("-qI{}", &id[..20])], b"").code, 0);
+    assert_eq!(subject(&server.wait_messages(3)[2].data), "one");
+    assert!(w.queued().is_empty());
+}
