@@ -54,6 +54,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             );
             Exit::Ok
         }
+        Invocation::Import(from) => import(&from),
         Invocation::Completions(shell) => {
             let mut cmd = cli::clap_command();
             let mut out = io::stdout().lock();
@@ -2281,4 +2282,84 @@ fn queue_select_flush(env: &Env, kind: &str, value: &str) -> Result<Exit, Failur
         return Ok(Exit::Ok);
     }
     queue_cmd(env, &cli::QueueAction::Flush { ids })
+}
+
+/// `mailhop import ssmtp|msmtp`: prints the converted configuration on
+/// stdout; warnings and the commands that create password files go to
+/// stderr, so `mailhop import ssmtp > /etc/mailhop.toml` does the right
+/// thing. Secrets are never printed.
+fn import(from: &cli::ImportFrom) -> Exit {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            eprintln!("mailhop: cannot read {}: {e}", p.display());
+            exit::from_io(e.kind()).max_config()
+        })
+    };
+    let result = match from {
+        cli::ImportFrom::Ssmtp { conf, revaliases } => {
+            let text = match read(conf) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let rev = std::fs::read_to_string(revaliases).ok();
+            let rev_name = revaliases.display().to_string();
+            crate::import::from_ssmtp(
+                &text,
+                &conf.display().to_string(),
+                rev.as_deref().map(|r| (r, rev_name.as_str())),
+            )
+        }
+        cli::ImportFrom::Msmtp { file } => {
+            let path = match file {
+                Some(f) => f.clone(),
+                None => {
+                    let home = nix::unistd::User::from_uid(nix::unistd::getuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.dir);
+                    let candidates: Vec<PathBuf> = home
+                        .iter()
+                        .flat_map(|h| [h.join(".msmtprc"), h.join(".config/msmtp/config")])
+                        .chain([PathBuf::from("/etc/msmtprc")])
+                        .collect();
+                    match candidates.into_iter().find(|p| p.exists()) {
+                        Some(p) => p,
+                        None => {
+                            eprintln!(
+                                "mailhop: no msmtp configuration found; name the file: mailhop import msmtp FILE"
+                            );
+                            return Exit::NoInput;
+                        }
+                    }
+                }
+            };
+            let text = match read(&path) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            crate::import::from_msmtp(&text, &path.display().to_string())
+        }
+    };
+    match result {
+        Ok(imported) => {
+            print!("{}", imported.toml);
+            for w in &imported.warnings {
+                eprintln!("mailhop: warning: {w}");
+            }
+            for p in &imported.password_files {
+                eprintln!(
+                    "mailhop: account {}: create its password file {} with:\n    {}",
+                    p.account, p.path, p.command_hint
+                );
+            }
+            eprintln!(
+                "mailhop: then check the result with `mailhop check --offline -C FILE`, and the smarthost with `mailhop check -C FILE`"
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("mailhop: {e}");
+            Exit::DataErr
+        }
+    }
 }

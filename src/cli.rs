@@ -329,6 +329,27 @@ pub enum Invocation {
     Dkim(DkimAction),
     /// `mailhop completions SHELL`: print a shell completion script.
     Completions(Shell),
+    /// `mailhop import ssmtp|msmtp`: convert another relay's configuration.
+    Import(ImportFrom),
+}
+
+/// What `mailhop import` converts.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ImportFrom {
+    /// Print a mailhop.toml equivalent to an ssmtp configuration
+    Ssmtp {
+        /// ssmtp.conf to read
+        #[arg(long, value_name = "FILE", default_value = "/etc/ssmtp/ssmtp.conf")]
+        conf: PathBuf,
+        /// revaliases to read (skipped when it does not exist)
+        #[arg(long, value_name = "FILE", default_value = "/etc/ssmtp/revaliases")]
+        revaliases: PathBuf,
+    },
+    /// Print a mailhop.toml equivalent to an msmtp configuration
+    Msmtp {
+        /// msmtprc to read (default: ~/.msmtprc, else ~/.config/msmtp/config, else /etc/msmtprc)
+        file: Option<PathBuf>,
+    },
 }
 
 /// Shells `mailhop completions` writes scripts for.
@@ -516,6 +537,9 @@ pub enum Command {
     /// DKIM: create a key (keygen), check the DNS records (check)
     #[command(subcommand)]
     Dkim(DkimAction),
+    /// Convert an ssmtp or msmtp configuration into a mailhop.toml
+    #[command(subcommand)]
+    Import(ImportFrom),
     /// Print a shell completion script (bash, zsh or fish)
     Completions {
         /// The shell
@@ -604,6 +628,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Queue(q)) => return Ok(Invocation::Queue(q)),
         Some(Command::Dkim(d)) => return Ok(Invocation::Dkim(d)),
         Some(Command::Completions { shell }) => return Ok(Invocation::Completions(shell)),
+        Some(Command::Import(i)) => return Ok(Invocation::Import(i)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(
@@ -1381,7 +1406,8 @@ mod tests {
                         | Invocation::Check(_)
                         | Invocation::Queue(_)
                         | Invocation::Dkim(_)
-                        | Invocation::Completions(_) => vec![],
+                        | Invocation::Completions(_)
+                        | Invocation::Import(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }

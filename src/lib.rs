@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod deliver;
 pub mod dkim;
 pub mod exit;
+pub mod import;
 pub mod local;
 pub mod log;
 pub mod message;

@@ -7,6 +7,7 @@
 mod callers;
 mod certs;
 mod dkim;
+mod import;
 mod intake;
 mod manpage;
 mod privilege;
