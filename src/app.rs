@@ -1888,7 +1888,7 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
                 .into_iter()
                 .filter(|m| mine(m))
                 .collect();
-            for d in damaged {
+            for d in &damaged {
                 eprintln!("mailhop: {d}");
             }
             if *json {
@@ -1896,7 +1896,16 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
             } else {
                 print!("{}", mailq_text(&spool, &items, &failed));
             }
-            Ok(Exit::Ok)
+            // Items that could not be read are not "an empty queue".
+            if damaged.is_empty() {
+                Ok(Exit::Ok)
+            } else {
+                eprintln!(
+                    "mailhop: {} queued item(s) could not be read (see above); the listing is incomplete",
+                    damaged.len()
+                );
+                Ok(Exit::IoErr)
+            }
         }
         A::Show { id, envelope } => {
             let meta = spool.read(id).map_err(queue_failure)?;

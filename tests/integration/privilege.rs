@@ -93,7 +93,10 @@ fn setgid_install_keeps_users_apart() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.path().join("mailhop");
-    std::fs::copy(crate::util::BIN, &bin).unwrap();
+    // Copied by another process: a write descriptor in this one could be
+    // inherited by a child another test thread forks at that moment, and
+    // executing the copy would then fail with ETXTBSY.
+    assert!(sh("cp", &[crate::util::BIN, &bin.display().to_string()]));
     nix::unistd::chown(&bin, Some(nix::unistd::Uid::from_raw(0)), Some(gid)).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o2755)).unwrap();
     let spool = dir.path().join("spool");
