@@ -55,6 +55,16 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             Exit::Ok
         }
         Invocation::Import(from) => import(&from),
+        Invocation::OAuth(cli::OAuthAction::Login { account, config }) => {
+            let args = SendArgs {
+                common: cli::Common {
+                    config,
+                    ..cli::Common::default()
+                },
+                ..SendArgs::default()
+            };
+            with_env(&args, |env, _| oauth_login(env, &account))
+        }
         Invocation::Completions(shell) => {
             let mut cmd = cli::clap_command();
             let mut out = io::stdout().lock();
@@ -1320,16 +1330,8 @@ fn submit(
     head: &[u8],
     body: &mut File,
 ) -> Result<transport::Outcome, (Exit, String)> {
-    let settings = transport_settings(env, account);
-    let transcript: transport::Transcript = if env.verbose > 0 {
-        Some(Box::new(io::stderr()))
-    } else {
-        None
-    };
-    let mut secret = || obtain_secret(env, account);
     let result = (|| {
-        let mut session = transport::Session::connect(&settings, transcript)?;
-        session.authenticate(&mut secret)?;
+        let mut session = connect_and_login(env, account)?;
         body.seek(SeekFrom::Start(0))
             .map_err(|e| transport::Error {
                 stage: transport::Stage::Message,
@@ -1347,6 +1349,48 @@ fn submit(
             format!("{} (account {})", e.detail, account.name),
         )
     })
+}
+
+/// Connects and logs in. With OAuth, a 5.7.x refusal of the token drops
+/// the cached access token, refreshes once and tries again on a new
+/// connection; a second refusal is the answer.
+fn connect_and_login(
+    env: &Env,
+    a: &config::Account,
+) -> Result<transport::Session, transport::Error> {
+    let settings = transport_settings(env, a);
+    let transcript = || -> transport::Transcript {
+        if env.verbose > 0 {
+            Some(Box::new(io::stderr()))
+        } else {
+            None
+        }
+    };
+    let mut session = transport::Session::connect(&settings, transcript())?;
+    let mut secret = || obtain_secret_forced(env, a, false);
+    match session.authenticate(&mut secret) {
+        Ok(()) => Ok(session),
+        Err(e) => {
+            let token_refused = matches!(
+                &e.kind,
+                transport::Kind::AuthFailed(Some(r)) if r.enhanced().is_some_and(|c| c.starts_with("5.7."))
+            );
+            let Some(o) = a.oauth.as_ref().filter(|_| token_refused) else {
+                return Err(e);
+            };
+            let _ = crate::oauth::invalidate(o);
+            if env.verbose > 0 {
+                eprintln!(
+                    "mailhop: the server refused the cached token ({}); refreshing it once",
+                    e.detail
+                );
+            }
+            let mut session = transport::Session::connect(&settings, transcript())?;
+            let mut fresh = || obtain_secret_forced(env, a, true);
+            session.authenticate(&mut fresh)?;
+            Ok(session)
+        }
+    }
 }
 
 /// The sysexits code for a submission failure (see EXIT STATUS).
@@ -1374,6 +1418,32 @@ fn transport_settings(env: &Env, a: &config::Account) -> transport::Settings {
 
 /// The account's password or token, from the first configured source.
 fn obtain_secret(env: &Env, a: &config::Account) -> Result<crate::credentials::Secret, String> {
+    obtain_secret_forced(env, a, false).map_err(|e| e.message)
+}
+
+/// The account's secret: an OAuth access token when `[account.oauth]` is
+/// set (refreshed first when `force`), else the password.
+fn obtain_secret_forced(
+    env: &Env,
+    a: &config::Account,
+    force: bool,
+) -> Result<crate::credentials::Secret, transport::SecretError> {
+    if let Some(o) = &a.oauth {
+        let now = env
+            .now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        return crate::oauth::access_token(o, now, force).map_err(|e| transport::SecretError {
+            message: format!("{e} (account {})", a.name),
+            transient: e.is_transient(),
+        });
+    }
+    obtain_password(env, a).map_err(transport::SecretError::from)
+}
+
+/// The account's password, from the first configured source.
+fn obtain_password(env: &Env, a: &config::Account) -> Result<crate::credentials::Secret, String> {
     use crate::credentials::{self, Source};
     let mut sources = Vec::new();
     if let Some(cmd) = &a.password_command {
@@ -1682,7 +1752,35 @@ fn check_account(env: &Env, a: &config::Account, c: &cli::CheckArgs, out: &mut d
         a.name, s.host, s.port, a.from
     );
     // The secret source, without revealing the secret.
-    let needs_secret = s.username.is_some() && s.auth != transport::AuthMode::None;
+    if let Some(o) = &a.oauth {
+        let st = crate::oauth::status(o);
+        let expiry = match st.access_expires {
+            Some(t) => format!("cached access token valid until {}", arrival_text(t)),
+            None => "no cached access token".to_string(),
+        };
+        let refresh = match st.last_refresh {
+            Some(t) => format!("last refreshed {}", arrival_text(t)),
+            None => "never refreshed".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  oauth: refresh token {}; {expiry}; {refresh}; scopes: {}",
+            if st.has_refresh_token {
+                "present"
+            } else {
+                "absent"
+            },
+            if st.scopes.is_empty() {
+                "-".to_string()
+            } else {
+                st.scopes.join(" ")
+            }
+        );
+    }
+    // OAuth tokens are checked at login below, not here: obtaining one may
+    // mean a round trip to the token endpoint, and --offline means none.
+    let needs_secret =
+        s.username.is_some() && s.auth != transport::AuthMode::None && a.oauth.is_none();
     if needs_secret {
         match obtain_secret(env, a) {
             Ok(_) => {
@@ -1762,7 +1860,7 @@ fn check_account(env: &Env, a: &config::Account, c: &cli::CheckArgs, out: &mut d
             let _ = writeln!(out, "  TLS: none (allowed only to loopback)");
         }
     }
-    let mut secret = || obtain_secret(env, a);
+    let mut secret = || obtain_secret_forced(env, a, false);
     if let Err(e) = session.authenticate(&mut secret) {
         let _ = writeln!(out, "  login: FAILED: {}", e.detail);
         return exit_for(&e);
@@ -1836,16 +1934,7 @@ impl crate::deliver::Relay for SmtpRelay<'_> {
                     config_name(self.env)
                 ),
             })?;
-        let settings = transport_settings(self.env, a);
-        let transcript: transport::Transcript = if self.env.verbose > 0 {
-            Some(Box::new(io::stderr()))
-        } else {
-            None
-        };
-        let mut session = transport::Session::connect(&settings, transcript)?;
-        let mut secret = || obtain_secret(self.env, a);
-        session.authenticate(&mut secret)?;
-        Ok(Box::new(session))
+        Ok(Box::new(connect_and_login(self.env, a)?))
     }
 
     fn account_for(&self, sender: &str) -> Option<String> {
@@ -2370,5 +2459,45 @@ fn import(from: &cli::ImportFrom) -> Exit {
             eprintln!("mailhop: {e}");
             Exit::DataErr
         }
+    }
+}
+
+/// `mailhop oauth login ACCOUNT`: obtains the first refresh token
+/// interactively (device code for Microsoft, a browser and a loopback
+/// redirect with PKCE for Google) and stores it in the token file.
+fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
+    let a = env.config.account_named(account).ok_or_else(|| {
+        Failure::new(
+            Exit::Config,
+            format!(
+                "no [[account]] is named \"{account}\" in {}",
+                config_name(env)
+            ),
+        )
+    })?;
+    let o = a.oauth.as_ref().ok_or_else(|| {
+        Failure::new(
+            Exit::Config,
+            format!(
+                "account \"{account}\" has no [account.oauth] section; see OAUTH in mailhop.toml(5)"
+            ),
+        )
+    })?;
+    let now = env
+        .now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = io::stdout().lock();
+    match crate::oauth::login(o, &mut out, now) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) => Err(Failure::new(
+            if e.is_transient() {
+                Exit::TempFail
+            } else {
+                Exit::NoPerm
+            },
+            e.to_string(),
+        )),
     }
 }

@@ -331,6 +331,22 @@ pub enum Invocation {
     Completions(Shell),
     /// `mailhop import ssmtp|msmtp`: convert another relay's configuration.
     Import(ImportFrom),
+    /// `mailhop oauth …`: OAuth2 tokens for XOAUTH2.
+    OAuth(OAuthAction),
+}
+
+/// `mailhop oauth` actions.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum OAuthAction {
+    /// Obtain the first refresh token for an account interactively
+    /// (Microsoft: device code; Google: browser with a loopback redirect)
+    Login {
+        /// The [[account]] name
+        account: String,
+        /// Configuration file (default: the user's, else /etc/mailhop.toml)
+        #[arg(short = 'C', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// What `mailhop import` converts.
@@ -540,6 +556,9 @@ pub enum Command {
     /// Convert an ssmtp or msmtp configuration into a mailhop.toml
     #[command(subcommand)]
     Import(ImportFrom),
+    /// OAuth2 for XOAUTH2: obtain a refresh token (login)
+    #[command(subcommand)]
+    Oauth(OAuthAction),
     /// Print a shell completion script (bash, zsh or fish)
     Completions {
         /// The shell
@@ -629,6 +648,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Dkim(d)) => return Ok(Invocation::Dkim(d)),
         Some(Command::Completions { shell }) => return Ok(Invocation::Completions(shell)),
         Some(Command::Import(i)) => return Ok(Invocation::Import(i)),
+        Some(Command::Oauth(o)) => return Ok(Invocation::OAuth(o)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(
@@ -1407,7 +1427,8 @@ mod tests {
                         | Invocation::Queue(_)
                         | Invocation::Dkim(_)
                         | Invocation::Completions(_)
-                        | Invocation::Import(_) => vec![],
+                        | Invocation::Import(_)
+                        | Invocation::OAuth(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }

@@ -45,6 +45,19 @@ pub const KEYS: &[&str] = &[
     "account.connect_timeout",
     "account.timeout",
     "account.data_timeout",
+    "account.oauth",
+    "account.oauth.provider",
+    "account.oauth.flow",
+    "account.oauth.tenant",
+    "account.oauth.client_id",
+    "account.oauth.client_secret_file",
+    "account.oauth.token_file",
+    "account.oauth.token_url",
+    "account.oauth.device_url",
+    "account.oauth.auth_url",
+    "account.oauth.scopes",
+    "account.oauth.ca_file",
+    "account.oauth.token_command",
     "rewrite",
     "rewrite.from_policy",
     "rewrite.domain",
@@ -145,6 +158,8 @@ pub struct Account {
     pub smtp: crate::transport::Settings,
     pub password_command: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Token acquisition for `auth = "xoauth2"` (`[account.oauth]`).
+    pub oauth: Option<crate::oauth::Settings>,
 }
 
 pub use crate::transport::{AuthMode, MinTls, TlsMode};
@@ -411,6 +426,24 @@ struct RawAccount {
     connect_timeout: Option<Spanned<u64>>,
     timeout: Option<Spanned<u64>>,
     data_timeout: Option<Spanned<u64>>,
+    oauth: Option<Spanned<RawOAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    provider: String,
+    flow: Option<String>,
+    tenant: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    token_url: Option<String>,
+    device_url: Option<String>,
+    auth_url: Option<String>,
+    scopes: Option<Vec<String>>,
+    ca_file: Option<PathBuf>,
+    token_command: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -702,6 +735,62 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             helo_name: String::new(),
             system_roots_only: false,
         };
+        let oauth = match &a.oauth {
+            None => None,
+            Some(o) => {
+                let r = o.get_ref();
+                let here = format!("[account.oauth] of \"{name}\"");
+                if auth != AuthMode::Xoauth2 {
+                    return c.err(
+                        o.span(),
+                        format!("{here}: OAuth tokens are used with auth = \"xoauth2\"; set it in the account"),
+                    );
+                }
+                let provider = match r.provider.as_str() {
+                    "microsoft" => crate::oauth::Provider::Microsoft,
+                    "google" => crate::oauth::Provider::Google,
+                    "custom" => crate::oauth::Provider::Custom,
+                    other => {
+                        return c.err(
+                            o.span(),
+                            format!("{here}: provider \"{other}\" is not one of microsoft, google, custom"),
+                        );
+                    }
+                };
+                let flow = match (r.flow.as_deref(), &r.token_command) {
+                    (_, Some(cmd)) => crate::oauth::Flow::TokenCommand(cmd.clone()),
+                    (Some("refresh_token") | None, None) => crate::oauth::Flow::RefreshToken,
+                    (Some("client_credentials"), None) => crate::oauth::Flow::ClientCredentials,
+                    (Some(other), None) => {
+                        return c.err(
+                            o.span(),
+                            format!(
+                                "{here}: flow \"{other}\" is not one of refresh_token, client_credentials \
+                                 (or give token_command)"
+                            ),
+                        );
+                    }
+                };
+                let s = crate::oauth::Settings {
+                    account: name.clone(),
+                    provider,
+                    flow,
+                    tenant: r.tenant.clone(),
+                    client_id: r.client_id.clone(),
+                    client_secret_file: r.client_secret_file.clone(),
+                    token_file: r.token_file.clone().unwrap_or_default(),
+                    token_url: r.token_url.clone(),
+                    device_url: r.device_url.clone(),
+                    auth_url: r.auth_url.clone(),
+                    scopes: r.scopes.clone(),
+                    ca_file: r.ca_file.clone(),
+                };
+                if let Err(e) = s.validate() {
+                    return c.err(o.span(), format!("{here}: {e}"));
+                }
+                Some(s)
+            }
+        };
         accounts.push(Account {
             name,
             from,
@@ -709,6 +798,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             smtp,
             password_command: a.password_command.clone(),
             password_file: a.password_file.clone(),
+            oauth,
         });
     }
 
@@ -1312,6 +1402,9 @@ path = "~/Maildir"
         let text = match section {
             "" => "zzz_unknown = 1\n".to_string(),
             "account" | "headers.rule" | "dkim" => format!("[[{section}]]\nzzz_unknown = 1\n"),
+            "account.oauth" => "[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n\
+                                [account.oauth]\nzzz_unknown = 1\n"
+                .to_string(),
             s => format!("[{s}]\nzzz_unknown = 1\n"),
         };
         let e = err(&text);
@@ -1340,6 +1433,7 @@ path = "~/Maildir"
             "headers",
             "headers.rule",
             "dkim",
+            "account.oauth",
         ] {
             all.extend(accepted(section));
         }

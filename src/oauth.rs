@@ -166,7 +166,6 @@ pub enum OAuthError {
     File { path: PathBuf, problem: String },
     /// The endpoint answered with an OAuth error (`invalid_grant`, …).
     Endpoint {
-        account: String,
         url: String,
         status: u16,
         error: String,
@@ -230,7 +229,10 @@ impl fmt::Display for OAuthError {
                 advice,
                 ..
             } => {
-                write!(f, "token endpoint {url} refused the request (HTTP {status}): {error}")?;
+                write!(
+                    f,
+                    "token endpoint {url} refused the request (HTTP {status}): {error}"
+                )?;
                 if let Some(d) = description {
                     write!(f, ": {d}")?;
                 }
@@ -239,7 +241,7 @@ impl fmt::Display for OAuthError {
                 }
                 Ok(())
             }
-            OAuthError::Http { url, detail, .. } => write!(f, "{url}: {detail}"),
+            OAuthError::Http { url, detail, .. } => write!(f, "OAuth endpoint {url}: {detail}"),
             OAuthError::TokenCommand(msg) => write!(f, "{msg}"),
             OAuthError::Login(msg) => write!(f, "sign-in failed: {msg}"),
         }
@@ -284,7 +286,11 @@ impl Settings {
             }
             return Ok(());
         }
-        if self.client_id.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        if self
+            .client_id
+            .as_deref()
+            .is_none_or(|c| c.trim().is_empty())
+        {
             return Err(config_err(format!(
                 "account `{acct}`: [account.oauth] needs client_id (the application id of the \
                  app registration)"
@@ -308,9 +314,9 @@ impl Settings {
         }
         if let Some(scopes) = &self.scopes
             && (scopes.is_empty()
-                || scopes
-                    .iter()
-                    .any(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control())))
+                || scopes.iter().any(|s| {
+                    s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                }))
         {
             return Err(config_err(format!(
                 "account `{acct}`: scopes must be a non-empty list of scope strings without spaces"
@@ -508,9 +514,7 @@ pub fn status(s: &Settings) -> Status {
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_else(|| s.scope_list());
     Status {
-        has_refresh_token: stored
-            .as_ref()
-            .is_some_and(|t| !t.refresh_token.is_empty()),
+        has_refresh_token: stored.as_ref().is_some_and(|t| !t.refresh_token.is_empty()),
         access_expires: cache.as_ref().map(|c| c.expires_at),
         scopes,
         last_refresh: cache
@@ -575,7 +579,8 @@ pub fn login_with_sleep(
             "the provider returned no refresh token, so mailhop could not send later; {}",
             match s.provider {
                 Provider::Microsoft => "include the offline_access scope",
-                Provider::Google => "revoke mailhop's access in the Google account and sign in again",
+                Provider::Google =>
+                    "revoke mailhop's access in the Google account and sign in again",
                 Provider::Custom => "ask for offline access (e.g. the offline_access scope)",
             }
         )));
@@ -635,7 +640,8 @@ fn refresh_locked(s: &Settings, now: u64) -> Result<Secret, OAuthError> {
     store_response(s, now, &response)
 }
 
-type TokenClient = BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type TokenClient =
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 fn base_client(
     s: &Settings,
@@ -681,7 +687,9 @@ fn store_response(s: &Settings, now: u64, r: &BasicTokenResponse) -> Result<Secr
             let mut stored = Stored {
                 refresh_token: new_refresh.secret().clone(),
                 updated: Some(now),
-                scope: granted.clone().or_else(|| old.as_ref().and_then(|o| o.scope.clone())),
+                scope: granted
+                    .clone()
+                    .or_else(|| old.as_ref().and_then(|o| o.scope.clone())),
             };
             let json = Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default());
             stored.refresh_token.zeroize();
@@ -736,19 +744,21 @@ fn read_stored(path: &Path) -> Result<Option<Stored>, OAuthError> {
     let Some(bytes) = read_private(path, "token file")? else {
         return Ok(None);
     };
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| file_err(path, "token file is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| file_err(path, "token file is not UTF-8"))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        serde_json::from_str::<Stored>(trimmed).map(Some).map_err(|e| {
-            file_err(
-                path,
-                format!(
-                    "token file is damaged ({}); run `mailhop oauth login` again",
-                    e.classify_name()
-                ),
-            )
-        })
+        serde_json::from_str::<Stored>(trimmed)
+            .map(Some)
+            .map_err(|e| {
+                file_err(
+                    path,
+                    format!(
+                        "token file is damaged ({}); run `mailhop oauth login` again",
+                        e.classify_name()
+                    ),
+                )
+            })
     } else {
         let line = trimmed.lines().next().unwrap_or("").trim();
         Ok(Some(Stored {
@@ -879,7 +889,9 @@ fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, O
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(file_err(
                 path,
-                format!("{what} is a symbolic link, and symbolic links are refused; use the real file"),
+                format!(
+                    "{what} is a symbolic link, and symbolic links are refused; use the real file"
+                ),
             ));
         }
         Err(e) => return Err(file_err(path, format!("cannot open {what}: {e}"))),
@@ -995,7 +1007,7 @@ fn lock(s: &Settings) -> Result<File, OAuthError> {
 
 /// Why a request got no HTTP response.
 #[derive(Debug)]
-pub struct HttpError {
+struct HttpError {
     detail: String,
     transient: bool,
 }
@@ -1029,9 +1041,12 @@ impl From<ureq::Error> for HttpError {
             }
             source = s.source();
         }
-        if matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_))
-            || detail.contains("certificate")
-        {
+        let tls = matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_))
+            || detail.contains("certificate");
+        // A certificate that does not verify is a configuration problem,
+        // not something that goes away by retrying (as in transport.rs).
+        let transient = transient && !tls;
+        if tls {
             detail.push_str(
                 " (the endpoint's certificate could not be verified against the system CA \
                  bundle; for a private CA set ca_file)",
@@ -1045,7 +1060,7 @@ impl From<ureq::Error> for HttpError {
 /// status is an error here), follows no redirects, bounds time and size.
 /// Remembers the last status so errors can show it.
 #[derive(Debug)]
-pub struct HttpClient {
+struct HttpClient {
     agent: ureq::Agent,
     last_status: Cell<u16>,
 }
@@ -1080,7 +1095,11 @@ impl HttpClient {
             .timeout_global(Some(HTTP_TIMEOUT))
             .user_agent(concat!("mailhop/", env!("CARGO_PKG_VERSION")))
             // A setgid mailhop must not let its caller route the request.
-            .proxy(if setid { None } else { ureq::Proxy::try_from_env() })
+            .proxy(if setid {
+                None
+            } else {
+                ureq::Proxy::try_from_env()
+            })
             .tls_config(tls)
             .build();
         Ok(HttpClient {
@@ -1191,7 +1210,7 @@ fn advice(s: &Settings, error: &str, description: &str) -> Option<String> {
     Some(a)
 }
 
-fn endpoint_error<T: oauth2::ErrorResponseType + fmt::Display + 'static>(
+fn endpoint_error<T: oauth2::ErrorResponseType + fmt::Display>(
     s: &Settings,
     url: &str,
     http: &HttpClient,
@@ -1202,11 +1221,7 @@ fn endpoint_error<T: oauth2::ErrorResponseType + fmt::Display + 'static>(
     let status_transient = status == 429 || status >= 500;
     match e {
         RequestTokenError::ServerResponse(r) => {
-            let error = serde_json::to_value(r.error())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "error".to_string());
-            let error = clean_text(&error, secrets);
+            let error = clean_text(&r.error().to_string(), secrets);
             let description = r
                 .error_description()
                 .map(|d| clean_text(d, secrets))
@@ -1215,7 +1230,6 @@ fn endpoint_error<T: oauth2::ErrorResponseType + fmt::Display + 'static>(
             let transient = status_transient
                 || matches!(error.as_str(), "temporarily_unavailable" | "server_error");
             OAuthError::Endpoint {
-                account: s.account.clone(),
                 url: url.to_string(),
                 status,
                 error,
@@ -1425,7 +1439,10 @@ fn wait_for_code(
 
 /// One request to the loopback redirect. `Ok(None)`: not ours, keep
 /// waiting.
-fn handle_redirect(stream: TcpStream, state: &str) -> Result<Option<Zeroizing<String>>, OAuthError> {
+fn handle_redirect(
+    stream: TcpStream,
+    state: &str,
+) -> Result<Option<Zeroizing<String>>, OAuthError> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
@@ -1442,7 +1459,11 @@ fn handle_redirect(stream: TcpStream, state: &str) -> Result<Option<Zeroizing<St
     let mut writer = &stream;
     let mut parts = line.split_whitespace();
     let (Some("GET"), Some(target)) = (parts.next(), parts.next()) else {
-        respond(&mut writer, "405 Method Not Allowed", "mailhop: only GET is served here.");
+        respond(
+            &mut writer,
+            "405 Method Not Allowed",
+            "mailhop: only GET is served here.",
+        );
         return Ok(None);
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -1561,7 +1582,12 @@ mod tests {
             client_secret_file: Some("/x".into()),
             ..cc
         };
-        assert!(cc.validate().unwrap_err().to_string().contains("specific tenant"));
+        assert!(
+            cc.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("specific tenant")
+        );
         let cc = Settings {
             tenant: Some("contoso.onmicrosoft.com".into()),
             ..cc
@@ -1610,7 +1636,13 @@ mod tests {
             provider: Provider::Custom,
             ..s.clone()
         };
-        assert!(custom.validate().unwrap_err().to_string().contains("token_url"));
+        assert!(
+            custom
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("token_url")
+        );
         let google_cc = Settings {
             provider: Provider::Google,
             flow: Flow::ClientCredentials,
@@ -1640,7 +1672,11 @@ mod tests {
             ep.token,
             "https://login.microsoftonline.com/common/oauth2/v2.0/token"
         );
-        assert!(ep.device.unwrap().ends_with("/common/oauth2/v2.0/devicecode"));
+        assert!(
+            ep.device
+                .unwrap()
+                .ends_with("/common/oauth2/v2.0/devicecode")
+        );
         assert_eq!(s.scope_list(), [MS_SMTP_SCOPE, "offline_access"]);
         let cc = Settings {
             flow: Flow::ClientCredentials,
@@ -1726,7 +1762,13 @@ mod tests {
         assert!(!e.contains("rt-json"), "{e}");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&p, &link).unwrap();
-        assert!(read_stored(&link).err().unwrap().to_string().contains("symbolic link"));
+        assert!(
+            read_stored(&link)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("symbolic link")
+        );
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&p, "{\"refresh_token\": \"rt-secret\", ").unwrap();
         let e = read_stored(&p).err().unwrap().to_string();
@@ -1753,7 +1795,10 @@ mod tests {
             flow: Flow::TokenCommand("echo at-from-helper".into()),
             ..settings(dir.path())
         };
-        assert_eq!(access_token(&s, 0, false).unwrap().expose(), "at-from-helper");
+        assert_eq!(
+            access_token(&s, 0, false).unwrap().expose(),
+            "at-from-helper"
+        );
         let bad = Settings {
             flow: Flow::TokenCommand("printf leaked; exit 2".into()),
             ..settings(dir.path())
@@ -1774,9 +1819,13 @@ mod tests {
                 .contains("mailhop oauth login work")
         );
         assert!(
-            advice(&s, "invalid_client", "AADSTS7000222: The provided client secret keys are expired.")
-                .unwrap()
-                .contains("expired")
+            advice(
+                &s,
+                "invalid_client",
+                "AADSTS7000222: The provided client secret keys are expired."
+            )
+            .unwrap()
+            .contains("expired")
         );
         assert!(advice(&s, "weird", "").is_none());
         assert_eq!(

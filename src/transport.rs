@@ -415,6 +415,22 @@ impl Info {
 /// Where `-v` output goes.
 pub type Transcript = Option<Box<dyn Write>>;
 
+/// Why a secret could not be obtained, and whether trying later may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl From<String> for SecretError {
+    fn from(message: String) -> SecretError {
+        SecretError {
+            message,
+            transient: false,
+        }
+    }
+}
+
 /// An open SMTP session, after EHLO (and TLS when configured).
 pub struct Session {
     conn: Conn,
@@ -1016,7 +1032,7 @@ impl Session {
     /// for a server that needs none.
     pub fn authenticate(
         &mut self,
-        secret: &mut dyn FnMut() -> Result<Secret, String>,
+        secret: &mut dyn FnMut() -> Result<Secret, SecretError>,
     ) -> Result<(), Error> {
         let mode = self.settings.auth;
         let Some(user) = self.settings.username.clone() else {
@@ -1083,7 +1099,16 @@ impl Session {
                 ),
             ));
         }
-        let secret = secret().map_err(|e| Error::new(Stage::Auth, Kind::Credentials, e))?;
+        let secret = secret().map_err(|e| {
+            // A token endpoint that is down is worth retrying later; a
+            // password file with the wrong mode is not.
+            let kind = if e.transient {
+                Kind::Network
+            } else {
+                Kind::Credentials
+            };
+            Error::new(Stage::Auth, kind, e.message)
+        })?;
         // A server that echoes what it was sent must not make the secret
         // appear in our error text.
         let reply = self.auth_exchange(mech, &user, &secret).map_err(|mut e| {

@@ -10,6 +10,7 @@ mod dkim;
 mod import;
 mod intake;
 mod manpage;
+mod oauth;
 mod privilege;
 mod queue;
 mod scripted;
