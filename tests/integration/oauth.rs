@@ -801,7 +801,7 @@ fn client_credentials_token_authenticates_xoauth2() {
     let token_for = |force: bool| {
         move || {
             oauth::access_token(sref, NOW, force)
-                .map_err(|e| mailhop::transport::SecretError::from(e.to_string()))
+                .map_err(|e| transport::SecretError::from(e.to_string()))
         }
     };
 
