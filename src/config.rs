@@ -1110,7 +1110,7 @@ pub fn pattern_matches(pattern: &str, text: &str) -> bool {
 
 /// A plain `local@domain` with nothing else (no display name): what the
 /// config accepts for sender addresses.
-fn is_plain_address(s: &str) -> bool {
+pub(crate) fn is_plain_address(s: &str) -> bool {
     match s.rsplit_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
@@ -1121,7 +1121,7 @@ fn is_plain_address(s: &str) -> bool {
     }
 }
 
-fn is_domain(s: &str) -> bool {
+pub(crate) fn is_domain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {

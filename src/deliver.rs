@@ -211,29 +211,21 @@ fn run_group(
             defer(spool, claimed, &e.detail, now, report)?;
             continue;
         }
-        if conn.is_none() {
-            dirty = false;
-            match relay.connect(account) {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    defer(spool, claimed, &e.detail, now, report)?;
-                    connect_error = Some(e);
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            continue;
-        };
         // RSET before reusing the connection after a transaction that did
         // not complete (refused MAIL, RCPT or DATA). After a completed one
         // the server has already reset its state (RFC 5321 §4.1.1.4), so
         // the next MAIL follows directly: an RSET there would add a round
-        // trip to every message.
-        if dirty && c.reset().is_err() {
+        // trip to every message. A connection that fails RSET is replaced.
+        if dirty
+            && let Some(c) = conn.as_mut()
+            && c.reset().is_err()
+        {
             conn = None;
+        }
+        if conn.is_none() {
+            dirty = false;
             match relay.connect(account) {
-                Ok(fresh) => conn = Some(fresh),
+                Ok(c) => conn = Some(c),
                 Err(e) => {
                     defer(spool, claimed, &e.detail, now, report)?;
                     connect_error = Some(e);

@@ -26,6 +26,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+// The same checks the configuration applies, so an imported file never
+// fails to load for an address or domain that looked fine here.
+use crate::config::{is_domain, is_plain_address};
 
 /// A converted configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -2468,33 +2471,6 @@ fn parent_domain(host: &str) -> Option<String> {
 
 fn domain_of(address: &str) -> Option<&str> {
     address.rsplit_once('@').map(|(_, d)| d)
-}
-
-/// A plain `local@domain`, as config.rs requires for sender addresses.
-fn is_plain_address(s: &str) -> bool {
-    match s.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !local.contains(|c: char| c.is_whitespace() || "<>(),;:\\\"".contains(c))
-                && is_domain(domain)
-        }
-        None => false,
-    }
-}
-
-/// As config.rs: dot-separated labels of letters, digits and `-`.
-fn is_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-        })
 }
 
 fn parse_port(s: &str) -> Option<u16> {
