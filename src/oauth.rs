@@ -870,7 +870,16 @@ impl Drop for Stored {
 /// installation.
 fn allowed_group() -> Option<u32> {
     let (egid, gid) = (nix::unistd::getegid(), nix::unistd::getgid());
-    (egid != gid).then_some(egid.as_raw())
+    if egid != gid {
+        return Some(egid.as_raw());
+    }
+    // The packaged runner runs as the mailhop user with the mailhop group
+    // as its own: a member too, though not set-group-ID.
+    nix::unistd::Group::from_name("mailhop")
+        .ok()
+        .flatten()
+        .filter(|g| g.gid == egid)
+        .map(|g| g.gid.as_raw())
 }
 
 /// Reads a file that holds a secret, with the same checks as
@@ -903,7 +912,12 @@ fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, O
         return Err(file_err(path, format!("{what} is not a regular file")));
     }
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid && meta.uid() != 0 {
+    let mode = meta.mode();
+    let group_ok = allowed_group() == Some(meta.gid());
+    // In the shared (setgid) install another user of the group may have
+    // written the file last: its group, not its owner, vouches for it.
+    let shared_ok = shared() && group_ok;
+    if meta.uid() != euid && meta.uid() != 0 && !shared_ok {
         return Err(file_err(
             path,
             format!(
@@ -914,8 +928,6 @@ fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, O
             ),
         ));
     }
-    let mode = meta.mode();
-    let group_ok = allowed_group() == Some(meta.gid());
     if mode & 0o007 != 0 || (mode & 0o070 != 0 && !group_ok) {
         return Err(file_err(
             path,
@@ -941,15 +953,32 @@ fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, O
     Ok(Some(buf))
 }
 
-/// Creates `dir` (and its parents) with mode 0700 if missing.
+/// Whether we run in the shared install: with the mailhop group as our
+/// effective group (the setgid binary, or the runner). Token files are then
+/// shared by the group, since cron (root), PHP (www-data) and the runner
+/// all send through the same account and must see one token.
+fn shared() -> bool {
+    allowed_group().is_some_and(|g| nix::unistd::getegid().as_raw() == g)
+}
+
+/// File and directory modes: group-shared in the shared install, private
+/// otherwise.
+fn file_mode() -> u32 {
+    if shared() { 0o640 } else { 0o600 }
+}
+
+/// Creates `dir` (and its parents) if missing: 0770 in the shared install,
+/// else 0700; set explicitly so the umask cannot take the group's bits.
 fn ensure_dir(dir: &Path) -> Result<(), OAuthError> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
+    let mode = if shared() { 0o770 } else { 0o700 };
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)
+        .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(mode)))
         .map_err(|e| file_err(dir, format!("cannot create the token directory: {e}")))
 }
 
@@ -971,7 +1000,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
         .tempfile_in(dir)
         .map_err(err)?;
     tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o600))
+        .set_permissions(fs::Permissions::from_mode(file_mode()))
         .map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
@@ -993,7 +1022,8 @@ fn lock(s: &Settings) -> Result<File, OAuthError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o600)
+        // Group-writable in the shared install: every sender takes it.
+        .mode(if shared() { 0o660 } else { 0o600 })
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(&path)
         .map_err(|e| file_err(&path, format!("cannot open the token lock file: {e}")))?;
