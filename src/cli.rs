@@ -333,6 +333,31 @@ pub enum Invocation {
     Import(ImportFrom),
     /// `mailhop oauth …`: OAuth2 tokens for XOAUTH2.
     OAuth(OAuthAction),
+    /// `mailhop password …`: the account's password in the desktop keyring.
+    Password(PasswordAction),
+}
+
+/// `mailhop password` actions. They exist in every build (same man page and
+/// completions); without the `keyring` cargo feature they exit 64.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum PasswordAction {
+    /// Store an account's password in the keyring, read from standard input
+    /// (one line; prompted for without echo on a terminal)
+    Set {
+        /// The [[account]] name
+        account: String,
+        /// Configuration file (default: the user's, else /etc/mailhop.toml)
+        #[arg(short = 'C', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Remove an account's password from the keyring
+    Delete {
+        /// The [[account]] name
+        account: String,
+        /// Configuration file (default: the user's, else /etc/mailhop.toml)
+        #[arg(short = 'C', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `mailhop oauth` actions.
@@ -559,6 +584,10 @@ pub enum Command {
     /// OAuth2 for XOAUTH2: obtain a refresh token (login)
     #[command(subcommand)]
     Oauth(OAuthAction),
+    /// Store (set) or remove (delete) an account's password in the desktop
+    /// keyring (Secret Service; builds with the keyring feature)
+    #[command(subcommand)]
+    Password(PasswordAction),
     /// Print a shell completion script (bash, zsh or fish)
     Completions {
         /// The shell
@@ -649,6 +678,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Completions { shell }) => return Ok(Invocation::Completions(shell)),
         Some(Command::Import(i)) => return Ok(Invocation::Import(i)),
         Some(Command::Oauth(o)) => return Ok(Invocation::OAuth(o)),
+        Some(Command::Password(p)) => return Ok(Invocation::Password(p)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(
@@ -1086,6 +1116,26 @@ mod tests {
     }
 
     #[test]
+    fn mailhop_password_parses() {
+        assert_eq!(
+            parse(os(&["mailhop", "password", "set", "work", "-C", "/x.toml"])).unwrap(),
+            Invocation::Password(PasswordAction::Set {
+                account: "work".into(),
+                config: Some(PathBuf::from("/x.toml")),
+            })
+        );
+        assert_eq!(
+            parse(os(&["mailhop", "password", "delete", "work"])).unwrap(),
+            Invocation::Password(PasswordAction::Delete {
+                account: "work".into(),
+                config: None,
+            })
+        );
+        // The account is required.
+        assert!(parse(os(&["mailhop", "password", "set"])).is_err());
+    }
+
+    #[test]
     fn debian_cron() {
         let got = sm(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
         let want = SendArgs {
@@ -1428,7 +1478,8 @@ mod tests {
                         | Invocation::Dkim(_)
                         | Invocation::Completions(_)
                         | Invocation::Import(_)
-                        | Invocation::OAuth(_) => vec![],
+                        | Invocation::OAuth(_)
+                        | Invocation::Password(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }

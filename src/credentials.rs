@@ -1,7 +1,9 @@
 //! Obtaining the secret (password or OAuth bearer token) for a smarthost
 //! account from its configured source: a helper command
 //! (`password_command`), a protected file (`password_file`), or the value
-//! of the `MAILHOP_PASSWORD` environment variable as the app layer read it.
+//! of the `MAILHOP_PASSWORD` environment variable as the app layer read it,
+//! and, in builds with the `keyring` cargo feature, the desktop keyring
+//! (Secret Service over D-Bus) as the last resort.
 //!
 //! The secret is held in a [`Secret`], which is zeroised on drop and never
 //! shows its value in `Debug` output. Every buffer that may hold secret bytes
@@ -85,6 +87,10 @@ pub enum Source {
     /// mailhop is not running setuid/setgid, where the environment belongs
     /// to an untrusted caller.
     Env(String),
+    /// The desktop keyring (Secret Service), entry `service`/`account`.
+    /// Tried last: it needs a D-Bus session, which cron and servers lack.
+    #[cfg(feature = "keyring")]
+    Keyring { service: String, account: String },
 }
 
 impl fmt::Debug for Source {
@@ -97,6 +103,12 @@ impl fmt::Debug for Source {
                 .finish(),
             Source::File(path) => f.debug_tuple("File").field(path).finish(),
             Source::Env(_) => f.write_str("Env(***)"),
+            #[cfg(feature = "keyring")]
+            Source::Keyring { service, account } => f
+                .debug_struct("Keyring")
+                .field("service", service)
+                .field("account", account)
+                .finish(),
         }
     }
 }
@@ -179,7 +191,31 @@ pub enum CredentialError {
     },
     /// `MAILHOP_PASSWORD` is set but empty.
     EnvEmpty,
+    /// No usable Secret Service: no D-Bus session, no provider, or a
+    /// locked collection. `detail` is the store's error (never a secret).
+    #[cfg(feature = "keyring")]
+    KeyringUnavailable { detail: String },
+    /// The keyring has no password for the account.
+    #[cfg(feature = "keyring")]
+    KeyringNoEntry { service: String, account: String },
+    /// The keyring did not answer in time (a prompt nobody answers).
+    #[cfg(feature = "keyring")]
+    KeyringTimeout { timeout: Duration },
+    /// The stored password is unusable.
+    #[cfg(feature = "keyring")]
+    KeyringContent {
+        account: String,
+        problem: ContentProblem,
+    },
+    /// Any other keyring failure.
+    #[cfg(feature = "keyring")]
+    KeyringFailed { detail: String },
 }
+
+/// What every keyring error that is about the environment says.
+#[cfg(feature = "keyring")]
+const KEYRING_HINT: &str = "the keyring needs a desktop session (D-Bus Secret Service); for cron and servers use \
+     password_file";
 
 impl fmt::Display for CredentialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -321,6 +357,37 @@ impl fmt::Display for CredentialError {
                 "MAILHOP_PASSWORD is set but empty; set it to the password, or unset it \
                  and configure `password_command` or `password_file`"
             ),
+            #[cfg(feature = "keyring")]
+            CredentialError::KeyringUnavailable { detail } => {
+                write!(f, "cannot use the keyring: {detail}; {KEYRING_HINT}")
+            }
+            #[cfg(feature = "keyring")]
+            CredentialError::KeyringNoEntry { service, account } => write!(
+                f,
+                "no password for account {account} in the keyring (service {service}); \
+                 store one with `mailhop password set {account}`, or set \
+                 `password_command` or `password_file` for the account"
+            ),
+            #[cfg(feature = "keyring")]
+            CredentialError::KeyringTimeout { timeout } => write!(
+                f,
+                "the keyring did not answer within {timeout:?} (is it locked, waiting for \
+                 a password prompt?); {KEYRING_HINT}"
+            ),
+            #[cfg(feature = "keyring")]
+            CredentialError::KeyringContent { account, problem } => {
+                write!(f, "the keyring's password for account {account} ")?;
+                match problem {
+                    ContentProblem::Empty => write!(f, "is empty")?,
+                    ContentProblem::NotUtf8 => write!(f, "is not UTF-8")?,
+                    ContentProblem::TooLarge => {
+                        write!(f, "is larger than {} KiB", MAX_SECRET_LEN / 1024)?
+                    }
+                }
+                write!(f, "; store it again with `mailhop password set {account}`")
+            }
+            #[cfg(feature = "keyring")]
+            CredentialError::KeyringFailed { detail } => write!(f, "keyring: {detail}"),
         }
     }
 }
@@ -359,7 +426,8 @@ fn write_mode_fix(f: &mut fmt::Formatter<'_>, path: &Path, group: Option<u32>) -
 }
 
 /// Obtains the secret from the first source. The caller passes only the
-/// configured sources, in precedence order (command, file, environment).
+/// configured sources, in precedence order (command, file, environment,
+/// keyring).
 /// A failing source is an error, not a reason to try the next one: falling
 /// back silently would hide a broken `password_command` behind a stale file.
 pub fn obtain(sources: &[Source], policy: &Policy) -> Result<Secret, CredentialError> {
@@ -369,6 +437,163 @@ pub fn obtain(sources: &[Source], policy: &Policy) -> Result<Secret, CredentialE
         Some(Source::File(path)) => read_file(path, policy),
         Some(Source::Env(value)) if value.is_empty() => Err(CredentialError::EnvEmpty),
         Some(Source::Env(value)) => Ok(Secret::new(value.clone())),
+        #[cfg(feature = "keyring")]
+        Some(Source::Keyring { service, account }) => {
+            keyring_store::get(service, account, KEYRING_TIMEOUT)
+        }
+    }
+}
+
+/// How long a read from the keyring may take. A locked collection makes
+/// the Secret Service show an unlock prompt; from cron nobody answers it,
+/// and sendmail must not hang forever.
+#[cfg(feature = "keyring")]
+pub const KEYRING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Secret Service items mailhop owns: service `mailhop`, user = the
+/// account name (attributes `service` and `username`, so `secret-tool
+/// lookup service mailhop username ACCOUNT` finds them too).
+#[cfg(feature = "keyring")]
+pub mod keyring_store {
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use ::keyring::{Entry, Error};
+    use zeroize::{Zeroize, Zeroizing};
+
+    use super::{ContentProblem, CredentialError, MAX_SECRET_LEN, Secret};
+
+    /// The service name of every mailhop entry.
+    pub const SERVICE: &str = "mailhop";
+
+    /// The entry, or why the store cannot be used. `keyring` connects to
+    /// the session bus once, when the first entry is made.
+    fn entry(service: &str, account: &str) -> Result<Entry, CredentialError> {
+        Entry::new(service, account).map_err(|e| match (e, Entry::store_status()) {
+            (Error::NoDefaultStore, Err(init)) => CredentialError::KeyringUnavailable {
+                detail: describe_ref(init),
+            },
+            (e, _) => convert(e, service, account),
+        })
+    }
+
+    /// Reads the password, giving up after `timeout`.
+    pub fn get(service: &str, account: &str, timeout: Duration) -> Result<Secret, CredentialError> {
+        let (tx, rx) = mpsc::channel();
+        let (svc, acct) = (service.to_owned(), account.to_owned());
+        // A thread so that the wait is bounded: a blocked D-Bus call cannot
+        // be cancelled, so on timeout the thread is abandoned (mailhop
+        // exits soon after).
+        thread::Builder::new()
+            .name("keyring".into())
+            .spawn(move || {
+                let _ = tx.send(get_now(&svc, &acct));
+            })
+            .map_err(|e| CredentialError::KeyringFailed {
+                detail: format!("cannot start a thread: {e}"),
+            })?;
+        rx.recv_timeout(timeout)
+            .unwrap_or(Err(CredentialError::KeyringTimeout { timeout }))
+    }
+
+    fn get_now(service: &str, account: &str) -> Result<Secret, CredentialError> {
+        let bytes = entry(service, account)?
+            .get_secret()
+            .map_err(|e| convert(e, service, account))?;
+        let mut bytes = Zeroizing::new(bytes);
+        let content = |problem| CredentialError::KeyringContent {
+            account: account.to_owned(),
+            problem,
+        };
+        if bytes.len() > MAX_SECRET_LEN {
+            return Err(content(ContentProblem::TooLarge));
+        }
+        if bytes.is_empty() {
+            return Err(content(ContentProblem::Empty));
+        }
+        match String::from_utf8(std::mem::take(&mut *bytes)) {
+            Ok(s) => Ok(Secret::new(s)),
+            Err(e) => {
+                e.into_bytes().zeroize();
+                Err(content(ContentProblem::NotUtf8))
+            }
+        }
+    }
+
+    /// Stores (or replaces) the password.
+    pub fn set(service: &str, account: &str, secret: &Secret) -> Result<(), CredentialError> {
+        entry(service, account)?
+            .set_password(secret.expose())
+            .map_err(|e| convert(e, service, account))
+    }
+
+    /// Removes the password; `KeyringNoEntry` when there is none.
+    pub fn delete(service: &str, account: &str) -> Result<(), CredentialError> {
+        entry(service, account)?
+            .delete_credential()
+            .map_err(|e| convert(e, service, account))
+    }
+
+    /// Maps a store error without ever keeping the secret bytes some
+    /// variants carry (they are zeroised here).
+    pub(super) fn convert(e: Error, service: &str, account: &str) -> CredentialError {
+        match e {
+            Error::NoEntry => CredentialError::KeyringNoEntry {
+                service: service.to_owned(),
+                account: account.to_owned(),
+            },
+            Error::BadEncoding(mut bytes) => {
+                bytes.zeroize();
+                CredentialError::KeyringContent {
+                    account: account.to_owned(),
+                    problem: ContentProblem::NotUtf8,
+                }
+            }
+            Error::BadDataFormat(mut bytes, _) => {
+                bytes.zeroize();
+                CredentialError::KeyringFailed {
+                    detail: "the stored secret is malformed".to_owned(),
+                }
+            }
+            Error::PlatformFailure(_) | Error::NoStorageAccess(_) | Error::NoDefaultStore => {
+                CredentialError::KeyringUnavailable {
+                    detail: describe_ref(&e),
+                }
+            }
+            Error::Ambiguous(items) => CredentialError::KeyringFailed {
+                detail: format!(
+                    "{} entries match service {service} and user {account}; remove the \
+                     extra ones (e.g. with seahorse or `secret-tool clear service {service} \
+                     username {account}`) and store the password again",
+                    items.len()
+                ),
+            },
+            other => CredentialError::KeyringFailed {
+                detail: describe_ref(&other),
+            },
+        }
+    }
+
+    /// One line naming the cause. Only variants without secret data reach
+    /// here; the platform error is the D-Bus or Secret Service one.
+    fn describe_ref(e: &Error) -> String {
+        let text = match e {
+            Error::PlatformFailure(inner) => inner.to_string(),
+            Error::NoStorageAccess(inner) => format!(
+                "no access to the default collection (it is locked or missing, or the \
+                 unlock prompt was dismissed): {inner}"
+            ),
+            Error::NoDefaultStore => "no credential store".to_owned(),
+            Error::Invalid(what, why) => format!("invalid {what}: {why}"),
+            Error::TooLong(what, limit) => format!("{what} is longer than {limit}"),
+            Error::NotSupportedByStore(why) => why.clone(),
+            Error::BadStoreFormat(why) => why.clone(),
+            Error::NoEntry => "no entry".to_owned(),
+            _ => "unexpected error".to_owned(),
+        };
+        let one_line: Vec<&str> = text.split_whitespace().collect();
+        one_line.join(" ")
     }
 }
 
@@ -748,6 +973,35 @@ mod tests {
         assert!(!format!("{env:?}").contains("hunter2"));
         assert!(!format!("{:#?}", [env]).contains("hunter2"));
         assert!(format!("{:?}", Source::File("/x".into())).contains("/x"));
+    }
+
+    #[cfg(feature = "keyring")]
+    #[test]
+    fn keyring_source_and_errors_leak_nothing() {
+        let source = Source::Keyring {
+            service: "mailhop".into(),
+            account: "work".into(),
+        };
+        // Only the entry's name: there is no secret in a source to show.
+        assert_eq!(
+            format!("{source:?}"),
+            r#"Keyring { service: "mailhop", account: "work" }"#
+        );
+        assert!(!format!("{:#?}", [source]).contains("***"));
+        // Store errors that carry the secret's bytes lose them here.
+        for e in [
+            ::keyring::Error::BadEncoding(b"hunt\xffer2".to_vec()),
+            ::keyring::Error::BadDataFormat(b"hunter2".to_vec(), Box::new(io::Error::other("bad"))),
+        ] {
+            let e = keyring_store::convert(e, "mailhop", "work");
+            for shown in [format!("{e}"), format!("{e:?}")] {
+                assert!(!shown.contains("hunt"), "{shown}");
+                assert!(!shown.contains("104, 117, 110, 116"), "{shown}");
+            }
+        }
+        let e = keyring_store::convert(::keyring::Error::NoEntry, "mailhop", "work");
+        assert!(matches!(e, CredentialError::KeyringNoEntry { .. }), "{e:?}");
+        assert!(e.to_string().contains("mailhop password set work"), "{e}");
     }
 
     #[test]

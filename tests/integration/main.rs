@@ -9,6 +9,8 @@ mod certs;
 mod dkim;
 mod import;
 mod intake;
+#[cfg(feature = "keyring")]
+mod keyring;
 mod manpage;
 mod oauth;
 mod privilege;
