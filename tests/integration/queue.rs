@@ -310,21 +310,7 @@ fn kill_at(w: &World, message: &[u8], write_all: bool, wait: impl FnOnce()) {
 }
 
 fn success_script() -> Vec<Step> {
-    vec![
-        Step::Send(b"220 ready\r\n"),
-        Step::Expect("EHLO"),
-        Step::Send(b"250 x\r\n"),
-        Step::Expect("MAIL"),
-        Step::Send(b"250 ok\r\n"),
-        Step::Expect("RCPT"),
-        Step::Send(b"250 ok\r\n"),
-        Step::Expect("DATA"),
-        Step::Send(b"354 go\r\n"),
-        Step::Data,
-        Step::Send(b"250 queued\r\n"),
-        Step::Expect("QUIT"),
-        Step::Send(b"221 bye\r\n"),
-    ]
+    crate::scripted::data_script()
 }
 
 #[test]

@@ -167,7 +167,8 @@ fn multiline_rejection_is_reported_whole() {
     s.handle.join().unwrap();
 }
 
-fn data_script() -> Vec<Step> {
+/// A whole successful transaction, QUIT included.
+pub fn data_script() -> Vec<Step> {
     vec![
         Step::Send(b"220 ready\r\n"),
         Step::Expect("EHLO"),
