@@ -2505,14 +2505,19 @@ fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
     let mut out = io::stdout().lock();
     match crate::oauth::login(o, &mut out, now) {
         Ok(()) => Ok(Exit::Ok),
-        Err(e) => Err(Failure::new(
-            if e.is_transient() {
+        Err(e) => {
+            // A flow without a login (client credentials, token_command)
+            // is a configuration matter; a refused sign-in is a permission
+            // one; an unreachable endpoint is worth retrying.
+            let code = if e.is_transient() {
                 Exit::TempFail
+            } else if matches!(e, crate::oauth::OAuthError::Config(_)) {
+                Exit::Config
             } else {
                 Exit::NoPerm
-            },
-            e.to_string(),
-        )),
+            };
+            Err(Failure::new(code, e.to_string()))
+        }
     }
 }
 

@@ -1116,7 +1116,7 @@ impl Session {
             e
         })?;
         if reply.code != 235 {
-            return Err(auth_failed(&self.settings.host, reply));
+            return Err(auth_failed(&self.settings.host, mech, reply));
         }
         self.info.authenticated_as = Some(user);
         Ok(())
@@ -1138,12 +1138,12 @@ impl Session {
             "LOGIN" => {
                 let r = self.command("AUTH LOGIN", Stage::Auth)?;
                 if r.code != 334 {
-                    return Err(auth_failed(&self.settings.host, r));
+                    return Err(auth_failed(&self.settings.host, mech, r));
                 }
                 self.send_line(&B64.encode(user), "*** (user name)", Stage::Auth)?;
                 let r = self.read_reply(Stage::Auth)?;
                 if r.code != 334 {
-                    return Err(auth_failed(&self.settings.host, r));
+                    return Err(auth_failed(&self.settings.host, mech, r));
                 }
                 let payload = zeroize::Zeroizing::new(B64.encode(secret.expose()));
                 self.send_line(payload.as_str(), "*** (password)", Stage::Auth)?;
@@ -1176,7 +1176,7 @@ impl Session {
                         Stage::Auth,
                     )?;
                     let fin = self.read_reply(Stage::Auth)?;
-                    let mut e = auth_failed(&self.settings.host, fin);
+                    let mut e = auth_failed(&self.settings.host, mech, fin);
                     if !json.is_empty() {
                         e.detail.push_str(&format!("; the server said: {json}"));
                     }
@@ -1369,14 +1369,27 @@ impl Session {
     }
 }
 
-fn auth_failed(host: &str, r: Reply) -> Error {
-    let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_else(|| {
+fn auth_failed(host: &str, mech: &str, r: Reply) -> Error {
+    // The provider advice (5.7.139, 5.7.30: "use OAuth") is about password
+    // logins; a refused token needs other words.
+    let hint = if mech == "XOAUTH2" {
         if r.code == 535 || r.code == 534 {
-            "; check the account's user and password".to_string()
+            "; the OAuth token was refused: check that the account's user is the mailbox the \
+             token was issued for and that the app has the SMTP permission (mailhop check \
+             shows the token's state)"
+                .to_string()
         } else {
             String::new()
         }
-    });
+    } else {
+        hint(&r).map(|h| format!("; {h}")).unwrap_or_else(|| {
+            if r.code == 535 || r.code == 534 {
+                "; check the account's user and password".to_string()
+            } else {
+                String::new()
+            }
+        })
+    };
     Error::new(
         Stage::Auth,
         Kind::AuthFailed(Some(r.clone())),

@@ -930,3 +930,35 @@ fn sendmail_with_oauth_refreshes_once_and_caches() {
     );
     assert!(!c.stdout.contains("bin-at-"), "{}", c.stdout);
 }
+
+/// `mailhop oauth login` on a flow that has no interactive login is a
+/// configuration mistake (78), and says why.
+#[test]
+fn oauth_login_for_client_credentials_is_a_config_error() {
+    let t = setup(&[]);
+    let s = t.client_credentials();
+    let w = crate::util::World::new(&format!(
+        "[[account]]\nname = \"app\"\nhost = \"127.0.0.1\"\nport = 1\ntls = \"none\"\nfrom = \"a@b.example\"\n\
+         user = \"a@b.example\"\nauth = \"xoauth2\"\n\
+         [account.oauth]\nprovider = \"microsoft\"\nflow = \"client_credentials\"\ntenant = \"contoso\"\n\
+         client_id = \"{}\"\nclient_secret_file = \"{}\"\ntoken_file = \"{}\"\ntoken_url = \"{}\"\n",
+        s.client_id.as_deref().unwrap(),
+        s.client_secret_file.as_ref().unwrap().display(),
+        s.token_file.display(),
+        s.token_url.as_deref().unwrap(),
+    ));
+    let r = crate::util::run_raw(
+        "mailhop",
+        &[
+            "oauth".into(),
+            "login".into(),
+            "app".into(),
+            "-C".into(),
+            w.config().display().to_string(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(!r.stderr.is_empty(), "{r:?}");
+}

@@ -162,6 +162,12 @@ fn xoauth2_static_token_and_refusal_with_json() {
                 r.stderr
             );
             assert!(r.stderr.contains("535"), "{}", r.stderr);
+            assert!(
+                r.stderr.contains("the OAuth token was refused"),
+                "{}",
+                r.stderr
+            );
+            assert!(!r.stderr.contains("user and password"), "{}", r.stderr);
         }
     }
     assert_eq!(server.wait_messages(1).len(), 1);
