@@ -843,7 +843,45 @@ fn kill_and_reap(pgid: Option<Pid>, rx: &Receiver<Event>, reaped: bool) {
     }
 }
 
-fn read_file(path: &Path, policy: &Policy) -> Result<Secret, CredentialError> {
+/// Why a file that holds a secret (password file, DKIM key, OAuth token
+/// file) was refused. Each caller turns it into its own error with its
+/// own words; the checks themselves live only here.
+#[derive(Debug)]
+pub enum PrivateFileError {
+    /// The path does not exist.
+    Missing,
+    /// The final component is a symbolic link.
+    Symlink,
+    Open(io::Error),
+    NotRegular,
+    Read(io::Error),
+    /// Owned by neither the effective user nor root.
+    Owner {
+        owner: u32,
+    },
+    /// Others may access it.
+    WorldAccessible {
+        mode: u32,
+    },
+    /// Its group may access it, and that group is not the allowed one.
+    GroupAccessible {
+        mode: u32,
+        gid: u32,
+    },
+}
+
+/// Opens a file that holds a secret and checks it on the open descriptor
+/// (what is checked is what is read): not a symbolic link, a regular file,
+/// owned by `euid` or root, no access for others, group access only for
+/// `allowed_group` (the mailhop group of the setgid install). With
+/// `group_vouches`, a file of `allowed_group` is accepted whoever owns it
+/// (OAuth token files, rewritten by whichever group member refreshed).
+pub fn open_private(
+    path: &Path,
+    allowed_group: Option<u32>,
+    euid: u32,
+    group_vouches: bool,
+) -> Result<std::fs::File, PrivateFileError> {
     let file = OpenOptions::new()
         .read(true)
         // O_NOFOLLOW refuses a symlink as the final component. O_NONBLOCK
@@ -857,13 +895,59 @@ fn read_file(path: &Path, policy: &Policy) -> Result<Secret, CredentialError> {
                 .symlink_metadata()
                 .is_ok_and(|m| m.file_type().is_symlink());
             if error.raw_os_error() == Some(libc::ELOOP) && is_link {
-                CredentialError::FileSymlink {
-                    path: path.to_path_buf(),
-                }
+                PrivateFileError::Symlink
+            } else if error.kind() == io::ErrorKind::NotFound {
+                PrivateFileError::Missing
             } else {
-                CredentialError::FileOpen {
-                    path: path.to_path_buf(),
-                    error,
+                PrivateFileError::Open(error)
+            }
+        })?;
+    let meta = file.metadata().map_err(PrivateFileError::Read)?;
+    if !meta.file_type().is_file() {
+        return Err(PrivateFileError::NotRegular);
+    }
+    let (owner, gid, mode) = (meta.uid(), meta.gid(), meta.mode());
+    let group_ok = allowed_group == Some(gid);
+    if owner != euid && owner != 0 && !(group_vouches && group_ok) {
+        return Err(PrivateFileError::Owner { owner });
+    }
+    if mode & 0o007 != 0 {
+        return Err(PrivateFileError::WorldAccessible { mode });
+    }
+    if mode & 0o070 != 0 && !group_ok {
+        return Err(PrivateFileError::GroupAccessible { mode, gid });
+    }
+    Ok(file)
+}
+
+fn read_file(path: &Path, policy: &Policy) -> Result<Secret, CredentialError> {
+    let p = || path.to_path_buf();
+    let file =
+        open_private(path, policy.allowed_group, policy.euid, false).map_err(|e| match e {
+            PrivateFileError::Symlink => CredentialError::FileSymlink { path: p() },
+            PrivateFileError::Missing => CredentialError::FileOpen {
+                path: p(),
+                error: io::Error::from(io::ErrorKind::NotFound),
+            },
+            PrivateFileError::Open(error) => CredentialError::FileOpen { path: p(), error },
+            PrivateFileError::NotRegular => CredentialError::FileNotRegular { path: p() },
+            PrivateFileError::Read(error) => CredentialError::FileRead { path: p(), error },
+            PrivateFileError::Owner { owner } => CredentialError::FileOwner {
+                path: p(),
+                owner,
+                euid: policy.euid,
+            },
+            PrivateFileError::WorldAccessible { mode } => CredentialError::FileWorldAccessible {
+                path: p(),
+                mode,
+                allowed_group: policy.allowed_group,
+            },
+            PrivateFileError::GroupAccessible { mode, gid } => {
+                CredentialError::FileGroupAccessible {
+                    path: p(),
+                    mode,
+                    gid,
+                    allowed_group: policy.allowed_group,
                 }
             }
         })?;
@@ -871,37 +955,6 @@ fn read_file(path: &Path, policy: &Policy) -> Result<Secret, CredentialError> {
         path: path.to_path_buf(),
         error,
     };
-    // fstat on the open descriptor: what we check is what we read.
-    let meta = file.metadata().map_err(read_error)?;
-    if !meta.file_type().is_file() {
-        return Err(CredentialError::FileNotRegular {
-            path: path.to_path_buf(),
-        });
-    }
-    let (owner, gid, mode) = (meta.uid(), meta.gid(), meta.mode());
-    if owner != policy.euid && owner != 0 {
-        return Err(CredentialError::FileOwner {
-            path: path.to_path_buf(),
-            owner,
-            euid: policy.euid,
-        });
-    }
-    if mode & 0o007 != 0 {
-        return Err(CredentialError::FileWorldAccessible {
-            path: path.to_path_buf(),
-            mode,
-            allowed_group: policy.allowed_group,
-        });
-    }
-    if mode & 0o070 != 0 && policy.allowed_group != Some(gid) {
-        return Err(CredentialError::FileGroupAccessible {
-            path: path.to_path_buf(),
-            mode,
-            gid,
-            allowed_group: policy.allowed_group,
-        });
-    }
-
     let content_error = |problem| CredentialError::FileContent {
         path: path.to_path_buf(),
         problem,

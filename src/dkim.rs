@@ -30,7 +30,7 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -848,62 +848,38 @@ fn read_key_file(
     allowed_group: Option<u32>,
     euid: u32,
 ) -> Result<Zeroizing<Vec<u8>>, DkimError> {
-    let file = OpenOptions::new()
-        .read(true)
-        // O_NOFOLLOW refuses a symlink as the final component; O_NONBLOCK
-        // keeps a FIFO from hanging the open (the type check refuses it);
-        // O_NOCTTY keeps a terminal from becoming ours.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|error| {
-            let is_link = path
-                .symlink_metadata()
-                .is_ok_and(|m| m.file_type().is_symlink());
-            if error.raw_os_error() == Some(libc::ELOOP) && is_link {
-                DkimError::KeySymlink {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                DkimError::KeyOpen {
-                    path: path.to_path_buf(),
-                    error,
-                }
-            }
-        })?;
+    use crate::credentials::{PrivateFileError as P, open_private};
+    let p = || path.to_path_buf();
+    let file = open_private(path, allowed_group, euid, false).map_err(|e| match e {
+        P::Symlink => DkimError::KeySymlink { path: p() },
+        P::Missing => DkimError::KeyOpen {
+            path: p(),
+            error: io::Error::from(io::ErrorKind::NotFound),
+        },
+        P::Open(error) => DkimError::KeyOpen { path: p(), error },
+        P::NotRegular => DkimError::KeyNotRegular { path: p() },
+        P::Read(error) => DkimError::KeyRead { path: p(), error },
+        P::Owner { owner } => DkimError::KeyOwner {
+            path: p(),
+            owner,
+            euid,
+        },
+        P::WorldAccessible { mode } => DkimError::KeyWorldAccessible {
+            path: p(),
+            mode,
+            allowed_group,
+        },
+        P::GroupAccessible { mode, gid } => DkimError::KeyGroupAccessible {
+            path: p(),
+            mode,
+            gid,
+            allowed_group,
+        },
+    })?;
     let read_error = |error| DkimError::KeyRead {
         path: path.to_path_buf(),
         error,
     };
-    // fstat on the open descriptor: what is checked is what is read.
-    let meta = file.metadata().map_err(read_error)?;
-    if !meta.file_type().is_file() {
-        return Err(DkimError::KeyNotRegular {
-            path: path.to_path_buf(),
-        });
-    }
-    let (owner, gid, mode) = (meta.uid(), meta.gid(), meta.mode());
-    if owner != euid && owner != 0 {
-        return Err(DkimError::KeyOwner {
-            path: path.to_path_buf(),
-            owner,
-            euid,
-        });
-    }
-    if mode & 0o007 != 0 {
-        return Err(DkimError::KeyWorldAccessible {
-            path: path.to_path_buf(),
-            mode,
-            allowed_group,
-        });
-    }
-    if mode & 0o070 != 0 && allowed_group != Some(gid) {
-        return Err(DkimError::KeyGroupAccessible {
-            path: path.to_path_buf(),
-            mode,
-            gid,
-            allowed_group,
-        });
-    }
     let mut buf = Zeroizing::new(Vec::new());
     // One byte more than allowed tells "too large" from "exactly the limit".
     file.take(MAX_KEY_FILE as u64 + 1)
@@ -1957,6 +1933,7 @@ async fn check_dmarc(
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 

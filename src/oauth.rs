@@ -40,7 +40,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -888,56 +888,36 @@ fn allowed_group() -> Option<u32> {
 /// the setgid installation). Checked on the open descriptor. `Ok(None)`
 /// when it does not exist.
 fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, OAuthError> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(file_err(
-                path,
-                format!(
-                    "{what} is a symbolic link, and symbolic links are refused; use the real file"
-                ),
-            ));
-        }
-        Err(e) => return Err(file_err(path, format!("cannot open {what}: {e}"))),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| file_err(path, format!("cannot read {what}: {e}")))?;
-    if !meta.file_type().is_file() {
-        return Err(file_err(path, format!("{what} is not a regular file")));
-    }
+    use credentials::PrivateFileError as P;
     let euid = nix::unistd::geteuid().as_raw();
-    let mode = meta.mode();
-    let group_ok = allowed_group() == Some(meta.gid());
     // In the shared (setgid) install another user of the group may have
     // written the file last: its group, not its owner, vouches for it.
-    let shared_ok = shared() && group_ok;
-    if meta.uid() != euid && meta.uid() != 0 && !shared_ok {
-        return Err(file_err(
-            path,
-            format!(
-                "{what} is owned by uid {}, but must be owned by you (uid {euid}) or root; fix \
-                 with: chown {euid} {}",
-                meta.uid(),
-                path.display()
-            ),
-        ));
-    }
-    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !group_ok) {
-        return Err(file_err(
-            path,
-            format!(
-                "{what} is accessible by other users (mode {:04o}); fix with: chmod 600 {}",
-                mode & 0o7777,
-                path.display()
-            ),
-        ));
-    }
+    let file = match credentials::open_private(path, allowed_group(), euid, shared()) {
+        Ok(f) => f,
+        Err(P::Missing) => return Ok(None),
+        Err(e) => {
+            let why = match e {
+                P::Missing => format!("{what} does not exist"),
+                P::Symlink => format!(
+                    "{what} is a symbolic link, and symbolic links are refused; use the real file"
+                ),
+                P::Open(e) => format!("cannot open {what}: {e}"),
+                P::Read(e) => format!("cannot read {what}: {e}"),
+                P::NotRegular => format!("{what} is not a regular file"),
+                P::Owner { owner } => format!(
+                    "{what} is owned by uid {owner}, but must be owned by you (uid {euid}) or root; \
+                     fix with: chown {euid} {}",
+                    path.display()
+                ),
+                P::WorldAccessible { mode } | P::GroupAccessible { mode, .. } => format!(
+                    "{what} is accessible by other users (mode {:04o}); fix with: chmod 600 {}",
+                    mode & 0o7777,
+                    path.display()
+                ),
+            };
+            return Err(file_err(path, why));
+        }
+    };
     let limit = credentials::MAX_SECRET_LEN as u64;
     let mut buf = Zeroizing::new(Vec::with_capacity(credentials::MAX_SECRET_LEN + 1));
     (&file)
@@ -1572,6 +1552,7 @@ fn respond(w: &mut dyn Write, status: &str, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn settings(dir: &Path) -> Settings {
         Settings {
