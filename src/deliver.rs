@@ -10,6 +10,7 @@
 //! bounce that cannot be delivered moves to `failed/`.
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::queue::{self, Claimed, Meta, QueueError, RcptState, Recipient, Spool};
@@ -143,6 +144,17 @@ fn run_once(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<R
     Ok(report)
 }
 
+/// A claim made ahead by the loader thread.
+type Claim = Result<Claimed, QueueError>;
+
+/// Sends one account's items. The file work around each transaction runs
+/// beside it rather than between transactions, where it would add to every
+/// message's time: a loader thread claims (locks and reads) the next item
+/// while this one is being sent, and a remover thread deletes delivered
+/// items while the next one is. The loader holds at most one claim ahead,
+/// so a racing runner is kept off one extra item at most. Items wait for
+/// the remover only after the server's final 250, the window in which a
+/// crash may already duplicate (never lose) a message.
 fn run_group(
     spool: &Spool,
     relay: &mut dyn Relay,
@@ -151,14 +163,56 @@ fn run_group(
     metas: Vec<Meta>,
     report: &mut Report,
 ) -> Result<(), QueueError> {
+    std::thread::scope(|scope| {
+        // A rendezvous channel: the loader blocks in send() holding the
+        // next claim until it is taken, and stops when the receiver is
+        // dropped (the group ended, possibly early on an error).
+        let (claim_tx, claims) = mpsc::sync_channel::<Claim>(0);
+        scope.spawn(move || {
+            for listed in metas {
+                if claim_tx.send(spool.claim(&listed.id)).is_err() {
+                    break;
+                }
+            }
+        });
+        let (retire_tx, retired) = mpsc::channel::<Claimed>();
+        let remover = scope.spawn(move || {
+            let mut first = Ok(());
+            for claimed in retired {
+                let removed = spool.remove(claimed);
+                if first.is_ok() {
+                    first = removed;
+                }
+            }
+            first
+        });
+        let sent = send_group(spool, relay, opts, account, claims, &retire_tx, report);
+        drop(retire_tx);
+        let removed = match remover.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        sent.and(removed)
+    })
+}
+
+fn send_group(
+    spool: &Spool,
+    relay: &mut dyn Relay,
+    opts: &RunOptions,
+    account: Option<&str>,
+    claims: mpsc::Receiver<Claim>,
+    retire: &mpsc::Sender<Claimed>,
+    report: &mut Report,
+) -> Result<(), QueueError> {
     let now = secs(opts.now);
     let mut conn: Option<Box<dyn Connection>> = None;
     // Set when connecting failed: the rest of the group is deferred with
     // the same error rather than hammering a server that is down.
     let mut connect_error: Option<transport::Error> = None;
     let mut dirty = false;
-    for listed in metas {
-        let mut claimed = match spool.claim(&listed.id) {
+    for claim in claims {
+        let mut claimed = match claim {
             Ok(c) => c,
             Err(QueueError::Busy(_)) => {
                 report.skipped_busy += 1;
@@ -194,7 +248,7 @@ fn run_group(
                 r.state = RcptState::Failed;
                 r.last_error = Some(why.clone());
             }
-            finish(spool, claimed, opts, report)?;
+            finish(spool, claimed, opts, retire, report)?;
             continue;
         }
         let Some(account) = account else {
@@ -255,7 +309,7 @@ fn run_group(
                     report.delivered += 1;
                 }
                 dirty = false;
-                finish(spool, claimed, opts, report)?;
+                finish(spool, claimed, opts, retire, report)?;
             }
             Err(e) => {
                 apply_error(&mut claimed.meta, &e);
@@ -269,7 +323,7 @@ fn run_group(
                 report
                     .lines
                     .push(format!("{}: {}", claimed.meta.id, e.detail));
-                finish(spool, claimed, opts, report)?;
+                finish(spool, claimed, opts, retire, report)?;
             }
         }
     }
@@ -409,6 +463,7 @@ fn finish(
     spool: &Spool,
     mut claimed: Claimed,
     opts: &RunOptions,
+    retire: &mpsc::Sender<Claimed>,
     report: &mut Report,
 ) -> Result<(), QueueError> {
     let now = secs(opts.now);
@@ -456,7 +511,12 @@ fn finish(
         ));
     }
     if claimed.meta.pending().next().is_none() {
-        return spool.remove(claimed);
+        // The remover thread deletes it; should that thread be gone (it
+        // never stops before the sender is dropped), remove it here.
+        if let Err(mpsc::SendError(claimed)) = retire.send(claimed) {
+            return spool.remove(claimed);
+        }
+        return Ok(());
     }
     claimed.meta.attempts = claimed.meta.attempts.saturating_add(1);
     claimed.meta.next_attempt = now + queue::backoff(claimed.meta.attempts).as_secs();
