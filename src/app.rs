@@ -2011,7 +2011,7 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
             }
         }
         A::Show { id, envelope } => {
-            let meta = spool.read(id).map_err(queue_failure)?;
+            let (meta, area) = spool.find(id).map_err(queue_failure)?;
             if !mine(&meta) {
                 return Err(queue_failure(queue::QueueError::NotFound(id.clone())));
             }
@@ -2020,7 +2020,7 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
                 let text = String::from_utf8_lossy(&meta.to_bytes()).into_owned();
                 let _ = writeln!(out, "{}", text.split("\n\n").next().unwrap_or(""));
             } else {
-                let mut data = spool.open_data(id).map_err(queue_failure)?;
+                let mut data = spool.open_data(id, area).map_err(queue_failure)?;
                 let _ = out.write_all(&meta.header);
                 let _ = out.write_all(b"\r\n");
                 let _ = io::copy(&mut data, &mut out);
@@ -2059,11 +2059,16 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
         }
         A::Delete(sel) | A::Hold(sel) | A::Release(sel) => {
             let ids: Vec<String> = if sel.all {
-                spool
-                    .list()
-                    .map_err(queue_failure)?
-                    .0
+                let queued = spool.list().map_err(queue_failure)?.0;
+                // delete --all empties failed/ too; hold and release
+                // concern only what the runner could deliver.
+                let failed = match action {
+                    A::Delete(_) => spool.list_failed(),
+                    _ => Vec::new(),
+                };
+                queued
                     .into_iter()
+                    .chain(failed)
                     .filter(|m| mine(m))
                     .map(|m| m.id)
                     .collect()
@@ -2072,23 +2077,7 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
             };
             let mut status = Exit::Ok;
             for id in ids {
-                let result = spool.claim(&id).and_then(|mut c| {
-                    if !mine(&c.meta) {
-                        return Err(queue::QueueError::NotFound(id.clone()));
-                    }
-                    match action {
-                        A::Delete(_) => spool.remove(c).map(|()| "deleted"),
-                        A::Hold(_) => {
-                            c.meta.hold = true;
-                            spool.update(&c).map(|()| "held")
-                        }
-                        _ => {
-                            c.meta.hold = false;
-                            c.meta.next_attempt = 0;
-                            spool.update(&c).map(|()| "released")
-                        }
-                    }
-                });
+                let result = manage_item(&spool, &id, action, &mine);
                 match result {
                     Ok(what) => {
                         println!("mailhop: {id}: {what}");
@@ -2098,8 +2087,7 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
                             &format!("queue: {id}: {what} by {}", log::field(&env.user)),
                         );
                     }
-                    Err(e) => {
-                        let f = queue_failure(e);
+                    Err(f) => {
                         eprintln!("mailhop: {}", f.message);
                         status = f.exit;
                     }
@@ -2108,6 +2096,58 @@ fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Failure> {
             Ok(status)
         }
     }
+}
+
+/// One id of `queue delete|hold|release`: what was done, for the report.
+fn manage_item(
+    spool: &queue::Spool,
+    id: &str,
+    action: &cli::QueueAction,
+    mine: &dyn Fn(&queue::Meta) -> bool,
+) -> Result<&'static str, Failure> {
+    use cli::QueueAction as A;
+    let not_found = || queue_failure(queue::QueueError::NotFound(id.to_string()));
+    let mut c = match spool.claim(id) {
+        Ok(c) => c,
+        Err(queue::QueueError::NotFound(_)) => {
+            // Not in the queue: it may be in failed/, where only delete
+            // applies (nothing delivers from there).
+            match spool.find(id) {
+                Ok((m, queue::Area::Failed)) if mine(&m) => {}
+                _ => return Err(not_found()),
+            }
+            return match action {
+                A::Delete(_) => spool
+                    .remove_failed(id)
+                    .map(|()| "deleted from failed/")
+                    .map_err(queue_failure),
+                _ => Err(Failure::new(
+                    Exit::Usage,
+                    format!(
+                        "{id} is in failed/ (a message with the null sender that could not be \
+                         delivered): it can be shown or deleted, not held or released"
+                    ),
+                )),
+            };
+        }
+        Err(e) => return Err(queue_failure(e)),
+    };
+    if !mine(&c.meta) {
+        return Err(not_found());
+    }
+    let done = match action {
+        A::Delete(_) => spool.remove(c).map(|()| "deleted"),
+        A::Hold(_) => {
+            c.meta.hold = true;
+            spool.update(&c).map(|()| "held")
+        }
+        _ => {
+            c.meta.hold = false;
+            c.meta.next_attempt = 0;
+            spool.update(&c).map(|()| "released")
+        }
+    };
+    done.map_err(queue_failure)
 }
 
 fn arrival_text(secs: u64) -> String {
@@ -2136,7 +2176,12 @@ fn mailq_text(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta
         .map(|m| (m, false))
         .chain(failed.iter().map(|m| (m, true)));
     for (m, in_failed) in all {
-        let size = spool.size(m);
+        let area = if in_failed {
+            queue::Area::Failed
+        } else {
+            queue::Area::Queue
+        };
+        let size = spool.size(m, area);
         total += size;
         n += 1;
         let mark = if in_failed {
@@ -2195,7 +2240,7 @@ fn mailq_text(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta
 }
 
 fn queue_json(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta]) -> String {
-    let one = |m: &queue::Meta, area: &str| {
+    let one = |m: &queue::Meta, area: queue::Area| {
         let rcpts: Vec<serde_json::Value> = m
             .recipients
             .iter()
@@ -2214,8 +2259,11 @@ fn queue_json(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta
             .collect();
         serde_json::json!({
             "id": m.id,
-            "area": area,
-            "size": spool.size(m),
+            "area": match area {
+                queue::Area::Queue => "queue",
+                queue::Area::Failed => "failed",
+            },
+            "size": spool.size(m, area),
             "arrival": m.arrival,
             "sender": m.sender,
             "account": m.account,
@@ -2228,8 +2276,8 @@ fn queue_json(spool: &queue::Spool, items: &[queue::Meta], failed: &[queue::Meta
     };
     let all: Vec<serde_json::Value> = items
         .iter()
-        .map(|m| one(m, "queue"))
-        .chain(failed.iter().map(|m| one(m, "failed")))
+        .map(|m| one(m, queue::Area::Queue))
+        .chain(failed.iter().map(|m| one(m, queue::Area::Failed)))
         .collect();
     serde_json::Value::Array(all).to_string()
 }

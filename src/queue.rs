@@ -362,6 +362,14 @@ impl Drop for Draft {
     }
 }
 
+/// Where an item is: in the queue, or in `failed/` (a message with the
+/// null sender that failed for good, so could not be bounced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Queue,
+    Failed,
+}
+
 /// An item held for delivery: locked, with its metadata.
 #[derive(Debug)]
 pub struct Claimed {
@@ -401,6 +409,13 @@ impl Spool {
     }
     fn meta_path(&self, id: &str) -> PathBuf {
         self.q().join(format!("{id}.meta"))
+    }
+    fn file(&self, area: Area, id: &str, ext: &str) -> PathBuf {
+        let dir = match area {
+            Area::Queue => self.q(),
+            Area::Failed => self.failed(),
+        };
+        dir.join(format!("{id}.{ext}"))
     }
 
     /// Creates the directories if needed (a per-user spool on first use;
@@ -568,12 +583,26 @@ impl Spool {
         result
     }
 
-    /// Reads one item's metadata (no lock).
+    /// Reads one queued item's metadata (no lock).
     pub fn read(&self, id: &str) -> Result<Meta, QueueError> {
+        self.read_in(Area::Queue, id)
+    }
+
+    /// Finds an item in the queue or, failing that, in `failed/`.
+    pub fn find(&self, id: &str) -> Result<(Meta, Area), QueueError> {
+        match self.read_in(Area::Queue, id) {
+            Err(QueueError::NotFound(_)) => {
+                self.read_in(Area::Failed, id).map(|m| (m, Area::Failed))
+            }
+            other => other.map(|m| (m, Area::Queue)),
+        }
+    }
+
+    fn read_in(&self, area: Area, id: &str) -> Result<Meta, QueueError> {
         if !valid_id(id) {
             return Err(QueueError::BadId(id.to_string()));
         }
-        let path = self.meta_path(id);
+        let path = self.file(area, id, "meta");
         let data = match fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -667,8 +696,11 @@ impl Spool {
         Ok(())
     }
 
-    /// Moves a claimed item to `failed/` (its bounce could not be sent).
+    /// Moves a claimed item to `failed/` (its bounce could not be sent),
+    /// with its final state: the recipients' last errors are what `mailq`
+    /// and `queue show --envelope` show there.
     pub fn fail(&self, claimed: Claimed) -> Result<PathBuf, QueueError> {
+        self.update(&claimed)?;
         let id = claimed.meta.id.clone();
         let dest = self.failed();
         fs::create_dir_all(&dest).map_err(|e| QueueError::io(&dest, "create", e))?;
@@ -699,20 +731,44 @@ impl Spool {
         out
     }
 
+    /// Deletes an item from `failed/`: metadata first, as `remove` does.
+    /// Nothing delivers from there, so no lock is needed; of two callers
+    /// racing, one gets `NotFound`.
+    pub fn remove_failed(&self, id: &str) -> Result<(), QueueError> {
+        if !valid_id(id) {
+            return Err(QueueError::BadId(id.to_string()));
+        }
+        let meta = self.file(Area::Failed, id, "meta");
+        match fs::remove_file(&meta) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(QueueError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(QueueError::io(&meta, "remove", e)),
+        }
+        let data = self.file(Area::Failed, id, "data");
+        match fs::remove_file(&data) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(QueueError::io(&data, "remove", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Size of the item's message (header + separator + body), for mailq.
-    pub fn size(&self, meta: &Meta) -> u64 {
-        let body = fs::metadata(self.data_path(&meta.id))
+    pub fn size(&self, meta: &Meta, area: Area) -> u64 {
+        let body = fs::metadata(self.file(area, &meta.id, "data"))
             .map(|m| m.len())
             .unwrap_or(0);
         meta.header.len() as u64 + 2 + body
     }
 
     /// Opens an item's body for reading (for `queue show`).
-    pub fn open_data(&self, id: &str) -> Result<File, QueueError> {
+    pub fn open_data(&self, id: &str, area: Area) -> Result<File, QueueError> {
         if !valid_id(id) {
             return Err(QueueError::BadId(id.to_string()));
         }
-        let path = self.data_path(id);
+        let path = self.file(area, id, "data");
         File::open(&path).map_err(|e| QueueError::io(&path, "open", e))
     }
 
@@ -874,7 +930,10 @@ mod tests {
         c.meta.attempts = 5;
         spool.update(&c).unwrap();
         assert_eq!(spool.read(&id).unwrap().attempts, 5);
-        assert_eq!(spool.size(&c.meta), c.meta.header.len() as u64 + 2 + 6);
+        assert_eq!(
+            spool.size(&c.meta, Area::Queue),
+            c.meta.header.len() as u64 + 2 + 6
+        );
         spool.remove(c).unwrap();
         assert!(spool.list().unwrap().0.is_empty());
         assert!(!spool.has_items());
@@ -921,10 +980,36 @@ mod tests {
         spool.commit(&mut d, &m, true).unwrap();
         let id = d.id.clone();
         drop(d);
-        let c = spool.claim(&id).unwrap();
+        let mut c = spool.claim(&id).unwrap();
+        c.meta.last_error = Some("550 5.1.1 no such user".into());
         spool.fail(c).unwrap();
         assert!(spool.list().unwrap().0.is_empty());
         assert_eq!(spool.list_failed().len(), 1);
+        let (found, area) = spool.find(&id).unwrap();
+        assert_eq!((found.id.as_str(), area), (id.as_str(), Area::Failed));
+        assert_eq!(
+            found.last_error.as_deref(),
+            Some("550 5.1.1 no such user"),
+            "the final state moves with it"
+        );
+        assert!(matches!(spool.claim(&id), Err(QueueError::NotFound(_))));
+        let mut body = String::new();
+        spool
+            .open_data(&id, Area::Failed)
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(
+            spool.size(&found, Area::Failed),
+            found.header.len() as u64 + 2 + body.len() as u64
+        );
+        spool.remove_failed(&id).unwrap();
+        assert!(spool.list_failed().is_empty());
+        assert!(matches!(spool.find(&id), Err(QueueError::NotFound(_))));
+        assert!(matches!(
+            spool.remove_failed(&id),
+            Err(QueueError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -288,6 +288,59 @@ fn hold_release_and_delete() {
     );
 }
 
+#[test]
+fn failed_items_are_listed_shown_and_deleted_but_not_held() {
+    // A message with the null sender that is refused for good cannot be
+    // bounced: it moves to failed/.
+    let port = free_port();
+    let w = World::new(&account(port, ""));
+    let r = w.sendmail(&["-oi", "-f", "<>", "reject550@example.net"], &msg("dead"));
+    assert_eq!(r.code, 0, "queued while the server is down: {r:?}");
+    let server = plain_server(Some(port), w.dir.path());
+    assert_eq!(w.run("mailhop", &["queue", "flush"], b"").code, 0);
+    assert!(server.messages().is_empty(), "refused, never delivered");
+
+    let q = w.queued();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0]["area"], "failed", "{q:?}");
+    let id = q[0]["id"].as_str().unwrap().to_string();
+    assert!(w.mailq().contains(&format!("{id}#")), "{}", w.mailq());
+
+    let shown = w.run("mailhop", &["queue", "show", &id], b"");
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert!(shown.stdout.contains("Subject: dead"), "{shown:?}");
+    assert!(shown.stdout.contains("body of dead"), "{shown:?}");
+    assert_eq!(
+        q[0]["size"].as_u64().unwrap(),
+        shown.stdout.len() as u64,
+        "the size counts the body kept in failed/"
+    );
+    let env = w.run("mailhop", &["queue", "show", "--envelope", &id], b"");
+    assert!(
+        env.stdout.contains("rcpt: failed reject550@example.net"),
+        "{env:?}"
+    );
+
+    for verb in ["hold", "release"] {
+        let r = w.run("mailhop", &["queue", verb, &id], b"");
+        assert_eq!(r.code, 64, "{verb}: {r:?}");
+        assert!(r.stderr.contains("is in failed/"), "{verb}: {r:?}");
+    }
+    let r = w.run("mailhop", &["queue", "delete", "--all"], b"");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("deleted from failed/"), "{r:?}");
+    assert_eq!(w.mailq(), "Mail queue is empty\n");
+    assert!(
+        std::fs::read_dir(w.path("queue/failed"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "both files are gone"
+    );
+    let r = w.run("mailhop", &["queue", "delete", &id], b"");
+    assert_eq!(r.code, 64, "gone now: {r:?}");
+}
+
 /// Runs `sendmail` with `message`, lets `event` happen, kills it with
 /// SIGKILL, and returns when it is dead.
 fn kill_at(w: &World, message: &[u8], write_all: bool, wait: impl FnOnce()) {
