@@ -2347,8 +2347,9 @@ fn dkim_check(
     }
     let mut out = io::stdout().lock();
     match crate::dkim::check(&entries, nameserver, env.mailhop_gid(), env.euid, &mut out) {
-        Ok(true) => Ok(Exit::Ok),
-        Ok(false) => Ok(Exit::Unavailable),
+        Ok(crate::dkim::Verdict::Good) => Ok(Exit::Ok),
+        Ok(crate::dkim::Verdict::Unknown) => Ok(Exit::TempFail),
+        Ok(crate::dkim::Verdict::Bad) => Ok(Exit::Unavailable),
         Err(e) => Err(Failure::new(dkim_exit(&e), e.to_string())),
     }
 }
@@ -2392,8 +2393,12 @@ fn dkim_sign(
         let (key, warnings) =
             crate::dkim::load_key(&s.key_file, s.algorithm, env.mailhop_gid(), env.euid)
                 .map_err(fail)?;
-        if env.verbose > 0 {
-            for w in warnings {
+        // Logged every time, on standard error only with -v: callers such
+        // as cron mail whatever a command prints, so a warning there would
+        // turn every message into two.
+        for w in warnings {
+            log_line(env, Severity::Warning, &format!("dkim: {}", log::field(&w)));
+            if env.verbose > 0 {
                 eprintln!("mailhop: {w}");
             }
         }

@@ -39,6 +39,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use mail_auth::dkim::canonicalize::BodyHasher;
@@ -1501,9 +1502,23 @@ enum Txt {
     Failed(String),
 }
 
-async fn lookup_txt(resolver: &TokioResolver, name: &str) -> Txt {
+/// The resolver for one `check` run. Once the server has not answered
+/// (timed out, refused), later lookups fail at once with the same reason:
+/// each would wait the full timeout again, a minute for a few entries, to
+/// learn nothing new.
+struct Dns {
+    resolver: TokioResolver,
+    unanswered: std::cell::RefCell<Option<String>>,
+}
+
+async fn lookup_txt(dns: &Dns, name: &str) -> Txt {
+    if let Some(reason) = dns.unanswered.borrow().as_ref() {
+        return Txt::Failed(format!(
+            "{reason} (not asked: the server did not answer before)"
+        ));
+    }
     // The trailing dot makes the name absolute: no search domains.
-    match resolver.txt_lookup(format!("{name}.")).await {
+    match dns.resolver.txt_lookup(format!("{name}.")).await {
         Ok(lookup) => {
             let records: Vec<String> = lookup
                 .answers()
@@ -1525,7 +1540,13 @@ async fn lookup_txt(resolver: &TokioResolver, name: &str) -> Txt {
             }
         }
         Err(e) if e.is_no_records_found() || e.is_nx_domain() => Txt::None,
-        Err(e) => Txt::Failed(e.to_string()),
+        Err(e) => {
+            if matches!(e, NetError::Timeout | NetError::NoConnections) || e.is_connection_closed()
+            {
+                *dns.unanswered.borrow_mut() = Some(e.to_string());
+            }
+            Txt::Failed(e.to_string())
+        }
     }
 }
 
@@ -1560,17 +1581,30 @@ fn aligns(d: &str, from: &str, strict: bool) -> bool {
     under(&from, &d) || under(&d, &from)
 }
 
+/// What `check` found, worst last: the order is what combining entries
+/// relies on (the worst one wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Every key is published and matches.
+    Good,
+    /// Nothing is known to be wrong, but a DNS lookup failed (timeout,
+    /// SERVFAIL): try again later.
+    Unknown,
+    /// A key is missing, different, revoked or unreadable: fix it.
+    Bad,
+}
+
 /// Checks each entry like opendkim-testkey: the published key against the
-/// local one, and the domain's SPF and DMARC records. Returns whether every
-/// entry's key is published and matches; SPF, DMARC and `t=y` findings are
-/// advice and do not count. `nameserver` replaces /etc/resolv.conf.
+/// local one, and the domain's SPF and DMARC records. The verdict is the
+/// worst entry's; SPF, DMARC and `t=y` findings are advice and do not
+/// count. `nameserver` replaces /etc/resolv.conf.
 pub fn check(
     entries: &[Settings],
     nameserver: Option<SocketAddr>,
     allowed_group: Option<u32>,
     euid: u32,
     out: &mut dyn Write,
-) -> Result<bool, DkimError> {
+) -> Result<Verdict, DkimError> {
     let output = |error| DkimError::Output { error };
     if entries.is_empty() {
         writeln!(
@@ -1578,7 +1612,7 @@ pub fn check(
             "No [[dkim]] entries are configured; create a key with `mailhop dkim keygen`."
         )
         .map_err(output)?;
-        return Ok(false);
+        return Ok(Verdict::Bad);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1587,18 +1621,21 @@ pub fn check(
             reason: e.to_string(),
         })?;
     runtime.block_on(async {
-        let resolver = build_resolver(nameserver)?;
-        let mut all_good = true;
+        let dns = Dns {
+            resolver: build_resolver(nameserver)?,
+            unanswered: std::cell::RefCell::new(None),
+        };
+        let mut verdict = Verdict::Good;
         for (i, settings) in entries.iter().enumerate() {
             if i > 0 {
                 writeln!(out).map_err(output)?;
             }
-            let good = check_entry(settings, &resolver, allowed_group, euid, out)
+            let entry = check_entry(settings, &dns, allowed_group, euid, out)
                 .await
                 .map_err(output)?;
-            all_good &= good;
+            verdict = verdict.max(entry);
         }
-        Ok(all_good)
+        Ok(verdict)
     })
 }
 
@@ -1632,11 +1669,11 @@ fn build_resolver(nameserver: Option<SocketAddr>) -> Result<TokioResolver, DkimE
 
 async fn check_entry(
     settings: &Settings,
-    resolver: &TokioResolver,
+    dns: &Dns,
     allowed_group: Option<u32>,
     euid: u32,
     out: &mut dyn Write,
-) -> io::Result<bool> {
+) -> io::Result<Verdict> {
     let d = settings.signing_domain().to_ascii_lowercase();
     let name = settings.record_name();
     writeln!(
@@ -1649,7 +1686,7 @@ async fn check_entry(
     )?;
     if let Err(e) = settings.validate() {
         writeln!(out, "  FAIL: {e}")?;
-        return Ok(false);
+        return Ok(Verdict::Bad);
     }
     if settings.is_pattern() {
         writeln!(
@@ -1659,7 +1696,7 @@ async fn check_entry(
         )?;
     }
 
-    let mut result = true;
+    let mut result = Verdict::Good;
     let key = match load_key(&settings.key_file, settings.algorithm, allowed_group, euid) {
         Ok((key, warnings)) => {
             writeln!(out, "  local key:  {}", key_description(&key))?;
@@ -1670,15 +1707,18 @@ async fn check_entry(
         }
         Err(e) => {
             writeln!(out, "  FAIL: {e}")?;
-            result = false;
+            result = Verdict::Bad;
             None
         }
     };
 
-    match lookup_txt(resolver, &name).await {
+    match lookup_txt(dns, &name).await {
         Txt::Failed(e) => {
-            writeln!(out, "  DNS record: FAIL: looking up {name} failed: {e}")?;
-            result = false;
+            writeln!(
+                out,
+                "  DNS record: UNKNOWN: looking up {name} failed: {e}; try again later"
+            )?;
+            result = result.max(Verdict::Unknown);
         }
         Txt::None => {
             writeln!(out, "  DNS record: MISSING: no TXT record at {name}")?;
@@ -1689,7 +1729,7 @@ async fn check_entry(
                     zone_record(&name, &key.dns_record()).replace('\n', "\n              ")
                 )?;
             }
-            result = false;
+            result = Verdict::Bad;
         }
         Txt::Found(records) => {
             let dkim: Vec<&String> = records
@@ -1706,11 +1746,11 @@ async fn check_entry(
                         "  DNS record: MISSING: {name} has TXT records, but none is a DKIM \
                          key record (v=DKIM1; ...; p=...)"
                     )?;
-                    result = false;
+                    result = Verdict::Bad;
                 }
                 [record] => {
                     if !compare_record(record, key.as_ref(), &name, out)? {
-                        result = false;
+                        result = Verdict::Bad;
                     }
                 }
                 _ => {
@@ -1720,14 +1760,14 @@ async fn check_entry(
                          pick any of them: keep exactly one",
                         dkim.len()
                     )?;
-                    result = false;
+                    result = Verdict::Bad;
                 }
             }
         }
     }
 
-    check_spf(resolver, &d, out).await?;
-    check_dmarc(settings, resolver, &d, out).await?;
+    check_spf(dns, &d, out).await?;
+    check_dmarc(settings, dns, &d, out).await?;
     Ok(result)
 }
 
@@ -1816,12 +1856,12 @@ fn compare_record(
     Ok(matched)
 }
 
-async fn check_spf(resolver: &TokioResolver, domain: &str, out: &mut dyn Write) -> io::Result<()> {
+async fn check_spf(dns: &Dns, domain: &str, out: &mut dyn Write) -> io::Result<()> {
     let is_spf = |r: &&String| {
         let lower = r.to_ascii_lowercase();
         lower == "v=spf1" || lower.starts_with("v=spf1 ")
     };
-    match lookup_txt(resolver, domain).await {
+    match lookup_txt(dns, domain).await {
         Txt::Failed(e) => writeln!(out, "  SPF:        lookup failed: {e}"),
         Txt::None => writeln!(
             out,
@@ -1848,7 +1888,7 @@ async fn check_spf(resolver: &TokioResolver, domain: &str, out: &mut dyn Write) 
 
 async fn check_dmarc(
     settings: &Settings,
-    resolver: &TokioResolver,
+    dns: &Dns,
     d: &str,
     out: &mut dyn Write,
 ) -> io::Result<()> {
@@ -1857,7 +1897,7 @@ async fn check_dmarc(
     let mut domain = d.to_owned();
     let found = loop {
         let name = format!("_dmarc.{domain}");
-        match lookup_txt(resolver, &name).await {
+        match lookup_txt(dns, &name).await {
             Txt::Failed(e) => {
                 return writeln!(out, "  DMARC:      lookup of {name} failed: {e}");
             }

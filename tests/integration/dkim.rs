@@ -700,7 +700,8 @@ impl Dnsmasq {
 
 fn run_check(entries: &[Settings], dns: &Dnsmasq, uid: u32) -> (bool, String) {
     let mut out = Vec::new();
-    let good = dkim::check(entries, Some(dns.addr), None, uid, &mut out).unwrap();
+    let good =
+        dkim::check(entries, Some(dns.addr), None, uid, &mut out).unwrap() == dkim::Verdict::Good;
     let out = String::from_utf8(out).unwrap();
     // Shown when a test fails.
     println!("{out}");
@@ -925,6 +926,30 @@ fn a_key_others_can_read_refuses_the_message_and_keeps_it() {
 }
 
 #[test]
+fn a_weak_key_signs_and_is_logged_but_silent_without_v() {
+    // cron mails anything a command prints: a warning on standard error at
+    // every send would double every message, so it goes to the log.
+    let w = crate::util::World::new("");
+    let weak = TestKey::rsa(1024);
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    w.write_config(&format!(
+        "{cfg}[[dkim]]\ndomain = \"host.example.com\"\nselector = \"old\"\nkey_file = \"{}\"\n",
+        weak.path.display()
+    ));
+    let r = w.sendmail(&["-oi", "root"], b"Subject: x\n\nbody\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stderr, "", "nothing for cron to mail");
+    let log = w.log();
+    assert!(log.contains("1024 bits"), "{log}");
+    let got = w.maildir("root");
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0]).starts_with("DKIM-Signature:"));
+    let r = w.sendmail(&["-v", "-oi", "root"], b"Subject: y\n\nbody\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("1024 bits"), "{}", r.stderr);
+}
+
+#[test]
 fn dkim_check_command_through_the_binary() {
     let w = crate::util::World::new("");
     let (good, name, txt) = keygen_for(w.dir.path(), DOMAIN, "good", "ed25519-sha256");
@@ -944,7 +969,7 @@ fn dkim_check_command_through_the_binary() {
         ));
     }
     w.write_config(&format!("{cfg}{entries}"));
-    let check = |sel: &str| {
+    let check_at = |sel: &str, nameserver: String| {
         crate::util::run_raw(
             "mailhop",
             &[
@@ -957,12 +982,13 @@ fn dkim_check_command_through_the_binary() {
                 "--selector".into(),
                 sel.into(),
                 "--nameserver".into(),
-                dns.addr.to_string(),
+                nameserver,
             ],
             b"",
             &[],
         )
     };
+    let check = |sel: &str| check_at(sel, dns.addr.to_string());
     let r = check("good");
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("matches the local key"), "{}", r.stdout);
@@ -977,4 +1003,12 @@ fn dkim_check_command_through_the_binary() {
     assert_eq!(r.code, 69, "{r:?}");
     let r = check("nosuch");
     assert_eq!(r.code, 78, "{r:?}");
+    // No DNS answer at all (nothing listens there): nothing is known to
+    // be wrong with the key, so "try again later", not "unavailable".
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed = silent.local_addr().unwrap().to_string();
+    drop(silent);
+    let r = check_at("good", closed);
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(r.stdout.contains("UNKNOWN"), "{}", r.stdout);
 }
