@@ -90,7 +90,7 @@ pub enum AliasError {
         /// The alias (or address) being expanded.
         alias: String,
     },
-    /// An empty address or default was given to [`Aliases::expand`].
+    /// An empty address was given to [`Aliases::expand`].
     EmptyAddress,
 }
 
@@ -321,25 +321,19 @@ impl Aliases {
     /// names is [`AliasError::Loop`]; nesting beyond [`MAX_DEPTH`] is
     /// [`AliasError::TooDeep`].
     ///
-    /// With `default` set, every unqualified name left that has no alias
-    /// (and is not a self-reference or `\name`) is replaced by `default`,
-    /// itself expanded once if unqualified. Without it, such names are
-    /// returned for the caller to qualify.
+    /// Unqualified names left that have no alias are returned for the
+    /// caller to qualify (a catch-all, if any, is the caller's policy).
     ///
     /// # Errors
     ///
     /// [`AliasError::Loop`], [`AliasError::TooDeep`],
     /// [`AliasError::TooLarge`], or [`AliasError::EmptyAddress`] for an
-    /// empty `address` or `default`.
-    pub fn expand(&self, address: &str, default: Option<&str>) -> Result<Expansion, AliasError> {
+    /// empty `address`.
+    pub fn expand(&self, address: &str) -> Result<Expansion, AliasError> {
         let address = address.trim();
         if address.is_empty() {
             return Err(AliasError::EmptyAddress);
         }
-        let default = match default.map(str::trim) {
-            Some("") => return Err(AliasError::EmptyAddress),
-            other => other,
-        };
         let mut walker = Walker {
             aliases: self,
             items: Vec::new(),
@@ -348,35 +342,9 @@ impl Aliases {
             top: address,
         };
         walker.visit(address, &mut Vec::new())?;
-        let items = std::mem::take(&mut walker.items);
-
         let mut out = Output::default();
-        // The default's own expansion is the same for every unknown name,
-        // so it is computed (and traced) once.
-        let mut default_targets: Option<Vec<String>> = None;
-        for item in items {
-            match (item, default) {
-                (Item::Final(address), _) | (Item::Unknown(address), None) => out.add(address),
-                (Item::Unknown(name), Some(default)) => {
-                    walker
-                        .trace
-                        .push(format!("{name} -> {default} (no alias; default)"));
-                    let targets = match default_targets.take() {
-                        Some(targets) => targets,
-                        None => {
-                            walker.visit(default, &mut Vec::new())?;
-                            std::mem::take(&mut walker.items)
-                                .into_iter()
-                                .map(Item::into_address)
-                                .collect()
-                        }
-                    };
-                    for target in &targets {
-                        out.add(target.clone());
-                    }
-                    default_targets = Some(targets);
-                }
-            }
+        for item in std::mem::take(&mut walker.items) {
+            out.add(item);
         }
         Ok(Expansion {
             addresses: out.addresses,
@@ -404,7 +372,7 @@ pub fn validate(source: &str, text: &[u8]) -> Result<Vec<String>, AliasError> {
         .collect();
     names.sort_unstable();
     for (_, name) in names {
-        parsed.aliases.expand(name, None)?;
+        parsed.aliases.expand(name)?;
     }
     Ok(parsed.warnings)
 }
@@ -791,23 +759,6 @@ fn angle_address(s: &str) -> Result<&str, &'static str> {
     }
 }
 
-/// A recipient produced by the walk, before the default is applied.
-#[derive(Debug)]
-enum Item {
-    /// Qualified, a self-reference, or `\name`: delivered as is.
-    Final(String),
-    /// An unqualified name with no alias entry: the default applies.
-    Unknown(String),
-}
-
-impl Item {
-    fn into_address(self) -> String {
-        match self {
-            Item::Final(address) | Item::Unknown(address) => address,
-        }
-    }
-}
-
 /// Deduplicating, order-preserving output list.
 #[derive(Debug, Default)]
 struct Output {
@@ -826,7 +777,8 @@ impl Output {
 /// Depth-first expansion state for one address.
 struct Walker<'a> {
     aliases: &'a Aliases,
-    items: Vec<Item>,
+    /// The final addresses, in walk order, before deduplication.
+    items: Vec<String>,
     trace: Vec<String>,
     steps: usize,
     /// The address being expanded, for errors raised before any alias.
@@ -865,23 +817,23 @@ impl Walker<'_> {
         if let Some(local) = target.strip_prefix('\\') {
             // `\name`: the local mailbox itself, never looked up again.
             if !local.is_empty() {
-                self.items.push(Item::Final(local.to_string()));
+                self.items.push(local.to_string());
             }
             return Ok(());
         }
         if target.contains('@') {
-            self.items.push(Item::Final(target.to_string()));
+            self.items.push(target.to_string());
             return Ok(());
         }
         let key = target.to_lowercase();
         if chain.last() == Some(&key) {
             // sendmail semantics: an alias listing itself means the local
             // mailbox of that name, which ends the recursion.
-            self.items.push(Item::Final(target.to_string()));
+            self.items.push(target.to_string());
             return Ok(());
         }
         let Some(entry) = self.aliases.entries.get(&key) else {
-            self.items.push(Item::Unknown(target.to_string()));
+            self.items.push(target.to_string());
             return Ok(());
         };
         if chain.contains(&key) {
@@ -940,12 +892,8 @@ mod tests {
         parsed.aliases.get(name).unwrap().to_vec()
     }
 
-    fn expand(text: &str, address: &str, default: Option<&str>) -> Vec<String> {
-        parse(text)
-            .aliases
-            .expand(address, default)
-            .unwrap()
-            .addresses
+    fn expand(text: &str, address: &str) -> Vec<String> {
+        parse(text).aliases.expand(address).unwrap().addresses
     }
 
     #[test]
@@ -1059,7 +1007,7 @@ mod tests {
         assert!(w[5].contains("\"only\"") && w[5].contains("no deliverable targets"));
         assert_eq!(w.len(), 6);
         // The alias still exists and expands to nothing.
-        let e = p.aliases.expand("only", Some("catchall@x")).unwrap();
+        let e = p.aliases.expand("only").unwrap();
         assert!(e.addresses.is_empty());
     }
 
@@ -1133,7 +1081,7 @@ mod tests {
     #[test]
     fn recursion() {
         let text = "root: admin\nadmin: alice@x, ops\nops: bob@x, carol@x\n";
-        let e = parse(text).aliases.expand("root", None).unwrap();
+        let e = parse(text).aliases.expand("root").unwrap();
         assert_eq!(e.addresses, ["alice@x", "bob@x", "carol@x"]);
         assert_eq!(
             e.trace,
@@ -1147,25 +1095,19 @@ mod tests {
 
     #[test]
     fn qualified_addresses_pass_through() {
-        let e = parse("root: a@x\n")
-            .aliases
-            .expand("root@here", None)
-            .unwrap();
+        let e = parse("root: a@x\n").aliases.expand("root@here").unwrap();
         assert_eq!(e.addresses, ["root@here"]);
         assert!(e.trace.is_empty());
     }
 
     #[test]
     fn self_reference_is_terminal() {
-        assert_eq!(expand("root: root, a@x\n", "root", None), ["root", "a@x"]);
-        assert_eq!(expand("bob: Bob\n", "BOB", Some("catch@x")), ["Bob"]);
-        assert_eq!(
-            expand("bob: \\bob, b@x\n", "bob", Some("c@x")),
-            ["bob", "b@x"]
-        );
+        assert_eq!(expand("root: root, a@x\n", "root"), ["root", "a@x"]);
+        assert_eq!(expand("bob: Bob\n", "BOB"), ["Bob"]);
+        assert_eq!(expand("bob: \\bob, b@x\n", "bob"), ["bob", "b@x"]);
         // Through another alias, the self-reference still stops.
         assert_eq!(
-            expand("postmaster: root\nroot: root, a@x\n", "postmaster", None),
+            expand("postmaster: root\nroot: root, a@x\n", "postmaster"),
             ["root", "a@x"]
         );
     }
@@ -1173,7 +1115,7 @@ mod tests {
     #[test]
     fn loops_name_the_chain() {
         let text = "a: b\nb: c@x, a\n";
-        let e = parse(text).aliases.expand("a", None).unwrap_err();
+        let e = parse(text).aliases.expand("a").unwrap_err();
         assert_eq!(
             e,
             AliasError::Loop {
@@ -1193,7 +1135,7 @@ mod tests {
         let e = validate("/etc/aliases", text.as_bytes()).unwrap_err();
         assert!(matches!(e, AliasError::Loop { .. }));
         // A diamond is not a loop.
-        assert_eq!(expand("a: b, c\nb: d\nc: d\nd: z@x\n", "a", None), ["z@x"]);
+        assert_eq!(expand("a: b, c\nb: d\nc: d\nd: z@x\n", "a"), ["z@x"]);
     }
 
     #[test]
@@ -1207,8 +1149,8 @@ mod tests {
             text
         };
         // a0 .. a31: 32 nested aliases are allowed.
-        assert_eq!(expand(&chain(31), "a0", None), ["end@x"]);
-        let e = parse(&chain(32)).aliases.expand("a0", None).unwrap_err();
+        assert_eq!(expand(&chain(31), "a0"), ["end@x"]);
+        let e = parse(&chain(32)).aliases.expand("a0").unwrap_err();
         assert!(matches!(&e, AliasError::TooDeep { chain, .. } if chain.len() == 33));
         assert!(e.to_string().contains("more than 32 deep"), "{e}");
     }
@@ -1220,7 +1162,7 @@ mod tests {
             text.push_str(&format!("a{i}: a{0}, a{0}\n", i + 1));
         }
         text.push_str("a40: z@x\n");
-        let e = parse(&text).aliases.expand("a0", None).unwrap_err();
+        let e = parse(&text).aliases.expand("a0").unwrap_err();
         assert!(matches!(
             e,
             AliasError::TooLarge { .. } | AliasError::TooDeep { .. }
@@ -1230,54 +1172,31 @@ mod tests {
             text.push_str(&format!("a{i}: a{0}, a{0}\n", i + 1));
         }
         text.push_str("a25: z@x\n");
-        let e = parse(&text).aliases.expand("a0", None).unwrap_err();
+        let e = parse(&text).aliases.expand("a0").unwrap_err();
         assert!(matches!(e, AliasError::TooLarge { .. }), "{e}");
         assert!(e.to_string().contains("alias \"a0\""), "{e}");
     }
 
     #[test]
-    fn default_catch_all() {
-        let text = "root: admin, bob, a@x\nadmin: admin, c@x\ncatch: d@x\n";
+    fn unknown_names_are_left_for_the_caller() {
+        let text = "root: admin, bob, a@x\nadmin: admin, c@x\n";
         let a = parse(text).aliases;
-        // `bob` has no alias: the default replaces it. `admin` is a
-        // self-reference and stays.
-        let e = a.expand("root", Some("catch")).unwrap();
-        assert_eq!(e.addresses, ["admin", "c@x", "d@x", "a@x"]);
-        assert!(
-            e.trace
-                .contains(&"bob -> catch (no alias; default)".to_string())
-        );
-        assert!(e.trace.contains(&"catch -> d@x".to_string()));
-        // Without a default the name is left for the caller.
+        // `bob` has no alias, `admin` is a self-reference: both stay names.
         assert_eq!(
-            a.expand("root", None).unwrap().addresses,
+            a.expand("root").unwrap().addresses,
             ["admin", "c@x", "bob", "a@x"]
         );
-        // Unknown top-level names go to the default too.
-        assert_eq!(a.expand("nobody", Some("z@x")).unwrap().addresses, ["z@x"]);
-        // A default with no alias stays as is; no second default round.
-        assert_eq!(
-            a.expand("nobody", Some("void")).unwrap().addresses,
-            ["void"]
-        );
-        // Qualified addresses never reach the default.
-        assert_eq!(a.expand("x@y", Some("z@x")).unwrap().addresses, ["x@y"]);
-        // A looping default is an error.
-        let l = parse("catch: other\nother: catch\n").aliases;
-        assert!(matches!(
-            l.expand("u", Some("catch")),
-            Err(AliasError::Loop { .. })
-        ));
-        assert_eq!(a.expand("", None), Err(AliasError::EmptyAddress));
-        assert_eq!(a.expand("x", Some(" ")), Err(AliasError::EmptyAddress));
+        assert_eq!(a.expand("nobody").unwrap().addresses, ["nobody"]);
+        assert_eq!(a.expand("").unwrap_err(), AliasError::EmptyAddress);
+        assert_eq!(a.expand("  ").unwrap_err(), AliasError::EmptyAddress);
     }
 
     #[test]
     fn output_is_deduplicated_case_insensitively() {
         let text = "all: A@X, b, a@x, team\nteam: b, B@x, c@x\nb: b@X\n";
-        assert_eq!(expand(text, "all", None), ["A@X", "b@X", "c@x"]);
-        let p = parse("all: u1, u2\n").aliases;
-        assert_eq!(p.expand("all", Some("d@x")).unwrap().addresses, ["d@x"]);
+        assert_eq!(expand(text, "all"), ["A@X", "b@X", "c@x"]);
+        let p = parse("all: u1, U1, u2\n").aliases;
+        assert_eq!(p.expand("all").unwrap().addresses, ["u1", "u2"]);
     }
 
     #[test]
@@ -1299,12 +1218,12 @@ mod tests {
         let mut c = Aliases::default();
         c.insert("x", vec!["y".into()]);
         c.insert("y", vec!["x".into(), "|cmd".into()]);
-        let e = c.expand("x", None).unwrap_err();
+        let e = c.expand("x").unwrap_err();
         assert!(e.to_string().contains("(from the configuration)"), "{e}");
         // Unsupported targets from the configuration are skipped, traced.
         let mut d = Aliases::default();
         d.insert("y", vec!["|cmd".into(), "q@x".into()]);
-        let e = d.expand("y", None).unwrap();
+        let e = d.expand("y").unwrap();
         assert_eq!(e.addresses, ["q@x"]);
         assert!(e.trace.iter().any(|t| t.contains("does not run commands")));
     }
@@ -1331,7 +1250,7 @@ mod tests {
     fn sample_parses() {
         let p = parse(SAMPLE);
         assert_eq!(p.aliases.len(), 6);
-        let e = p.aliases.expand("postmaster", Some("catch@x")).unwrap();
+        let e = p.aliases.expand("postmaster").unwrap();
         assert_eq!(
             e.addresses,
             ["admin@example.net", "root", "o1@x", "o2@x", "bob"]
@@ -1346,8 +1265,7 @@ mod tests {
             let prefix = &bytes[..end];
             if let Ok(p) = Aliases::parse("s", prefix) {
                 for name in ["root", "postmaster", "ops team", "dup", "x", "a@b", "\\q"] {
-                    let _ = p.aliases.expand(name, Some("catch"));
-                    let _ = p.aliases.expand(name, None);
+                    let _ = p.aliases.expand(name);
                 }
             }
             let _ = validate("s", prefix);
@@ -1369,8 +1287,8 @@ mod tests {
                 input.push(alphabet[i]);
             }
             if let Ok(p) = Aliases::parse("n", &input) {
-                let _ = p.aliases.expand("a", Some("b"));
-                let _ = p.aliases.expand("ab", None);
+                let _ = p.aliases.expand("a");
+                let _ = p.aliases.expand("ab");
             }
             let _ = validate("n", &input);
         }

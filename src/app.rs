@@ -505,13 +505,13 @@ impl Lookup<'_> {
         let default = self.env.config.aliases.default.as_deref();
         match default {
             Some(d) if self.aliases.get(local).is_none() => {
-                let e = self.aliases.expand(d, None)?;
+                let e = self.aliases.expand(d)?;
                 let mut trace = vec![format!("{local} -> {d} (no alias; [aliases] default)")];
                 trace.extend(e.trace);
                 Ok((e.addresses, trace))
             }
             _ => {
-                let e = self.aliases.expand(local, None)?;
+                let e = self.aliases.expand(local)?;
                 Ok((e.addresses, e.trace))
             }
         }
@@ -856,19 +856,7 @@ fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     };
     let date = rfc5322_date(env.now);
     let msgid = message_id(env.now, &env.hostname);
-    let ctx = prepare::Context {
-        user: &env.user,
-        gecos_name: env.gecos_name.as_deref(),
-        domain: &env.domain,
-        date: &date,
-        message_id: &msgid,
-        from_policy: match env.config.rewrite.from_policy {
-            config::FromPolicy::Account => FromPolicy::Account,
-            config::FromPolicy::Keep => FromPolicy::Keep,
-            config::FromPolicy::Qualify => FromPolicy::Qualify,
-        },
-        reply_to_original: env.config.rewrite.reply_to_original,
-    };
+    let ctx = prepare_context(env, &date, &msgid);
     let req = prepare::Request {
         sender: args.sender.as_deref(),
         full_name: args.full_name.as_deref(),
@@ -1566,6 +1554,23 @@ fn deliver_local(
 
 /// `sendmail -bv`: shows what each recipient expands to and where it would
 /// go, without reading or sending a message.
+/// What `prepare` needs to know of the invocation.
+fn prepare_context<'a>(env: &'a Env, date: &'a str, message_id: &'a str) -> prepare::Context<'a> {
+    prepare::Context {
+        user: &env.user,
+        gecos_name: env.gecos_name.as_deref(),
+        domain: &env.domain,
+        date,
+        message_id,
+        from_policy: match env.config.rewrite.from_policy {
+            config::FromPolicy::Account => FromPolicy::Account,
+            config::FromPolicy::Keep => FromPolicy::Keep,
+            config::FromPolicy::Qualify => FromPolicy::Qualify,
+        },
+        reply_to_original: env.config.rewrite.reply_to_original,
+    }
+}
+
 fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     let (aliases, warnings) = load_aliases(env)?;
     for w in &warnings {
@@ -1581,11 +1586,15 @@ fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
             "-bv needs recipient addresses on the command line (it reads no message)",
         ));
     }
-    // Accounts are chosen by sender, as for a real message.
-    let sender = match &args.sender {
-        Some(s) if !crate::message::address::is_null_sender(s) => lookup.qualify(s),
-        _ => lookup.qualify(&env.user),
-    };
+    // The account is chosen as for a real message: by the revaliases entry
+    // of the sender or the invoking user, else by the sender.
+    let account = prepare::account_for_sender(
+        &prepare_context(env, "", ""),
+        &lookup,
+        args.sender.as_deref(),
+    )
+    .map_err(|e| Failure::new(Exit::DataErr, e.to_string()))?
+    .and_then(|a| env.config.account_named(&a.name));
     let mut status = Exit::Ok;
     let mut out = io::stdout().lock();
     for r in &args.recipients {
@@ -1634,7 +1643,7 @@ fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                             }
                         }
                     } else {
-                        match env.config.account_for(&sender) {
+                        match account {
                             Some(a) => format!("smarthost {} (account {})", a.smtp.host, a.name),
                             None => {
                                 status = Exit::Unavailable;

@@ -434,18 +434,25 @@ pub fn prepare<D: Directory>(
     })
 }
 
-/// Works out the envelope sender, the account and the From field, per
-/// `from_policy`. Returns (envelope sender, account name, From address).
-fn rewrite_sender<D: Directory>(
-    p: &mut Prep<'_, D>,
-    header: &mut Header,
-    req: &Request<'_>,
-) -> Result<(String, Option<String>, Option<String>), PrepareError> {
+/// Who a message is sent as, before any header is touched: the sender
+/// as given (`-f`, else the invoking user), its revaliases entry, the
+/// account that entry or the sender selects, and the resulting address.
+struct SenderChoice {
+    sender_box: Mailbox,
+    null_sender: bool,
+    account: Option<AccountRef>,
+    send_as: String,
+}
+
+fn choose_sender<D: Directory>(
+    p: &Prep<'_, D>,
+    sender: Option<&str>,
+) -> Result<SenderChoice, PrepareError> {
     let ctx = p.ctx;
     let dir = p.dir;
 
     // The sender as given: -f, else the invoking user.
-    let given: Option<Mailbox> = match req.sender {
+    let given: Option<Mailbox> = match sender {
         Some(s) if address::is_null_sender(s) => None,
         Some(s) => {
             Some(
@@ -473,7 +480,7 @@ fn rewrite_sender<D: Directory>(
         };
         // An explicit remote -f is the caller's deliberate choice; only a
         // local or absent one falls back to the invoking user's entry.
-        if req.sender.is_some() && !p.is_local(&sender_box) {
+        if sender.is_some() && !p.is_local(&sender_box) {
             by_sender
         } else {
             by_sender.or_else(|| dir.revalias(&ctx.user.to_ascii_lowercase()))
@@ -494,6 +501,44 @@ fn rewrite_sender<D: Directory>(
         (FromPolicy::Account, None, Some(a)) => a.from.clone(),
         (_, None, _) => qualified_sender.clone(),
     };
+    Ok(SenderChoice {
+        sender_box,
+        null_sender,
+        account,
+        send_as,
+    })
+}
+
+/// The account a message from `sender` (`-f`; `None` for the invoking
+/// user) goes through, chosen exactly as `prepare` chooses it: revaliases
+/// first, then the sender. For `sendmail -bv`.
+pub fn account_for_sender<D: Directory>(
+    ctx: &Context<'_>,
+    dir: &D,
+    sender: Option<&str>,
+) -> Result<Option<AccountRef>, PrepareError> {
+    let p = Prep {
+        dir,
+        ctx,
+        notes: Vec::new(),
+    };
+    Ok(choose_sender(&p, sender)?.account)
+}
+
+/// Works out the envelope sender, the account and the From field, per
+/// `from_policy`. Returns (envelope sender, account name, From address).
+fn rewrite_sender<D: Directory>(
+    p: &mut Prep<'_, D>,
+    header: &mut Header,
+    req: &Request<'_>,
+) -> Result<(String, Option<String>, Option<String>), PrepareError> {
+    let ctx = p.ctx;
+    let SenderChoice {
+        sender_box,
+        null_sender,
+        account,
+        send_as,
+    } = choose_sender(p, req.sender)?;
     let envelope = if null_sender {
         String::new()
     } else {

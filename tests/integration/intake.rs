@@ -380,6 +380,35 @@ fn verify_mode_prints_expansion() {
 }
 
 #[test]
+fn verify_mode_picks_the_account_as_a_real_message_would() {
+    // The invoking user's revaliases entry names the second account; a
+    // real message would go through it, so -bv must say so.
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let w = World::new(&format!(
+        "[[account]]\nname = \"main\"\nhost = \"smtp.main.example\"\nfrom = \"shop@example.com\"\n\
+         [[account]]\nname = \"ops\"\nhost = \"smtp.ops.example\"\nfrom = \"ops@example.org\"\n\
+         [rewrite.revaliases]\n{user} = {{ from = \"ops@example.org\", account = \"ops\" }}\n"
+    ));
+    let r = w.sendmail(&["-bv", "x@example.net"], b"");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("x@example.net -> x@example.net: smarthost smtp.ops.example (account ops)"),
+        "{}",
+        r.stdout
+    );
+    // An explicit remote -f is the caller's choice: the revaliases entry
+    // does not apply, and the first account takes it.
+    let r = w.sendmail(&["-bv", "-f", "a@elsewhere.example", "x@example.net"], b"");
+    assert!(r.stdout.contains("(account main)"), "{}", r.stdout);
+    let r = w.sendmail(&["-bv", "-f", "bad address@", "x@example.net"], b"");
+    assert_eq!(r.code, 65, "{r:?}");
+}
+
+#[test]
 fn newaliases_validates() {
     let w = World::new("");
     let aliases = w.path("aliases");
