@@ -1799,6 +1799,10 @@ fn check_account(env: &Env, a: &config::Account, c: &cli::CheckArgs, out: &mut d
                 st.scopes.join(" ")
             }
         );
+        if let Some(problem) = &st.problem {
+            let _ = writeln!(out, "  oauth: FAILED: {problem}");
+            return Exit::Config;
+        }
     }
     // OAuth tokens are checked at login below, not here: obtaining one may
     // mean a round trip to the token endpoint, and --offline means none.

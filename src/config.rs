@@ -432,7 +432,7 @@ struct RawAccount {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOAuth {
-    provider: String,
+    provider: Option<String>,
     flow: Option<String>,
     tenant: Option<String>,
     client_id: Option<String>,
@@ -746,19 +746,40 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
                         format!("{here}: OAuth tokens are used with auth = \"xoauth2\"; set it in the account"),
                     );
                 }
-                let provider = match r.provider.as_str() {
-                    "microsoft" => crate::oauth::Provider::Microsoft,
-                    "google" => crate::oauth::Provider::Google,
-                    "custom" => crate::oauth::Provider::Custom,
-                    other => {
+                // With token_command the command is the whole flow: it
+                // needs no provider, and a flow beside it would be ignored,
+                // so saying both is refused rather than silently half-used.
+                let provider = match (r.provider.as_deref(), &r.token_command) {
+                    (Some("microsoft"), _) => crate::oauth::Provider::Microsoft,
+                    (Some("google"), _) => crate::oauth::Provider::Google,
+                    (Some("custom"), _) | (None, Some(_)) => crate::oauth::Provider::Custom,
+                    (Some(other), _) => {
                         return c.err(
                             o.span(),
                             format!("{here}: provider \"{other}\" is not one of microsoft, google, custom"),
                         );
                     }
+                    (None, None) => {
+                        return c.err(
+                            o.span(),
+                            format!(
+                                "{here}: provider is missing: set it to microsoft, google or custom \
+                                 (or give token_command)"
+                            ),
+                        );
+                    }
                 };
                 let flow = match (r.flow.as_deref(), &r.token_command) {
-                    (_, Some(cmd)) => crate::oauth::Flow::TokenCommand(cmd.clone()),
+                    (Some(f), Some(_)) => {
+                        return c.err(
+                            o.span(),
+                            format!(
+                                "{here}: flow = \"{f}\" and token_command are alternatives: the \
+                                 command supplies every token, so remove one of them"
+                            ),
+                        );
+                    }
+                    (None, Some(cmd)) => crate::oauth::Flow::TokenCommand(cmd.clone()),
                     (Some("refresh_token") | None, None) => crate::oauth::Flow::RefreshToken,
                     (Some("client_credentials"), None) => crate::oauth::Flow::ClientCredentials,
                     (Some(other), None) => {
@@ -1394,6 +1415,26 @@ path = "~/Maildir"
             locate(None, Some(dir.path())),
             Some(dir.path().join("mailhop/config.toml"))
         );
+    }
+
+    #[test]
+    fn token_command_needs_no_provider_and_excludes_flow() {
+        let account = "[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n\
+                       user = \"a@b.c\"\nauth = \"xoauth2\"\n[account.oauth]\n";
+        let c = p(&format!("{account}token_command = \"get-token\"\n")).unwrap();
+        let oauth = c.accounts[0].oauth.as_ref().unwrap();
+        assert!(matches!(&oauth.flow, crate::oauth::Flow::TokenCommand(cmd) if cmd == "get-token"));
+        let e = err(&format!(
+            "{account}provider = \"microsoft\"\nflow = \"client_credentials\"\n\
+             token_command = \"get-token\"\n"
+        ));
+        assert!(e.contains("are alternatives"), "{e}");
+        assert!(
+            e.contains("mailhop.toml:7"),
+            "points at [account.oauth]: {e}"
+        );
+        let e = err(&format!("{account}client_id = \"x\"\n"));
+        assert!(e.contains("provider is missing"), "{e}");
     }
 
     /// The keys serde accepts in `section`, read back from its "unknown

@@ -152,6 +152,9 @@ pub struct Status {
     /// When an access token was last obtained (or the refresh token last
     /// written).
     pub last_refresh: Option<u64>,
+    /// Why the token file or the cache could not be read (wrong owner or
+    /// mode, damaged, unreadable): not the same as no token at all.
+    pub problem: Option<String>,
 }
 
 /// Why no token could be obtained. Never contains a secret.
@@ -497,16 +500,25 @@ pub fn invalidate(s: &Settings) -> Result<(), OAuthError> {
     }
 }
 
+/// A file's content, or why it could not be read.
+fn readable<T>(r: Result<Option<T>, OAuthError>) -> (Option<T>, Option<String>) {
+    match r {
+        Ok(t) => (t, None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
 /// What `mailhop check` shows: never a secret.
 pub fn status(s: &Settings) -> Status {
     if let Flow::TokenCommand(_) = s.flow {
         return Status::default();
     }
-    let cache = read_cache(s).ok().flatten();
-    let stored = match s.flow {
-        Flow::RefreshToken => read_stored(&s.token_file).ok().flatten(),
-        _ => None,
+    let (stored, stored_problem) = match s.flow {
+        Flow::RefreshToken => readable(read_stored(&s.token_file)),
+        _ => (None, None),
     };
+    let (cache, cache_problem) = readable(read_cache(s));
+    let problem = stored_problem.or(cache_problem);
     let scopes = cache
         .as_ref()
         .and_then(|c| c.scope.clone())
@@ -521,6 +533,7 @@ pub fn status(s: &Settings) -> Status {
             .as_ref()
             .map(|c| c.obtained)
             .or_else(|| stored.as_ref().and_then(|t| t.updated)),
+        problem,
     }
 }
 

@@ -911,20 +911,34 @@ fn sendmail_with_oauth_refreshes_once_and_caches() {
     );
     assert_eq!(smtpd.wait_messages(2).len(), 2);
     // mailhop check shows the OAuth state, never the token.
-    let c = crate::util::run_raw(
-        "mailhop",
-        &[
-            "check".into(),
-            "--offline".into(),
-            "-C".into(),
-            w.config().display().to_string(),
-        ],
-        b"",
-        &[],
-    );
+    let check = || {
+        crate::util::run_raw(
+            "mailhop",
+            &[
+                "check".into(),
+                "--offline".into(),
+                "-C".into(),
+                w.config().display().to_string(),
+            ],
+            b"",
+            &[],
+        )
+    };
+    let c = check();
     assert_eq!(c.code, 0, "{c:?}");
     assert!(
         c.stdout.contains("oauth: ") && c.stdout.contains("cached access token valid until"),
+        "{}",
+        c.stdout
+    );
+    assert!(!c.stdout.contains("bin-at-"), "{}", c.stdout);
+    // A cache others may read is refused; check says so (78) rather than
+    // reporting "no cached access token" as if all were well.
+    std::fs::set_permissions(cache_path(&s), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = check();
+    assert_eq!(c.code, 78, "{c:?}");
+    assert!(
+        c.stdout.contains("oauth: FAILED") && c.stdout.contains("chmod"),
         "{}",
         c.stdout
     );
