@@ -1010,16 +1010,34 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
 fn lock(s: &Settings) -> Result<File, OAuthError> {
     let path = s.lock_path();
     ensure_dir(parent_dir(&path))?;
-    let file = OpenOptions::new()
+    let flags = libc::O_NOFOLLOW | libc::O_NOCTTY;
+    let open_err = |e: io::Error| file_err(&path, format!("cannot open the token lock file: {e}"));
+    // flock needs only a read descriptor, so another member of the group
+    // can take a lock file it did not create, whatever its write bits.
+    let file = match OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        // Group-writable in the shared install: every sender takes it.
-        .mode(if shared() { 0o660 } else { 0o600 })
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(flags)
         .open(&path)
-        .map_err(|e| file_err(&path, format!("cannot open the token lock file: {e}")))?;
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mode = if shared() { 0o660 } else { 0o600 };
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(mode)
+                .custom_flags(flags)
+                .open(&path)
+                .map_err(open_err)?;
+            // Set explicitly: the umask would take the group's bits.
+            // Failing is harmless (a racing creator owns it).
+            let _ = f.set_permissions(fs::Permissions::from_mode(mode));
+            f
+        }
+        Err(e) => return Err(open_err(e)),
+    };
     file.lock()
         .map_err(|e| file_err(&path, format!("cannot lock: {e}")))?;
     Ok(file)

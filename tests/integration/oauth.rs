@@ -23,12 +23,12 @@ use crate::smtpd::{Mode, Smtpd, SmtpdOptions, peer_script, python};
 
 /// An arbitrary "now" (2030); tests move it forward instead of sleeping.
 const NOW: u64 = 1_900_000_000;
-const CLIENT_ID: &str = "test-client";
-const CLIENT_SECRET: &str = "cl1ent-S3cret-value";
+pub(crate) const CLIENT_ID: &str = "test-client";
+pub(crate) const CLIENT_SECRET: &str = "cl1ent-S3cret-value";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The fake identity provider. Exits when dropped (its stdin closes).
-struct TokenServer {
+pub(crate) struct TokenServer {
     port: u16,
     log: PathBuf,
     child: Child,
@@ -86,7 +86,7 @@ impl TokenServer {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
@@ -100,7 +100,7 @@ impl TokenServer {
     }
 
     /// The POSTs to the token endpoint.
-    fn token_requests(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn token_requests(&self) -> Vec<serde_json::Value> {
         self.requests()
             .into_iter()
             .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap().ends_with("/token"))
@@ -121,13 +121,13 @@ impl Drop for TokenServer {
 }
 
 /// A scratch directory with the test PKI and a running token server.
-struct Setup {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    server: TokenServer,
+pub(crate) struct Setup {
+    pub dir: tempfile::TempDir,
+    pub pki: TestPki,
+    pub server: TokenServer,
 }
 
-fn setup(args: &[&str]) -> Setup {
+pub(crate) fn setup(args: &[&str]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(&dir.path().join("pki"));
     let server = TokenServer::start(&dir.path().join("srv"), &pki, args);
