@@ -1012,13 +1012,23 @@ fn lock(s: &Settings) -> Result<File, OAuthError> {
     ensure_dir(parent_dir(&path))?;
     let flags = libc::O_NOFOLLOW | libc::O_NOCTTY;
     let open_err = |e: io::Error| file_err(&path, format!("cannot open the token lock file: {e}"));
-    // flock needs only a read descriptor, so another member of the group
-    // can take a lock file it did not create, whatever its write bits.
-    let file = match OpenOptions::new()
+    // Read-write when permitted (NFS emulates flock with fcntl locks, and
+    // an exclusive one needs a writable descriptor); else read-only, which
+    // local flock accepts: another member of the group can then take a
+    // lock file it did not create, whatever its write bits.
+    let existing = match OpenOptions::new()
         .read(true)
+        .write(true)
         .custom_flags(flags)
         .open(&path)
     {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(&path),
+        other => other,
+    };
+    let file = match existing {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mode = if shared() { 0o660 } else { 0o600 };

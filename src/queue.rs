@@ -377,6 +377,25 @@ pub struct Claimed {
     pub data: File,
 }
 
+/// Opens an item's data file to lock it. Read-write when permitted: NFS
+/// emulates flock with fcntl locks, and an exclusive one needs a
+/// descriptor open for writing (a per-user queue in an NFS home). Read-only
+/// otherwise, which local flock accepts: the runner of the shared spool
+/// may only read other users' items.
+fn open_for_lock(path: &Path) -> io::Result<File> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open(true) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
+        other => other,
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), QueueError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -656,11 +675,7 @@ impl Spool {
             return Err(QueueError::BadId(id.to_string()));
         }
         let path = self.data_path(id);
-        let data = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        let data = match open_for_lock(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(QueueError::NotFound(id.to_string()));
@@ -774,7 +789,10 @@ impl Spool {
 
     /// Removes the debris of crashed intakes and updates: data files
     /// without metadata and tmp files, older than an hour and unlocked.
-    /// Returns how many were removed.
+    /// Also finishes a move to `failed/` that a crash interrupted between
+    /// its two renames (data there, metadata still here), which would
+    /// otherwise be listed but never claimable. Returns how many items were
+    /// removed or moved.
     pub fn sweep(&self, now: SystemTime) -> usize {
         let mut removed = 0;
         let old = |p: &Path| {
@@ -793,6 +811,12 @@ impl Spool {
         for entry in fs::read_dir(self.q()).into_iter().flatten().flatten() {
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".meta") {
+                if valid_id(id) && self.finish_failing(id) {
+                    removed += 1;
+                }
+                continue;
+            }
             let Some(id) = name.strip_suffix(".data") else {
                 continue;
             };
@@ -809,6 +833,28 @@ impl Spool {
             }
         }
         removed
+    }
+
+    /// Completes `fail` for an item whose data is already in `failed/`
+    /// but whose metadata is still in the queue. The data file's lock
+    /// tells whether a `fail` is still under way (it holds the lock).
+    fn finish_failing(&self, id: &str) -> bool {
+        if self.data_path(id).exists() {
+            return false;
+        }
+        let data = self.file(Area::Failed, id, "data");
+        let Ok(f) = File::open(&data) else {
+            return false;
+        };
+        if f.try_lock().is_err() || self.data_path(id).exists() {
+            return false;
+        }
+        let moved = fs::rename(self.meta_path(id), self.file(Area::Failed, id, "meta")).is_ok();
+        if moved {
+            let _ = fsync_dir(&self.failed());
+            let _ = fsync_dir(&self.q());
+        }
+        moved
     }
 
     /// Whether the spool root is group-shared (the setgid install).
@@ -971,15 +1017,20 @@ mod tests {
         assert!(!orphan.exists() && live.path().exists());
     }
 
-    #[test]
-    fn fail_moves_to_failed_area() {
+    /// A private spool in a temporary directory holding one committed item.
+    fn one_item() -> (tempfile::TempDir, Spool, String) {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path(), false);
         let mut d = spool.draft(SystemTime::now()).unwrap();
         let m = meta(&d.id);
         spool.commit(&mut d, &m, true).unwrap();
         let id = d.id.clone();
-        drop(d);
+        (dir, spool, id)
+    }
+
+    #[test]
+    fn fail_moves_to_failed_area() {
+        let (_dir, spool, id) = one_item();
         let mut c = spool.claim(&id).unwrap();
         c.meta.last_error = Some("550 5.1.1 no such user".into());
         spool.fail(c).unwrap();
@@ -1010,6 +1061,22 @@ mod tests {
             spool.remove_failed(&id),
             Err(QueueError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn sweep_finishes_a_move_to_failed_that_a_crash_interrupted() {
+        let (_dir, spool, id) = one_item();
+        // fail() renamed the data, then died before renaming the metadata.
+        let c = spool.claim(&id).unwrap();
+        fs::rename(spool.data_path(&id), spool.file(Area::Failed, &id, "data")).unwrap();
+        assert_eq!(spool.sweep(SystemTime::now()), 0, "still locked: under way");
+        drop(c);
+        assert!(matches!(spool.claim(&id), Err(QueueError::NotFound(_))));
+        assert_eq!(spool.sweep(SystemTime::now()), 1);
+        assert!(spool.list().unwrap().0.is_empty());
+        let (m, area) = spool.find(&id).unwrap();
+        assert_eq!((m.id.as_str(), area), (id.as_str(), Area::Failed));
+        assert_eq!(spool.sweep(SystemTime::now()), 0, "nothing left to do");
     }
 
     #[test]
