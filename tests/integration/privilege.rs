@@ -247,11 +247,24 @@ fn setgid_install_keeps_users_apart() {
     assert_eq!(meta.permissions().mode() & 0o007, 0, "no access for others");
     // -C makes the binary drop the mailhop group: it may then no longer
     // write the shared spool.
+    // The refused message is kept as a dead letter in a directory of a's
+    // (a has no home: it would otherwise land in /var/tmp).
+    let dead = dir.path().join("dead-a");
+    std::fs::create_dir(&dead).unwrap();
+    let (a_uid, a_gid) = id_of("mhtest-a").unwrap();
+    nix::unistd::chown(
+        &dead,
+        Some(nix::unistd::Uid::from_raw(a_uid)),
+        Some(nix::unistd::Gid::from_raw(a_gid)),
+    )
+    .unwrap();
     let own = dir.path().join("own.toml");
     std::fs::write(
         &own,
         format!(
-            "hostname = \"host.example.com\"\nsyslog = false\n[queue]\ndir = \"{}\"\n",
+            "hostname = \"host.example.com\"\nsyslog = false\ndead_letter = \"{}\"\n\
+             [queue]\ndir = \"{}\"\n",
+            dead.display(),
             spool.display()
         ),
     )
@@ -269,6 +282,8 @@ fn setgid_install_keeps_users_apart() {
         "with -C the shared spool is not writable any more: {}",
         r.stderr
     );
+    let kept: Vec<_> = std::fs::read_dir(&dead).unwrap().collect();
+    assert_eq!(kept.len(), 1, "the refused message is kept: {}", r.stderr);
 }
 
 /// The shared install's OAuth tokens: one user's sendmail obtains the
