@@ -1735,15 +1735,7 @@ fn check(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure> {
         }
     }
     let accounts: Vec<&config::Account> = match &c.account {
-        Some(name) => match env.config.account_named(name) {
-            Some(a) => vec![a],
-            None => {
-                return Err(Failure::new(
-                    Exit::Config,
-                    format!("no [[account]] is named \"{name}\" in {}", config_name(env)),
-                ));
-            }
-        },
+        Some(name) => vec![named_account(env, name)?],
         None => env.config.accounts.iter().collect(),
     };
     if accounts.is_empty() {
@@ -2542,19 +2534,21 @@ fn import(from: &cli::ImportFrom) -> Exit {
     }
 }
 
+/// The account a command names (`--account`, `oauth login`, `password`).
+fn named_account<'a>(env: &'a Env, name: &str) -> Result<&'a config::Account, Failure> {
+    env.config.account_named(name).ok_or_else(|| {
+        Failure::new(
+            Exit::Config,
+            format!("no [[account]] is named \"{name}\" in {}", config_name(env)),
+        )
+    })
+}
+
 /// `mailhop oauth login ACCOUNT`: obtains the first refresh token
 /// interactively (device code for Microsoft, a browser and a loopback
 /// redirect with PKCE for Google) and stores it in the token file.
 fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
-    let a = env.config.account_named(account).ok_or_else(|| {
-        Failure::new(
-            Exit::Config,
-            format!(
-                "no [[account]] is named \"{account}\" in {}",
-                config_name(env)
-            ),
-        )
-    })?;
+    let a = named_account(env, account)?;
     let o = a.oauth.as_ref().ok_or_else(|| {
         Failure::new(
             Exit::Config,
@@ -2618,15 +2612,7 @@ fn password_cmd(action: cli::PasswordAction) -> Exit {
 #[cfg(feature = "keyring")]
 fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Exit, Failure> {
     use crate::credentials::{CredentialError, keyring_store};
-    let a = env.config.account_named(account).ok_or_else(|| {
-        Failure::new(
-            Exit::Config,
-            format!(
-                "no [[account]] is named \"{account}\" in {}",
-                config_name(env)
-            ),
-        )
-    })?;
+    let a = named_account(env, account)?;
     if env.privileged {
         // Sends with this configuration never read the keyring (see
         // obtain_password), so storing would only mislead.

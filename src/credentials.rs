@@ -412,7 +412,14 @@ fn write_stderr(f: &mut fmt::Formatter<'_>, stderr: &str) -> fmt::Result {
     }
 }
 
-fn write_mode_fix(f: &mut fmt::Formatter<'_>, path: &Path, group: Option<u32>) -> fmt::Result {
+/// The advice after a private file that others can read: `chmod 600`, and
+/// in the setgid install the group-shared alternative. Shared with the
+/// DKIM key check, which gives the same advice.
+pub(crate) fn write_mode_fix(
+    f: &mut fmt::Formatter<'_>,
+    path: &Path,
+    group: Option<u32>,
+) -> fmt::Result {
     let p = path.display();
     write!(f, "; fix with: chmod 600 {p}")?;
     if group.is_some() {

@@ -538,7 +538,7 @@ impl fmt::Display for DkimError {
                     path.display(),
                     mode & 0o7777
                 )?;
-                write_mode_fix(f, path, *allowed_group)
+                crate::credentials::write_mode_fix(f, path, *allowed_group)
             }
             DkimError::KeyGroupAccessible {
                 path,
@@ -552,7 +552,7 @@ impl fmt::Display for DkimError {
                     path.display(),
                     mode & 0o7777
                 )?;
-                write_mode_fix(f, path, *allowed_group)
+                crate::credentials::write_mode_fix(f, path, *allowed_group)
             }
             DkimError::KeyRead { path, error } => {
                 write!(f, "{}: cannot read DKIM key file: {error}", path.display())
@@ -704,19 +704,6 @@ impl std::error::Error for DkimError {
             _ => None,
         }
     }
-}
-
-fn write_mode_fix(f: &mut fmt::Formatter<'_>, path: &Path, group: Option<u32>) -> fmt::Result {
-    let p = path.display();
-    write!(f, "; fix with: chmod 600 {p}")?;
-    if group.is_some() {
-        // Only the setgid installation can use a group-readable file.
-        write!(
-            f,
-            " (or, to share it with mailhop's group: chown root:mailhop {p} && chmod 640 {p})"
-        )?;
-    }
-    Ok(())
 }
 
 /// A loaded private key. `Debug` shows only the file, type and size.

@@ -383,18 +383,12 @@ pub fn from_ssmtp(
                         p.line
                     ));
                 }
-                acc.comment(&format!(
+                let why = format!(
                     "{label}:{}: AuthPass, not copied here. Create the file \
                      (readable by root and group mailhop) with:",
                     p.line
-                ));
-                acc.raw_comment(&format!("  {hint}"));
-                acc.kv("password_file", toml_str(&path));
-                out.password_files.push(PasswordFile {
-                    path,
-                    account: name.clone(),
-                    command_hint: hint,
-                });
+                );
+                out.password_file(&mut acc, &why, &name, path, hint);
             }
             Some(p) => {
                 out.warn(&format!(
@@ -1685,17 +1679,11 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
                  {path} instead.",
                 e.line
             ));
-            b.comment(&format!(
+            let why = format!(
                 "{label}:{}: passwordeval (not copied here). Create the file with:",
                 e.line
-            ));
-            b.raw_comment(&format!("  {hint}"));
-            b.kv("password_file", toml_str(&path));
-            out.password_files.push(PasswordFile {
-                path,
-                account: name.to_string(),
-                command_hint: hint,
-            });
+            );
+            out.password_file(b, &why, name, path, hint);
         } else {
             b.comment(&format!(
                 "{label}:{}: passwordeval. It must not prompt: mailhop runs it with no \
@@ -1707,17 +1695,11 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
     } else if let Some(p) = password {
         let path = password_file_path(ctx, name);
         let hint = password_hint(ctx, &path, &sed_line(p.line, "password", &ctx.conf_name));
-        b.comment(&format!(
+        let why = format!(
             "{label}:{}: password, not copied here. Create the file with:",
             p.line
-        ));
-        b.raw_comment(&format!("  {hint}"));
-        b.kv("password_file", toml_str(&path));
-        out.password_files.push(PasswordFile {
-            path,
-            account: name.to_string(),
-            command_hint: hint,
-        });
+        );
+        out.password_file(b, &why, name, path, hint);
     } else if logs_in && let Some(u) = user {
         out.warn(&format!(
             "Account \"{name}\" has no password in {label}: msmtp found it in a key \
@@ -2191,6 +2173,27 @@ struct Out {
 }
 
 impl Out {
+    /// Points an account at a password file the admin must create (the
+    /// secret is never copied): a comment saying why and how, the key,
+    /// and an entry for the summary printed after the import.
+    fn password_file(
+        &mut self,
+        b: &mut Block,
+        why: &str,
+        account: &str,
+        path: String,
+        hint: String,
+    ) {
+        b.comment(why);
+        b.raw_comment(&format!("  {hint}"));
+        b.kv("password_file", toml_str(&path));
+        self.password_files.push(PasswordFile {
+            path,
+            account: account.to_string(),
+            command_hint: hint,
+        });
+    }
+
     fn new(source: String) -> Self {
         Out {
             source,
