@@ -567,7 +567,8 @@ pub enum Command {
     /// List the queue; same as sendmail -bp
     #[command(disable_help_flag = true)]
     Mailq(PassThrough),
-    /// Rebuild the aliases; same as sendmail -bi
+    /// Check the aliases file (mailhop reads it directly; there is nothing to
+    /// rebuild); same as sendmail -bi
     #[command(disable_help_flag = true)]
     Newaliases(PassThrough),
     /// Check the configuration, then each smarthost: DNS, connection, TLS,
@@ -661,6 +662,18 @@ fn personality(argv0: &OsStr) -> Personality {
 }
 
 fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
+    // `mailhop -t -i`: msmtp users write `sendmail_path = "msmtp -t"`, and
+    // the message is already on our stdin. A first argument that is a
+    // sendmail option rather than a subcommand or mailhop's own -V, -h,
+    // --version or --help makes this `mailhop send`: refusing would lose
+    // the message.
+    if let Some(first) = argv.get(1).and_then(|a| a.to_str())
+        && first.starts_with('-')
+        && first.len() > 1
+        && !matches!(first, "-V" | "--version" | "-h" | "--help")
+    {
+        return parse_sendmail_at(argv.get(1..).unwrap_or_default(), Mode::Deliver, 1);
+    }
     let cli = Cli::try_parse_from(argv).map_err(|e| CliError::Clap {
         text: e.render().to_string(),
         is_error: e.use_stderr(),

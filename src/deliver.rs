@@ -9,6 +9,7 @@
 //! any other message with the null sender; a bounce is never bounced, so a
 //! bounce that cannot be delivered moves to `failed/`.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -196,6 +197,17 @@ fn run_group(
     })
 }
 
+/// The state of one account's group in a run: the connection it shares,
+/// and why connecting failed, if it did.
+struct GroupState {
+    conn: Option<Box<dyn Connection>>,
+    /// Set when connecting failed: the rest of the group is deferred with
+    /// the same error rather than hammering a server that is down.
+    connect_error: Option<transport::Error>,
+    /// The last transaction did not complete, so RSET before the next.
+    dirty: bool,
+}
+
 fn send_group(
     spool: &Spool,
     relay: &mut dyn Relay,
@@ -206,11 +218,11 @@ fn send_group(
     report: &mut Report,
 ) -> Result<(), QueueError> {
     let now = secs(opts.now);
-    let mut conn: Option<Box<dyn Connection>> = None;
-    // Set when connecting failed: the rest of the group is deferred with
-    // the same error rather than hammering a server that is down.
-    let mut connect_error: Option<transport::Error> = None;
-    let mut dirty = false;
+    let mut state = GroupState {
+        conn: None,
+        connect_error: None,
+        dirty: false,
+    };
     for claim in claims {
         let mut claimed = match claim {
             Ok(c) => c,
@@ -227,110 +239,124 @@ fn send_group(
         if claimed.meta.account.is_none() {
             claimed.meta.account = account.map(str::to_string);
         }
-        let expired = now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs();
-        if expired {
-            let age = Duration::from_secs(now.saturating_sub(claimed.meta.arrival));
-            let why = format!(
-                "4.4.7 could not be delivered for {} (max_age); last error: {}",
-                human(age),
-                claimed
-                    .meta
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "none".into())
-            );
-            for r in claimed
-                .meta
-                .recipients
-                .iter_mut()
-                .filter(|r| r.state == RcptState::Pending)
-            {
-                r.state = RcptState::Failed;
-                r.last_error = Some(why.clone());
-            }
-            finish(spool, claimed, opts, retire, report)?;
-            continue;
+        if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
+            let why = expiry_reason(&claimed.meta, now);
+            decide(&mut claimed.meta, Event::Expired(&why));
+        } else if let Some(account) = account {
+            send_one(&mut state, relay, account, &mut claimed, report);
+        } else {
+            decide(&mut claimed.meta, Event::NoSmarthost);
+            note_deferred(&claimed.meta, report);
         }
-        let Some(account) = account else {
-            defer(
-                spool,
-                claimed,
-                "no smarthost is configured ([[account]] in the configuration)",
-                now,
-                report,
-            )?;
-            continue;
-        };
-        if let Some(e) = &connect_error {
-            defer(spool, claimed, &e.detail, now, report)?;
-            continue;
+        finish(spool, claimed, opts, retire, report)?;
+    }
+    if let Some(c) = state.conn {
+        c.close();
+    }
+    Ok(())
+}
+
+/// One item of a group: sent on the group's connection, or deferred with
+/// the group's connect error. The fate is `decide`'s.
+fn send_one(
+    state: &mut GroupState,
+    relay: &mut dyn Relay,
+    account: &str,
+    claimed: &mut Claimed,
+    report: &mut Report,
+) {
+    state.connect(relay, account);
+    let Some(conn) = state.conn.as_mut() else {
+        if let Some(e) = &state.connect_error {
+            decide(&mut claimed.meta, Event::Error(e));
+        }
+        note_deferred(&claimed.meta, report);
+        return;
+    };
+    let result = send_message(conn.as_mut(), &claimed.meta, &mut claimed.data);
+    state.dirty = true;
+    let line = match &result {
+        Ok(outcome) => {
+            state.dirty = false;
+            if !outcome.accepted.is_empty() {
+                report.delivered += 1;
+            }
+            format!(
+                "{}: to {} via {account}: {}",
+                claimed.meta.id,
+                outcome.accepted.join(", "),
+                outcome
+                    .reply
+                    .as_ref()
+                    .map(|r| r.one_line())
+                    .unwrap_or_default()
+            )
+        }
+        Err(e) => {
+            if matches!(
+                e.kind,
+                transport::Kind::Network | transport::Kind::Timeout | transport::Kind::Protocol
+            ) {
+                state.conn = None;
+                state.dirty = false;
+            }
+            format!("{}: {}", claimed.meta.id, e.detail)
+        }
+    };
+    match &result {
+        Ok(outcome) => decide(&mut claimed.meta, Event::Sent(outcome)),
+        Err(e) => decide(&mut claimed.meta, Event::Error(e)),
+    };
+    report.lines.push(line);
+}
+
+impl GroupState {
+    /// Makes sure the group has a working connection, unless connecting
+    /// already failed in this run.
+    fn connect(&mut self, relay: &mut dyn Relay, account: &str) {
+        if self.connect_error.is_some() {
+            return;
         }
         // RSET before reusing the connection after a transaction that did
         // not complete (refused MAIL, RCPT or DATA). After a completed one
         // the server has already reset its state (RFC 5321 §4.1.1.4), so
         // the next MAIL follows directly: an RSET there would add a round
         // trip to every message. A connection that fails RSET is replaced.
-        if dirty
-            && let Some(c) = conn.as_mut()
+        if self.dirty
+            && let Some(c) = self.conn.as_mut()
             && c.reset().is_err()
         {
-            conn = None;
+            self.conn = None;
         }
-        if conn.is_none() {
-            dirty = false;
+        if self.conn.is_none() {
+            self.dirty = false;
             match relay.connect(account) {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    defer(spool, claimed, &e.detail, now, report)?;
-                    connect_error = Some(e);
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            continue;
-        };
-        dirty = true;
-        let result = send_item(c.as_mut(), &mut claimed);
-        match result {
-            Ok(outcome) => {
-                apply_outcome(&mut claimed.meta, &outcome);
-                report.lines.push(format!(
-                    "{}: to {} via {account}: {}",
-                    claimed.meta.id,
-                    outcome.accepted.join(", "),
-                    outcome
-                        .reply
-                        .as_ref()
-                        .map(|r| r.one_line())
-                        .unwrap_or_default()
-                ));
-                if !outcome.accepted.is_empty() {
-                    report.delivered += 1;
-                }
-                dirty = false;
-                finish(spool, claimed, opts, retire, report)?;
-            }
-            Err(e) => {
-                apply_error(&mut claimed.meta, &e);
-                if matches!(
-                    e.kind,
-                    transport::Kind::Network | transport::Kind::Timeout | transport::Kind::Protocol
-                ) {
-                    conn = None;
-                    dirty = false;
-                }
-                report
-                    .lines
-                    .push(format!("{}: {}", claimed.meta.id, e.detail));
-                finish(spool, claimed, opts, retire, report)?;
+                Ok(c) => self.conn = Some(c),
+                Err(e) => self.connect_error = Some(e),
             }
         }
     }
-    if let Some(c) = conn {
-        c.close();
-    }
-    Ok(())
+}
+
+/// The text a recipient fails with when the message is older than
+/// `max_age`.
+fn expiry_reason(meta: &Meta, now: u64) -> String {
+    let age = Duration::from_secs(now.saturating_sub(meta.arrival));
+    format!(
+        "4.4.7 could not be delivered for {} (max_age); last error: {}",
+        human(age),
+        meta.last_error.clone().unwrap_or_else(|| "none".into())
+    )
+}
+
+fn note_deferred(meta: &Meta, report: &mut Report) {
+    report.lines.push(format!(
+        "{}: deferred: {}",
+        meta.id,
+        meta.last_error
+            .as_deref()
+            .unwrap_or("no smarthost is configured")
+    ));
 }
 
 fn human(d: Duration) -> String {
@@ -344,13 +370,14 @@ fn human(d: Duration) -> String {
     }
 }
 
-fn send_item(
+/// Sends one message (its pending recipients) over an open connection.
+pub fn send_message(
     conn: &mut dyn Connection,
-    claimed: &mut Claimed,
+    meta: &Meta,
+    data: &mut File,
 ) -> Result<Outcome, transport::Error> {
-    let meta = &claimed.meta;
     let recipients: Vec<String> = meta.pending().map(|r| r.address.clone()).collect();
-    let body_len = claimed.data.metadata().map(|m| m.len()).unwrap_or(0);
+    let body_len = data.metadata().map(|m| m.len()).unwrap_or(0);
     let dsn = transport::Dsn {
         notify: meta.dsn_notify.clone(),
         ret_full: meta.dsn_ret_full,
@@ -363,98 +390,215 @@ fn send_item(
         eight_bit: meta.eight_bit,
         dsn: &dsn,
     };
-    claimed
-        .data
-        .seek(SeekFrom::Start(0))
+    data.seek(SeekFrom::Start(0))
         .map_err(|e| transport::Error {
             stage: transport::Stage::Message,
             kind: transport::Kind::Config,
             detail: format!("cannot read the queued message: {e}"),
         })?;
     let head = [meta.header.as_slice(), b"\r\n"].concat();
-    let mut message = io::Cursor::new(head).chain(&claimed.data);
+    let mut message = io::Cursor::new(head).chain(&*data);
     conn.send(&envelope, &mut message)
 }
 
-/// Records per-recipient results of a send.
-fn apply_outcome(meta: &mut Meta, outcome: &Outcome) {
+/// One attempt at one message on a connection of its own: the foreground
+/// send's delivery. The decision is `decide`'s, exactly as in a queue run.
+pub fn attempt(
+    relay: &mut dyn Relay,
+    account: &str,
+    meta: &mut Meta,
+    data: &mut File,
+) -> Vec<Verdict> {
+    let result = relay.connect(account).and_then(|mut conn| {
+        let sent = send_message(conn.as_mut(), meta, data);
+        // QUIT only on a connection that still works; after an error the
+        // server may be gone, and waiting for its reply would only delay.
+        if sent.is_ok() {
+            conn.close();
+        }
+        sent
+    });
+    match &result {
+        Ok(outcome) => decide(meta, Event::Sent(outcome)),
+        Err(e) => decide(meta, Event::Error(e)),
+    }
+}
+
+/// Why a recipient waits or failed, in the terms that decide what happens
+/// next and what the caller is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A 4xx reply, the network, a timeout, a server that broke the
+    /// protocol: it passes by itself.
+    Temporary,
+    /// The login was refused, a password or token could not be had, TLS or
+    /// the certificate failed, the server lacks STARTTLS or AUTH: a person
+    /// must act, and the message waits for them (Postfix's
+    /// `smtp_sasl_auth_soft_bounce`).
+    NeedsAdmin,
+    /// No smarthost is configured.
+    NoSmarthost,
+    /// The recipient does not exist (5.1.x at RCPT).
+    UnknownUser,
+    /// The sender may not send as this address (5.7.1 "Sender address
+    /// rejected", 5.2.252 SendAsDenied).
+    SenderRefused,
+    /// Any other permanent refusal of the message or a recipient.
+    Refused,
+    /// Queued for longer than `max_age`.
+    Expired,
+}
+
+/// A recipient's fate after one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Delivered,
+    Deferred(Cause),
+    Failed(Cause),
+}
+
+/// What `decide` concluded for one recipient, and why in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub address: String,
+    pub fate: Fate,
+    /// The server's reply or our explanation; `None` when delivered.
+    pub reason: Option<String>,
+}
+
+/// What happened to a message's pending recipients.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// The transaction ran: some recipients accepted, some refused.
+    Sent(&'a Outcome),
+    /// It could not be sent: connect, TLS, login, MAIL, DATA, …
+    Error(&'a transport::Error),
+    /// There is no smarthost to send to.
+    NoSmarthost,
+    /// The message is older than `max_age`; the text says so.
+    Expired(&'a str),
+}
+
+/// The one place that decides a recipient's fate: delivered, deferred with
+/// a reason, or failed. The foreground send, the queue runner and the SMTP
+/// server all come here; it updates the pending recipients of `meta` and
+/// returns what it decided for each.
+pub fn decide(meta: &mut Meta, event: Event<'_>) -> Vec<Verdict> {
+    if let Event::Error(e) = event {
+        meta.last_error = Some(e.detail.clone());
+    }
+    let mut verdicts = Vec::new();
     for r in meta
         .recipients
         .iter_mut()
         .filter(|r| r.state == RcptState::Pending)
     {
-        if outcome.accepted.iter().any(|a| a == &r.address) {
-            r.state = RcptState::Done;
-            r.last_error = None;
-        } else if let Some((_, reply)) = outcome.rejected.iter().find(|(a, _)| a == &r.address) {
-            r.last_error = Some(reply.one_line());
-            if reply.is_permanent() {
-                r.state = RcptState::Failed;
+        let (fate, reason) = fate_of(&r.address, event);
+        match fate {
+            Fate::Delivered => r.state = RcptState::Done,
+            Fate::Failed(_) => r.state = RcptState::Failed,
+            Fate::Deferred(_) => {}
+        }
+        r.last_error.clone_from(&reason);
+        verdicts.push(Verdict {
+            address: r.address.clone(),
+            fate,
+            reason,
+        });
+    }
+    verdicts
+}
+
+fn fate_of(address: &str, event: Event<'_>) -> (Fate, Option<String>) {
+    match event {
+        Event::Sent(outcome) => {
+            if outcome.accepted.iter().any(|a| a == address) {
+                return (Fate::Delivered, None);
+            }
+            match outcome.rejected.iter().find(|(a, _)| a == address) {
+                Some((_, reply)) => (rcpt_fate(reply), Some(reply.one_line())),
+                // Neither accepted nor refused: the server never answered
+                // for it. Try again.
+                None => (
+                    Fate::Deferred(Cause::Temporary),
+                    Some("the server did not answer for this recipient".into()),
+                ),
             }
         }
-    }
-}
-
-/// Records a failed send: permanent errors fail the pending recipients,
-/// temporary ones leave them pending with the reason.
-fn apply_error(meta: &mut Meta, e: &transport::Error) {
-    meta.last_error = Some(e.detail.clone());
-    if let transport::Kind::AllRecipientsRejected(list) = &e.kind {
-        let outcome = Outcome {
-            accepted: Vec::new(),
-            rejected: list.clone(),
-            reply: None,
-        };
-        apply_outcome(meta, &outcome);
-        return;
-    }
-    // Authentication and configuration problems are the admin's to fix;
-    // the message waits for that (until max_age) instead of bouncing.
-    // A refusal of the message itself (5xx to MAIL or DATA), or a message
-    // this server can never take (non-ASCII address without SMTPUTF8)
-    // fails now; waiting until max_age would not change the answer.
-    let permanent_for_message = e.is_permanent()
-        && matches!(
-            e.kind,
-            transport::Kind::Reply(_) | transport::Kind::Unsupported
-        )
-        && matches!(
-            e.stage,
-            transport::Stage::Mail | transport::Stage::Data | transport::Stage::Message
-        );
-    // The reply itself ("554 5.6.0 …") where there is one, so the bounce
-    // can carry its status code.
-    let text = match &e.kind {
-        transport::Kind::Reply(r) => r.one_line(),
-        _ => e.detail.clone(),
-    };
-    for r in meta
-        .recipients
-        .iter_mut()
-        .filter(|r| r.state == RcptState::Pending)
-    {
-        r.last_error = Some(text.clone());
-        if permanent_for_message {
-            r.state = RcptState::Failed;
+        Event::Error(e) => {
+            if let transport::Kind::AllRecipientsRejected(list) = &e.kind
+                && let Some((_, reply)) = list.iter().find(|(a, _)| a == address)
+            {
+                return (rcpt_fate(reply), Some(reply.one_line()));
+            }
+            // The reply itself ("554 5.6.0 …") where there is one, so a
+            // bounce can carry its status code.
+            let text = match &e.kind {
+                transport::Kind::Reply(r) => r.one_line(),
+                _ => e.detail.clone(),
+            };
+            (error_fate(e), Some(text))
         }
+        Event::NoSmarthost => (
+            Fate::Deferred(Cause::NoSmarthost),
+            Some("no smarthost is configured ([[account]] in the configuration)".into()),
+        ),
+        Event::Expired(why) => (Fate::Failed(Cause::Expired), Some(why.to_string())),
     }
 }
 
-fn defer(
-    spool: &Spool,
-    mut claimed: Claimed,
-    why: &str,
-    now: u64,
-    report: &mut Report,
-) -> Result<(), QueueError> {
-    claimed.meta.last_error = Some(why.to_string());
-    claimed.meta.attempts = claimed.meta.attempts.saturating_add(1);
-    claimed.meta.next_attempt = now + queue::backoff(claimed.meta.attempts).as_secs();
-    report.deferred += 1;
-    report
-        .lines
-        .push(format!("{}: deferred: {why}", claimed.meta.id));
-    spool.update(&claimed)
+/// A reply to RCPT: 4xx waits; 5.1.x is an unknown user; a refusal of the
+/// sender is the sender's problem, not the recipient's.
+fn rcpt_fate(reply: &transport::Reply) -> Fate {
+    if reply.is_transient() {
+        return Fate::Deferred(Cause::Temporary);
+    }
+    if sender_refused(reply) {
+        return Fate::Failed(Cause::SenderRefused);
+    }
+    match reply.enhanced() {
+        Some(code) if !code.starts_with("5.1.") => Fate::Failed(Cause::Refused),
+        // 5.1.x, or a bare 550 from a server without enhanced codes.
+        _ => Fate::Failed(Cause::UnknownUser),
+    }
+}
+
+/// Whether a refusal is about the sender: Postfix's
+/// `reject_sender_login_mismatch` ("553 5.7.1 <x>: Sender address
+/// rejected: not owned by user …"), Office 365's SendAsDenied (5.2.252),
+/// and the 5.1.7/5.1.8 bad-sender codes of RFC 3463.
+fn sender_refused(reply: &transport::Reply) -> bool {
+    let says = |s: &str| reply.lines.iter().any(|l| l.contains(s));
+    says("Sender address rejected")
+        || says("SendAsDenied")
+        || matches!(reply.enhanced(), Some("5.2.252" | "5.1.7" | "5.1.8"))
+}
+
+/// An error that stopped the whole transaction. Only a permanent refusal
+/// of the message itself (5xx to MAIL or DATA, a message this server can
+/// never take) fails it; everything else waits, including a refused login
+/// and a certificate that does not verify: those are the administrator's
+/// to fix, and the message must survive until they have.
+fn error_fate(e: &transport::Error) -> Fate {
+    use transport::{Kind, Stage};
+    if e.is_transient() || matches!(e.kind, Kind::Network | Kind::Timeout | Kind::Protocol) {
+        return Fate::Deferred(Cause::Temporary);
+    }
+    let about_message = matches!(e.stage, Stage::Mail | Stage::Data | Stage::Message)
+        && matches!(e.kind, Kind::Reply(_) | Kind::Unsupported);
+    if !about_message {
+        return Fate::Deferred(Cause::NeedsAdmin);
+    }
+    match &e.kind {
+        Kind::Reply(r) if sender_refused(r) => Fate::Failed(Cause::SenderRefused),
+        _ => Fate::Failed(Cause::Refused),
+    }
+}
+
+/// Counts an attempt that left recipients pending and sets the next one.
+pub fn reschedule(meta: &mut Meta, now: u64) {
+    meta.attempts = meta.attempts.saturating_add(1);
+    meta.next_attempt = now + queue::backoff(meta.attempts).as_secs();
 }
 
 /// After an attempt: remove the item if nothing is pending, bounce what
@@ -518,8 +662,7 @@ fn finish(
         }
         return Ok(());
     }
-    claimed.meta.attempts = claimed.meta.attempts.saturating_add(1);
-    claimed.meta.next_attempt = now + queue::backoff(claimed.meta.attempts).as_secs();
+    reschedule(&mut claimed.meta, now);
     report.deferred += 1;
     spool.update(&claimed)
 }

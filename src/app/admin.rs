@@ -1,6 +1,6 @@
+use super::stamp::unix_secs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use crate::cli::{self};
 use crate::exit::{self, Exit};
@@ -150,11 +150,7 @@ pub(super) fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
             ),
         )
     })?;
-    let now = env
-        .now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_secs(env.now);
     let mut out = io::stdout().lock();
     match crate::oauth::login(o, &mut out, now) {
         Ok(()) => Ok(Exit::Ok),

@@ -1,5 +1,6 @@
 use std::io::{self};
 
+use crate::deliver::{Cause, Fate};
 use crate::exit::{self, Exit};
 use crate::queue;
 use crate::transport;
@@ -80,5 +81,19 @@ pub(super) fn dkim_exit(e: &crate::dkim::DkimError) -> Exit {
         D::Resolver { .. } => Exit::TempFail,
         D::Output { .. } => Exit::IoErr,
         _ => Exit::Config,
+    }
+}
+
+/// The exit status for one recipient's fate in the foreground (see EXIT
+/// STATUS in mailhop(8)). A deferred recipient reaches this only when the
+/// message could not be queued; in the queue it is not a failure.
+pub(super) fn exit_for_fate(fate: Fate) -> Exit {
+    match fate {
+        Fate::Delivered => Exit::Ok,
+        Fate::Deferred(Cause::NoSmarthost) => Exit::Unavailable,
+        Fate::Deferred(_) => Exit::TempFail,
+        Fate::Failed(Cause::UnknownUser) => Exit::NoUser,
+        Fate::Failed(Cause::SenderRefused) => Exit::NoPerm,
+        Fate::Failed(_) => Exit::Unavailable,
     }
 }

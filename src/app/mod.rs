@@ -171,6 +171,10 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             with_env(&args, |env, _| check::check(env, &c))
         }
         Invocation::RunQueue { args, interval } => {
+            // `sendmail -q` attempts every queued message now, whatever its
+            // retry time, as Postfix's (`postqueue -f`), sendmail's and
+            // dma's do: it is what an administrator types after fixing the
+            // smarthost. Timers use `mailhop queue run` (only what is due).
             // sendmail's -qIid, -qRrecipient and -qSsender select items by
             // substring and deliver them now; -q with a time would start a
             // daemon, which mailhop is not.
@@ -182,12 +186,12 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
                 && let Some(i) = interval.filter(|i| !i.is_empty())
             {
                 eprintln!(
-                    "mailhop: -q{i}: mailhop is not a daemon; running the queue once (schedule it with the timer or cron)"
+                    "mailhop: -q{i}: mailhop is not a daemon; flushing the queue once (schedule `mailhop queue run` with the timer or cron)"
                 );
             }
             with_env(&args, |env, _| match select {
                 Some((kind, value)) => queue_select_flush(env, &kind, &value),
-                None => queue_cmd(env, &cli::QueueAction::Run),
+                None => queue_cmd(env, &cli::QueueAction::Flush { ids: Vec::new() }),
             })
         }
     }

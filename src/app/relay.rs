@@ -1,5 +1,5 @@
+use super::stamp::unix_secs;
 use std::io::{self};
-use std::time::SystemTime;
 
 use crate::config::{self};
 use crate::transport;
@@ -72,11 +72,7 @@ pub(super) fn obtain_secret_forced(
     force: bool,
 ) -> Result<crate::credentials::Secret, transport::SecretError> {
     if let Some(o) = &a.oauth {
-        let now = env
-            .now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_secs(env.now);
         return crate::oauth::access_token(o, now, force).map_err(|e| transport::SecretError {
             message: format!("{e} (account {})", a.name),
             transient: e.is_transient(),

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use crate::cli::{self, SendArgs};
 use crate::config::{self, LocalTransport};
+use crate::deliver::{self, Cause, Fate, Verdict};
 use crate::exit::{self, Exit};
 use crate::local::{self, Owner};
 use crate::log::{self, Severity};
@@ -12,7 +13,6 @@ use crate::message::header::Header;
 use crate::message::intake::{self, Intake};
 use crate::message::prepare::{self, BodyPlan};
 use crate::queue;
-use crate::transport;
 
 use super::env::*;
 use super::failure::*;
@@ -47,9 +47,7 @@ impl Body {
                 .draft(now)
                 .map(Body::Draft)
                 .map_err(|e| io::Error::other(e.to_string())),
-            _ => tempfile::tempfile_in("/var/tmp")
-                .or_else(|_| tempfile::tempfile())
-                .map(Body::Temp),
+            _ => anonymous_file().map(Body::Temp),
         }
     }
 }
@@ -151,6 +149,14 @@ pub(super) fn refuse_logged(
     Failure::new(exit, format!("{message}\nmailhop: {saved}"))
 }
 
+/// An unlinked temporary file for a body that is not in the spool. Not in
+/// $TMPDIR: a setgid process must not write where the caller says. In
+/// /var/tmp rather than /tmp where it can, so a large message does not
+/// fill a tmpfs.
+fn anonymous_file() -> io::Result<File> {
+    tempfile::tempfile_in("/var/tmp").or_else(|_| tempfile::tempfile_in("/tmp"))
+}
+
 /// Reads stdin into a spool file. The header block stays in memory (at most
 /// 1 MiB); the body never does.
 pub(super) fn intake_stdin(
@@ -159,35 +165,21 @@ pub(super) fn intake_stdin(
     now: SystemTime,
 ) -> Result<Spooled, Failure> {
     let mut spool_error = None;
+    let cannot = |e: io::Error| {
+        Failure::new(
+            Exit::TempFail,
+            format!("cannot create a spool file in /var/tmp or /tmp: {e}"),
+        )
+    };
     let mut body = match spool.map(|s| s.draft(now)) {
         Some(Ok(d)) => Body::Draft(d),
         Some(Err(e)) => {
             spool_error = Some(e.to_string());
-            Body::Temp(
-                tempfile::tempfile_in("/var/tmp")
-                    .or_else(|_| tempfile::tempfile())
-                    .map_err(|e| {
-                        Failure::new(Exit::TempFail, format!("cannot create a spool file: {e}"))
-                    })?,
-            )
+            Body::Temp(anonymous_file().map_err(cannot)?)
         }
         // No usable spool (or `mode = "never"`): an anonymous file. The
         // message can then not be queued, only sent or refused.
-        // Not $TMPDIR: a setgid process must not write where the caller
-        // says. /var/tmp, not /tmp: a large message must not fill RAM.
-        _ => Body::Temp(
-            tempfile::tempfile_in("/var/tmp")
-                .or_else(|_| tempfile::tempfile())
-                .map_err(|e| {
-                    Failure::new(
-                        Exit::TempFail,
-                        format!(
-                            "cannot create a spool file in {}: {e}",
-                            std::env::temp_dir().display()
-                        ),
-                    )
-                })?,
-        ),
+        None => Body::Temp(anonymous_file().map_err(cannot)?),
     };
     let stdin = io::stdin().lock();
     let intake = intake::read_message(stdin, ignore_dots, body.file()).map_err(|e| {
@@ -203,7 +195,83 @@ pub(super) fn intake_stdin(
     })
 }
 
-/// `sendmail` in its default mode: read, prepare, deliver.
+/// A message that was read but cannot be taken: the exit status and why.
+/// The caller saves the message as a dead letter before it says so.
+pub(super) struct Refusal {
+    exit: Exit,
+    message: String,
+}
+
+impl Refusal {
+    fn new(exit: Exit, message: impl Into<String>) -> Refusal {
+        Refusal {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Failure> for Refusal {
+    fn from(f: Failure) -> Refusal {
+        Refusal::new(f.exit, f.message)
+    }
+}
+
+/// One message on its way through the send pipeline, from the moment it is
+/// prepared: what intake read, what became of its header, and which body
+/// goes out.
+pub(super) struct Submission {
+    /// The message as read, which is what a dead letter keeps.
+    spooled: Spooled,
+    /// The body as sent, when it had to be re-encoded.
+    reencoded: Option<Body>,
+    prepared: prepare::Prepared,
+    /// The finished header block: rewritten, scrubbed and signed.
+    header: Vec<u8>,
+    eight_bit: bool,
+    /// `msgid=… from=<…> nrcpt=… size=…` for the log line.
+    summary: String,
+}
+
+impl Submission {
+    /// The body as it goes out: the re-encoded one if there is one.
+    fn body(&mut self) -> &mut Body {
+        self.reencoded.as_mut().unwrap_or(&mut self.spooled.body)
+    }
+
+    /// The queue id of the body that goes out, when it is in the spool.
+    fn draft_id(&self) -> Option<&str> {
+        match self.reencoded.as_ref().unwrap_or(&self.spooled.body) {
+            Body::Draft(d) => Some(&d.id),
+            Body::Temp(_) => None,
+        }
+    }
+}
+
+/// What became of the recipients: the exit status and the log line are
+/// derived from this, and nothing else.
+#[derive(Default)]
+pub(super) struct Results {
+    /// `a@b (where)`.
+    delivered: Vec<String>,
+    /// Recipient, exit status, why.
+    failed: Vec<(String, Exit, String)>,
+    queued: Option<Queued>,
+    /// The smarthost took something: older queued mail may go now too.
+    reached_smarthost: bool,
+}
+
+/// The part of a message left in the queue.
+pub(super) struct Queued {
+    id: String,
+    recipients: Vec<String>,
+    /// Why it waits; `None` when it was queued by choice (`mode = "always"`).
+    reason: Option<String>,
+    cause: Option<Cause>,
+}
+
+/// `sendmail` in its default mode: intake, prepare, scrub, sign, route,
+/// commit, attempt, report. Each stage is a function below.
 pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     let (aliases, alias_warnings) = load_aliases(env)?;
     if env.verbose > 0 {
@@ -217,27 +285,52 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     };
     let mut spooled = intake_stdin(args.ignore_dots, spool.as_ref(), env.now)?;
     let raw_sender = args.sender.clone().unwrap_or_else(|| env.user.clone());
-
     if spooled.intake.empty {
         return Err(Failure::new(
             Exit::NoInput,
             "no message on standard input; nothing was sent (pipe the message into sendmail)",
         ));
     }
+    let lookup = Lookup {
+        env,
+        aliases: &aliases,
+    };
+    let prepared =
+        match check_intake(&spooled).and_then(|()| prepare_message(env, args, &lookup, &spooled)) {
+            Ok(p) => p,
+            Err(r) => return Err(refuse(env, &mut spooled, &raw_sender, r.exit, r.message)),
+        };
+    let mut sub = Submission {
+        spooled,
+        reencoded: None,
+        prepared,
+        header: Vec::new(),
+        eight_bit: false,
+        summary: String::new(),
+    };
+    if let Err(r) = finish_message(env, spool.as_ref(), &mut sub) {
+        let sender = sub.prepared.sender.clone();
+        return Err(refuse(env, &mut sub.spooled, &sender, r.exit, r.message));
+    }
+    let mut results = Results::default();
+    let (local, remote) = route(env, &lookup, &sub.prepared.recipients);
+    deliver_locals(env, &mut sub, &local, &mut results);
+    if !remote.is_empty() {
+        deliver_remote(env, args, spool.as_ref(), &mut sub, remote, &mut results);
+    }
+    report(env, args, spool.as_ref(), sub, results)
+}
+
+/// Intake's verdict on the raw bytes: what no rewriting can fix.
+fn check_intake(spooled: &Spooled) -> Result<(), Refusal> {
     if spooled.intake.nul {
-        return Err(refuse(
-            env,
-            &mut spooled,
-            &raw_sender,
+        return Err(Refusal::new(
             Exit::DataErr,
-            "the message contains NUL bytes, which mail cannot carry; encode binary data as a MIME attachment".into(),
+            "the message contains NUL bytes, which mail cannot carry; encode binary data as a MIME attachment",
         ));
     }
     if spooled.intake.header_too_large {
-        return Err(refuse(
-            env,
-            &mut spooled,
-            &raw_sender,
+        return Err(Refusal::new(
             Exit::DataErr,
             format!(
                 "the header block is larger than {} bytes; that is not a mail message",
@@ -245,23 +338,19 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
             ),
         ));
     }
-    let header = match Header::parse(&spooled.intake.header) {
-        Ok(h) => h,
-        Err(e) => {
-            return Err(refuse(
-                env,
-                &mut spooled,
-                &raw_sender,
-                Exit::DataErr,
-                format!("bad header: {e}"),
-            ));
-        }
-    };
+    Ok(())
+}
 
-    let lookup = Lookup {
-        env,
-        aliases: &aliases,
-    };
+/// Parses the header and applies the envelope and header rewriting
+/// (`message::prepare`): sender, From, aliases, qualification, Bcc.
+fn prepare_message(
+    env: &Env,
+    args: &SendArgs,
+    lookup: &Lookup<'_>,
+    spooled: &Spooled,
+) -> Result<prepare::Prepared, Refusal> {
+    let header = Header::parse(&spooled.intake.header)
+        .map_err(|e| Refusal::new(Exit::DataErr, format!("bad header: {e}")))?;
     let date = rfc5322_date(env.now);
     let msgid = message_id(env.now, &env.hostname);
     let ctx = prepare_context(env, &date, &msgid);
@@ -271,41 +360,59 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         extract_recipients: args.extract_recipients,
         recipients: &args.recipients,
     };
-    let mut prepared = match prepare::prepare(header, &req, &ctx, &lookup) {
-        Ok(p) => p,
-        Err(e) => {
-            let code = match e {
-                prepare::PrepareError::NoRecipients { extract: false } => Exit::Usage,
-                _ => Exit::DataErr,
-            };
-            return Err(refuse(env, &mut spooled, &raw_sender, code, e.to_string()));
-        }
-    };
+    let prepared = prepare::prepare(header, &req, &ctx, lookup).map_err(|e| {
+        let code = match e {
+            prepare::PrepareError::NoRecipients { extract: false } => Exit::Usage,
+            _ => Exit::DataErr,
+        };
+        Refusal::new(code, e.to_string())
+    })?;
     if env.verbose > 0 {
         for n in &prepared.notes {
             eprintln!("mailhop: {n}");
         }
     }
+    Ok(prepared)
+}
 
+/// Scrub, body fix-ups and signing: the message becomes what goes out.
+fn finish_message(
+    env: &Env,
+    spool: Option<&queue::Spool>,
+    sub: &mut Submission,
+) -> Result<(), Refusal> {
     // Scrubbing comes after rewriting and before signing.
-    let scrubbed = crate::scrub::scrub(&mut prepared.header, &env.config.headers);
-    if env.verbose > 0 {
-        for w in &scrubbed.warnings {
-            eprintln!("mailhop: {w}");
-        }
-        if scrubbed.removed + scrubbed.replaced > 0 {
-            eprintln!(
-                "mailhop: scrubbed the header: {} field(s) removed, {} rewritten",
-                scrubbed.removed, scrubbed.replaced
-            );
-        }
-    }
+    scrub_header(env, &mut sub.prepared);
+    sub.reencoded = encode_body(env, spool, &mut sub.spooled, &mut sub.prepared)?;
+    sign(env, sub)
+}
 
-    // Body fix-ups.
+fn scrub_header(env: &Env, prepared: &mut prepare::Prepared) {
+    let scrubbed = crate::scrub::scrub(&mut prepared.header, &env.config.headers);
+    if env.verbose == 0 {
+        return;
+    }
+    for w in &scrubbed.warnings {
+        eprintln!("mailhop: {w}");
+    }
+    if scrubbed.removed + scrubbed.replaced > 0 {
+        eprintln!(
+            "mailhop: scrubbed the header: {} field(s) removed, {} rewritten",
+            scrubbed.removed, scrubbed.replaced
+        );
+    }
+}
+
+/// Body fix-ups: labels an 8-bit body, or re-encodes one whose lines are
+/// too long as quoted-printable (into a new body beside the original).
+fn encode_body(
+    env: &Env,
+    spool: Option<&queue::Spool>,
+    spooled: &mut Spooled,
+    prepared: &mut prepare::Prepared,
+) -> Result<Option<Body>, Refusal> {
     let stats = spooled.intake.body.clone();
-    let plan = prepare::plan_body(&prepared.header, stats.longest_line);
-    let mut reencoded: Option<Body> = None;
-    match plan {
+    match prepare::plan_body(&prepared.header, stats.longest_line) {
         BodyPlan::AsIs => {
             if stats.eight_bit
                 && prepare::label_eight_bit(&mut prepared.header, stats.valid_utf8)
@@ -313,15 +420,10 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
             {
                 eprintln!("mailhop: labelled the 8-bit body as text/plain; charset=utf-8");
             }
+            Ok(None)
         }
         BodyPlan::QuotedPrintable => {
-            match reencode_qp(&mut spooled.body, spool.as_ref(), env.now) {
-                Ok(b) => reencoded = Some(b),
-                Err(e) => {
-                    let sender = prepared.sender.clone();
-                    return Err(refuse(env, &mut spooled, &sender, e.exit, e.message));
-                }
-            }
+            let body = reencode_qp(&mut spooled.body, spool, env.now)?;
             prepare::apply_quoted_printable(&mut prepared.header, stats.valid_utf8);
             if env.verbose > 0 {
                 eprintln!(
@@ -329,345 +431,411 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
                     stats.longest_line
                 );
             }
+            Ok(Some(body))
         }
-        BodyPlan::Refuse(why) => {
-            let sender = prepared.sender.clone();
-            return Err(refuse(env, &mut spooled, &sender, Exit::DataErr, why));
-        }
+        BodyPlan::Refuse(why) => Err(Refusal::new(Exit::DataErr, why)),
     }
-    // The body as it will be sent, read through its own descriptor so the
-    // original stays available for dead.letter.
-    let mut body = match reencoded.as_mut() {
-        Some(b) => b.file().try_clone(),
-        None => spooled.body.file().try_clone(),
-    }
-    .map_err(|e| Failure::new(Exit::OsErr, e.to_string()))?;
+}
 
-    let mut header_block = Vec::new();
-    prepared.header.write_to(&mut header_block);
-    // Signing is the very last change to the message.
+/// Writes the header block and signs it; signing is the very last change
+/// to the message. Sets the size, 8-bit flag and log summary.
+fn sign(env: &Env, sub: &mut Submission) -> Result<(), Refusal> {
+    let mut header = Vec::new();
+    sub.prepared.header.write_to(&mut header);
+    let from = sub.prepared.from_address.clone();
+    let reencoded = sub.reencoded.is_some();
+    let body = sub.body().file();
     if !env.config.dkim.is_empty() {
-        header_block = match dkim_sign(
-            env,
-            prepared.from_address.as_deref(),
-            &header_block,
-            &mut body,
-        ) {
-            Ok(h) => h,
-            Err(e) => {
-                let sender = prepared.sender.clone();
-                return Err(refuse(env, &mut spooled, &sender, e.exit, e.message));
-            }
-        };
+        header = dkim_sign(env, from.as_deref(), &header, body)?;
     }
-    let mut head = header_block.clone();
-    head.extend_from_slice(b"\r\n");
-    let size = head.len() as u64 + body.metadata().map(|m| m.len()).unwrap_or(0);
-    let eight_bit = !head.is_ascii() || (stats.eight_bit && reencoded.is_none());
-    let msgid_final = prepared
+    let body_len = body.metadata().map(|m| m.len()).unwrap_or(0);
+    let size = header.len() as u64 + 2 + body_len;
+    sub.eight_bit = !header.is_ascii() || (sub.spooled.intake.body.eight_bit && !reencoded);
+    let msgid = sub
+        .prepared
         .header
         .get("Message-ID")
         .map(|f| String::from_utf8_lossy(&f.unfolded_value()).into_owned())
         .unwrap_or_default();
-
-    // Route: local recipients to the embedded delivery, the rest to the
-    // smarthost (or the queue).
-    let capture = env.config.local.capture;
-    let (local_rcpts, remote_rcpts): (Vec<&String>, Vec<&String>) = prepared
-        .recipients
-        .iter()
-        .partition(|r| capture || lookup.is_local(r.rsplit_once('@').map(|(_, d)| d)));
-
-    let mut failures: Vec<(String, Exit, String)> = Vec::new();
-    let mut delivered: Vec<String> = Vec::new();
-    for r in &local_rcpts {
-        match deliver_local(env, r, &prepared.sender, &head, &mut body) {
-            Ok(where_) => delivered.push(format!("{r} ({where_})")),
-            Err((code, msg)) => failures.push(((*r).clone(), code, msg)),
-        }
-    }
-    let dsn = transport::Dsn {
-        notify: args.dsn_notify.clone(),
-        ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
-        envid: args.envid.clone(),
-    };
-    let mode = env.config.queue.mode;
-    let remote_rcpts_count = remote_rcpts.len();
-    let now_secs = env
-        .now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // What is left in the queue at the end, and why.
-    let mut to_queue: Vec<String> = Vec::new();
-    let mut queue_reason: Option<String> = None;
-    let mut queued_id: Option<String> = None;
-    if !remote_rcpts.is_empty() {
-        let remote: Vec<String> = remote_rcpts.iter().map(|r| (*r).clone()).collect();
-        let account = prepared
-            .account
-            .as_deref()
-            .and_then(|n| env.config.account_named(n));
-        let no_smarthost = format!(
-            "no smarthost is configured; add an [[account]] to {} (see mailhop.toml(5))",
-            config_name(env)
-        );
-        let make_meta =
-            |id: &str, rcpts: &[String], reason: Option<&str>, attempts: u32| queue::Meta {
-                id: id.to_string(),
-                arrival: now_secs,
-                sender: prepared.sender.clone(),
-                account: prepared.account.clone(),
-                uid: env.uid,
-                attempts,
-                next_attempt: if attempts > 0 {
-                    now_secs + queue::backoff(attempts).as_secs()
-                } else {
-                    now_secs
-                },
-                last_error: reason.map(str::to_string),
-                hold: false,
-                eight_bit,
-                dsn_notify: dsn.notify.clone(),
-                dsn_ret_full: dsn.ret_full,
-                dsn_envid: dsn.envid.clone(),
-                recipients: rcpts
-                    .iter()
-                    .map(|a| queue::Recipient {
-                        address: a.clone(),
-                        state: queue::RcptState::Pending,
-                        last_error: reason.map(str::to_string),
-                    })
-                    .collect(),
-                header: header_block.clone(),
-            };
-
-        // Commit to the queue before the first network byte: whatever
-        // happens from here on (a crash, kill -9, a hung server), the
-        // message is on disk and a runner will deliver it.
-        let mut commit_error = None;
-        if mode != config::QueueMode::Never
-            && let Some(spool) = &spool
-        {
-            match queue_draft(&mut reencoded, &mut spooled.body) {
-                Some(draft) => {
-                    let reason = account.is_none().then_some(no_smarthost.as_str());
-                    let meta = make_meta(&draft.id, &remote, reason, 0);
-                    // Durable at once when the caller will be told
-                    // "queued" without an attempt; a commit that only
-                    // covers the attempt is made durable if it fails.
-                    let durable = account.is_none() || mode == config::QueueMode::Always;
-                    match spool.commit(draft, &meta, durable) {
-                        Ok(()) => {
-                            queued_id = Some(meta.id.clone());
-                            to_queue = remote.clone();
-                            queue_reason = reason.map(str::to_string);
-                        }
-                        Err(e) => commit_error = Some(e.to_string()),
-                    }
-                }
-                None => {
-                    commit_error = Some(
-                        spooled
-                            .spool_error
-                            .clone()
-                            .unwrap_or_else(|| "the message is not in the spool".to_string()),
-                    )
-                }
-            }
-        }
-        let committed = queued_id.is_some();
-        match account {
-            None if committed => {}
-            None => {
-                let why = match &commit_error {
-                    Some(e) => format!("{no_smarthost}; and the message could not be queued: {e}"),
-                    None => no_smarthost.clone(),
-                };
-                for r in remote {
-                    failures.push((r, Exit::Unavailable, why.clone()));
-                }
-            }
-            Some(_) if committed && mode == config::QueueMode::Always => {}
-            Some(account) => {
-                let envelope = transport::Envelope {
-                    sender: &prepared.sender,
-                    recipients: &remote,
-                    size,
-                    eight_bit,
-                    dsn: &dsn,
-                };
-                let mut still_pending: Vec<String> = Vec::new();
-                let mut reason: Option<String> = None;
-                match submit(env, account, &envelope, &head, &mut body) {
-                    Ok(outcome) => {
-                        for a in outcome.accepted {
-                            delivered.push(format!("{a} (via {})", account.smtp.host));
-                        }
-                        for (r, reply) in outcome.rejected {
-                            let msg =
-                                format!("{} refused this recipient: {reply}", account.smtp.host);
-                            if reply.is_transient() && committed {
-                                reason = Some(msg);
-                                still_pending.push(r);
-                            } else {
-                                let code = if reply.is_transient() {
-                                    Exit::TempFail
-                                } else {
-                                    Exit::NoUser
-                                };
-                                failures.push((r, code, msg));
-                            }
-                        }
-                    }
-                    Err((code, msg)) if code == Exit::TempFail && committed => {
-                        reason = Some(msg);
-                        still_pending = remote;
-                    }
-                    Err((code, msg)) => {
-                        let msg = match (&commit_error, code) {
-                            (Some(e), Exit::TempFail) => {
-                                format!("{msg}; and the message could not be queued: {e}")
-                            }
-                            _ => msg,
-                        };
-                        for r in remote {
-                            failures.push((r, code, msg.clone()));
-                        }
-                    }
-                }
-                if let (Some(spool), Some(draft)) =
-                    (&spool, queue_draft(&mut reencoded, &mut spooled.body))
-                    && committed
-                {
-                    if still_pending.is_empty() {
-                        // Delivered (or refused for good): the item is done.
-                        // Between the server's 250 and this removal is the
-                        // one window in which a crash causes a duplicate.
-                        let _ = spool.discard(draft);
-                        queued_id = None;
-                        to_queue.clear();
-                    } else {
-                        let meta = make_meta(&draft.id, &still_pending, reason.as_deref(), 1);
-                        if let Err(e) = spool.make_durable(draft, &meta) {
-                            eprintln!("mailhop: {e}");
-                        }
-                        to_queue = still_pending;
-                        queue_reason = reason;
-                    }
-                }
-            }
-        }
-    }
-
-    let summary = format!(
-        "msgid={} from=<{}> nrcpt={} size={}",
-        log::field(&msgid_final),
-        log::field(&prepared.sender),
-        prepared.recipients.len(),
-        size
+    sub.summary = format!(
+        "msgid={} from=<{}> nrcpt={} size={size}",
+        log::field(&msgid),
+        log::field(&sub.prepared.sender),
+        sub.prepared.recipients.len(),
     );
+    sub.header = header;
+    Ok(())
+}
+
+/// Local recipients go to the embedded delivery, the rest to the smarthost
+/// (or the queue).
+fn route(env: &Env, lookup: &Lookup<'_>, recipients: &[String]) -> (Vec<String>, Vec<String>) {
+    let capture = env.config.local.capture;
+    recipients
+        .iter()
+        .cloned()
+        .partition(|r| capture || lookup.is_local(r.rsplit_once('@').map(|(_, d)| d)))
+}
+
+fn deliver_locals(env: &Env, sub: &mut Submission, local: &[String], results: &mut Results) {
+    if local.is_empty() {
+        return;
+    }
+    let head = [sub.header.as_slice(), b"\r\n"].concat();
+    let sender = sub.prepared.sender.clone();
+    let body = sub.body().file();
+    for r in local {
+        match deliver_local(env, r, &sender, &head, body) {
+            Ok(where_) => results.delivered.push(format!("{r} ({where_})")),
+            Err((code, msg)) => results.failed.push((r.clone(), code, msg)),
+        }
+    }
+}
+
+/// The queue item for the remote recipients, all pending.
+fn new_meta(env: &Env, args: &SendArgs, sub: &Submission, remote: Vec<String>) -> queue::Meta {
+    queue::Meta {
+        id: sub.draft_id().unwrap_or_default().to_string(),
+        arrival: unix_secs(env.now),
+        sender: sub.prepared.sender.clone(),
+        account: sub.prepared.account.clone(),
+        uid: env.uid,
+        attempts: 0,
+        next_attempt: unix_secs(env.now),
+        last_error: None,
+        hold: false,
+        eight_bit: sub.eight_bit,
+        dsn_notify: args.dsn_notify.clone(),
+        dsn_ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
+        dsn_envid: args.envid.clone(),
+        recipients: remote
+            .into_iter()
+            .map(|address| queue::Recipient {
+                address,
+                state: queue::RcptState::Pending,
+                last_error: None,
+            })
+            .collect(),
+        header: sub.header.clone(),
+    }
+}
+
+/// Commit, then one attempt through `deliver::attempt`, the runner's own
+/// decision: whatever a recipient's fate, it is decided there.
+fn deliver_remote(
+    env: &Env,
+    args: &SendArgs,
+    spool: Option<&queue::Spool>,
+    sub: &mut Submission,
+    remote: Vec<String>,
+    results: &mut Results,
+) {
+    let account = sub
+        .prepared
+        .account
+        .as_deref()
+        .and_then(|n| env.config.account_named(n));
+    let mode = env.config.queue.mode;
+    let mut meta = new_meta(env, args, sub, remote);
+    if account.is_none() {
+        deliver::decide(&mut meta, deliver::Event::NoSmarthost);
+    }
+    // Commit to the queue before the first network byte: whatever happens
+    // from here on (a crash, kill -9, a hung server), the message is on
+    // disk and a runner will deliver it. Durable at once when the caller
+    // will be told "queued" without an attempt; a commit that only covers
+    // the attempt is made durable if the attempt leaves something pending.
+    let durable = account.is_none() || mode == config::QueueMode::Always;
+    let committed = commit(spool, sub, &meta, durable);
+    let verdicts = match account {
+        Some(a) if !(committed.is_ok() && mode == config::QueueMode::Always) => {
+            let mut relay = SmtpRelay { env };
+            let data = sub.body().file();
+            deliver::attempt(&mut relay, &a.name, &mut meta, data)
+        }
+        _ => Vec::new(),
+    };
+    let host = account.map_or("", |a| a.smtp.host.as_str());
+    for v in &verdicts {
+        match v.fate {
+            Fate::Delivered => {
+                results.reached_smarthost = true;
+                results
+                    .delivered
+                    .push(format!("{} (via {host})", v.address));
+            }
+            Fate::Failed(cause) => {
+                results.reached_smarthost = true;
+                let why = caller_text(&meta, v, account);
+                results
+                    .failed
+                    .push((v.address.clone(), exit_for_fate(Fate::Failed(cause)), why));
+            }
+            Fate::Deferred(_) => {}
+        }
+    }
+    // Why what is left waits: a person's problem outranks a busy server.
+    let waiting = if account.is_none() {
+        Some(Cause::NoSmarthost)
+    } else {
+        let deferred = verdicts.iter().filter_map(|v| match v.fate {
+            Fate::Deferred(c) => Some(c),
+            _ => None,
+        });
+        deferred.max_by_key(|c| *c == Cause::NeedsAdmin)
+    };
+    match committed {
+        Ok(()) => settle(env, spool, sub, meta, waiting, results),
+        Err(e) => fail_pending(&meta, account, &e, results),
+    }
+}
+
+/// Puts the remote recipients' item into the queue (not yet durable unless
+/// asked). The error says why it could not be queued.
+fn commit(
+    spool: Option<&queue::Spool>,
+    sub: &mut Submission,
+    meta: &queue::Meta,
+    durable: bool,
+) -> Result<(), NotQueued> {
+    if let Some(e) = &sub.spooled.spool_error {
+        return Err(NotQueued::Failed(e.clone()));
+    }
+    let Some(spool) = spool else {
+        return Err(NotQueued::NoQueue);
+    };
+    match sub.body() {
+        Body::Draft(draft) => spool
+            .commit(draft, meta, durable)
+            .map_err(|e| NotQueued::Failed(e.to_string())),
+        Body::Temp(_) => Err(NotQueued::Failed("the message is not in the spool".into())),
+    }
+}
+
+/// Why a message is not in the queue.
+pub(super) enum NotQueued {
+    /// `mode = "never"`, or no spool can be used: by design.
+    NoQueue,
+    /// Queueing was tried and failed; the text says why.
+    Failed(String),
+}
+
+/// After the attempt, for a committed item: what is still pending stays
+/// (durably), the rest leaves the queue. Failed recipients were reported to
+/// the caller, so they are not bounced later.
+fn settle(
+    env: &Env,
+    spool: Option<&queue::Spool>,
+    sub: &mut Submission,
+    mut meta: queue::Meta,
+    cause: Option<Cause>,
+    results: &mut Results,
+) {
+    let summary = sub.summary.clone();
+    let (Some(spool), Body::Draft(draft)) = (spool, sub.body()) else {
+        return;
+    };
+    meta.recipients
+        .retain(|r| r.state == queue::RcptState::Pending);
+    if meta.recipients.is_empty() {
+        // Delivered (or refused for good): the item is done. Between the
+        // server's 250 and this removal is the one window in which a crash
+        // causes a duplicate; a removal that fails makes one certain, so
+        // say so.
+        if let Err(e) = spool.discard(draft) {
+            let line = format!(
+                "{} status=sent but the queue item {} could not be removed: {e}; \
+                 it will be sent again",
+                summary, meta.id
+            );
+            log_line(env, Severity::Err, &line);
+            eprintln!("mailhop: {line}");
+        }
+        return;
+    }
+    // Deferred by an attempt (not queued by choice or for want of a
+    // smarthost): count it, and wait for the backoff.
+    if matches!(cause, Some(Cause::Temporary | Cause::NeedsAdmin)) {
+        deliver::reschedule(&mut meta, unix_secs(env.now));
+        if let Err(e) = spool.make_durable(draft, &meta) {
+            eprintln!("mailhop: {e}");
+        }
+    }
+    results.queued = Some(Queued {
+        id: meta.id.clone(),
+        recipients: meta.recipients.iter().map(|r| r.address.clone()).collect(),
+        reason: meta
+            .last_error
+            .clone()
+            .or_else(|| meta.recipients.iter().find_map(|r| r.last_error.clone())),
+        cause,
+    });
+}
+
+/// The message could not be queued: whatever `decide` left pending has
+/// nowhere to wait, so it fails for the caller, who keeps the message.
+fn fail_pending(
+    meta: &queue::Meta,
+    account: Option<&config::Account>,
+    not_queued: &NotQueued,
+    results: &mut Results,
+) {
+    let unqueued = match not_queued {
+        NotQueued::NoQueue => String::new(),
+        NotQueued::Failed(e) => format!("; and the message could not be queued: {e}"),
+    };
+    for r in meta.pending() {
+        // The error's detail, with its advice, before the bare reply.
+        let why = meta
+            .last_error
+            .clone()
+            .or_else(|| r.last_error.clone())
+            .unwrap_or_default();
+        let (exit, why) = match account {
+            None => (Exit::Unavailable, format!("{why}{unqueued}")),
+            Some(a) => (
+                Exit::TempFail,
+                format!("{why} (account {}){unqueued}", a.name),
+            ),
+        };
+        results.failed.push((r.address.clone(), exit, why));
+    }
+}
+
+/// What the caller is told about a recipient that failed.
+fn caller_text(meta: &queue::Meta, v: &Verdict, account: Option<&config::Account>) -> String {
+    let name = account.map_or("", |a| a.name.as_str());
+    let host = account.map_or("", |a| a.smtp.host.as_str());
+    let reason = v.reason.clone().unwrap_or_default();
+    let mut text = match v.fate {
+        // A refused RCPT: the reply is the reason.
+        Fate::Failed(Cause::UnknownUser) => format!("{host} refused this recipient: {reason}"),
+        // The whole transaction failed: the error's detail says more.
+        _ => match &meta.last_error {
+            Some(detail) => format!("{detail} (account {name})"),
+            None => format!("{host} refused this recipient: {reason} (account {name})"),
+        },
+    };
+    if v.fate == Fate::Failed(Cause::SenderRefused) && !text.contains("from_policy") {
+        text.push_str(
+            "; the smarthost does not let this login send as this sender: set [rewrite] \
+             from_policy = \"account\" and the account's `from` to the mailbox it may send as",
+        );
+    }
+    text
+}
+
+/// The exit status, the log line and what the caller reads, from the
+/// results alone.
+fn report(
+    env: &Env,
+    args: &SendArgs,
+    spool: Option<&queue::Spool>,
+    mut sub: Submission,
+    results: Results,
+) -> Result<Exit, Failure> {
     if env.verbose > 0 {
-        for d in &delivered {
+        for d in &results.delivered {
             eprintln!("mailhop: delivered to {d}");
         }
-        if let Some(id) = &queued_id {
-            eprintln!(
-                "mailhop: queued as {id} for {}{}",
-                to_queue.join(", "),
-                queue_reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            );
-        }
     }
-    // Held for want of a smarthost: say so even without -v, or the caller
-    // believes the mail went out.
-    if queued_id.is_some() && prepared.account.is_none() {
-        eprintln!(
-            "mailhop: mail for {} is held in the queue: no smarthost is configured \
-             (add an [[account]] to {}, then run `sendmail -q`)",
-            to_queue.join(", "),
-            config_name(env)
+    if let Some(q) = &results.queued {
+        tell_queued(env, q);
+    }
+    if results.failed.is_empty() {
+        log_line(
+            env,
+            Severity::Info,
+            &format!("{} {}", sub.summary, status_text(&results)),
         );
-    }
-    if failures.is_empty() {
-        let mut status = String::new();
-        if !delivered.is_empty() {
-            status.push_str(&format!(
-                "status=sent ({})",
-                log::field(&delivered.join(", "))
-            ));
-        }
-        if let Some(id) = &queued_id {
-            if !status.is_empty() {
-                status.push(' ');
-            }
-            status.push_str(&format!(
-                "status=queued (id {id}, {} recipient(s){})",
-                to_queue.len(),
-                queue_reason
-                    .as_deref()
-                    .map(|r| format!(": {}", log::field(r)))
-                    .unwrap_or_default()
-            ));
-        }
-        log_line(env, Severity::Info, &format!("{summary} {status}"));
+        let queued_by_choice = results.queued.as_ref().is_some_and(|q| q.reason.is_none());
+        let reachable_again = results.queued.is_none()
+            && results.reached_smarthost
+            && spool.is_some_and(queue::Spool::has_items);
         // Release our lock on the item before a runner looks at it.
-        drop(body);
-        drop(reencoded);
-        drop(spooled);
-        // A runner is started when it has work now: a message queued by
-        // choice (mode "always"), or older items after the smarthost just
-        // proved reachable. A failed attempt waits for its backoff.
-        let queued_by_choice = queued_id.is_some() && queue_reason.is_none();
-        let reachable_again = queued_id.is_none()
-            && remote_rcpts_count > 0
-            && spool.as_ref().is_some_and(queue::Spool::has_items);
+        drop(sub);
         if !env.config.accounts.is_empty() && (queued_by_choice || reachable_again) {
             spawn_runner(args);
         }
         return Ok(Exit::Ok);
     }
-
     // Some or all failed: report each, keep the message, pick the exit code.
     let mut text = String::new();
-    for (r, _, m) in &failures {
+    for (r, _, m) in &results.failed {
         text.push_str(&format!("{r}: {m}\n"));
     }
-    if !delivered.is_empty() {
-        text.push_str(&format!("delivered to: {}\n", delivered.join(", ")));
+    if !results.delivered.is_empty() {
+        text.push_str(&format!("delivered to: {}\n", results.delivered.join(", ")));
     }
-    if let Some(id) = &queued_id {
-        text.push_str(&format!("queued as {id} for: {}\n", to_queue.join(", ")));
+    if let Some(q) = &results.queued {
+        text.push_str(&format!(
+            "queued as {} for: {}\n",
+            q.id,
+            q.recipients.join(", ")
+        ));
     }
-    let code = worst(failures.iter().map(|(_, c, _)| *c));
-    let sender = prepared.sender.clone();
+    let code = worst(results.failed.iter().map(|(_, c, _)| *c));
+    let sender = sub.prepared.sender.clone();
     let message = text.trim_end().replace('\n', "\nmailhop: ");
     Err(refuse_logged(
         env,
-        &mut spooled,
+        &mut sub.spooled,
         &sender,
         code,
         message,
-        &summary,
+        &sub.summary,
     ))
 }
 
-/// The queue draft holding the body that will be sent, if it is in the
-/// spool.
-pub(super) fn queue_draft<'a>(
-    reencoded: &'a mut Option<Body>,
-    original: &'a mut Body,
-) -> Option<&'a mut queue::Draft> {
-    match reencoded {
-        Some(Body::Draft(d)) => Some(d),
-        Some(Body::Temp(_)) => None,
-        None => match original {
-            Body::Draft(d) => Some(d),
-            Body::Temp(_) => None,
-        },
+/// What the log line says happened: `status=sent (…)`, `status=queued (…)`.
+fn status_text(results: &Results) -> String {
+    let mut status = Vec::new();
+    if !results.delivered.is_empty() {
+        status.push(format!(
+            "status=sent ({})",
+            log::field(&results.delivered.join(", "))
+        ));
+    }
+    if let Some(q) = &results.queued {
+        status.push(format!(
+            "status=queued (id {}, {} recipient(s){})",
+            q.id,
+            q.recipients.len(),
+            q.reason
+                .as_deref()
+                .map(|r| format!(": {}", log::field(r)))
+                .unwrap_or_default()
+        ));
+    }
+    status.join(" ")
+}
+
+/// Tells the caller about a queued message when a person must act (no
+/// smarthost, a refused login, a certificate), once, on one line: cron
+/// mails it. A message that merely waits for a busy server stays quiet.
+fn tell_queued(env: &Env, q: &Queued) {
+    let rcpts = q.recipients.join(", ");
+    match q.cause {
+        Some(Cause::NoSmarthost) => eprintln!(
+            "mailhop: mail for {rcpts} is held in the queue: no smarthost is configured \
+             (add an [[account]] to {}, then run `sendmail -q`)",
+            config_name(env)
+        ),
+        Some(Cause::NeedsAdmin) => eprintln!(
+            "mailhop: mail for {rcpts} is queued as {} and will be retried: {}; \
+             once that is fixed, `sendmail -q` sends it (`mailq` shows it)",
+            q.id,
+            log::field(q.reason.as_deref().unwrap_or_default())
+        ),
+        _ if env.verbose > 0 => eprintln!(
+            "mailhop: queued as {} for {rcpts}{}",
+            q.id,
+            q.reason
+                .as_deref()
+                .map(|r| format!(" ({})", log::field(r)))
+                .unwrap_or_default()
+        ),
+        _ => {}
     }
 }
 
@@ -688,36 +856,6 @@ pub(super) fn spawn_runner(args: &SendArgs) {
         .stderr(std::process::Stdio::null())
         .process_group(0);
     let _ = cmd.spawn();
-}
-
-/// Submits one message to the account's smarthost. Errors come back as the
-/// exit code and the message for the user.
-pub(super) fn submit(
-    env: &Env,
-    account: &config::Account,
-    envelope: &transport::Envelope<'_>,
-    head: &[u8],
-    body: &mut File,
-) -> Result<transport::Outcome, (Exit, String)> {
-    let result = (|| {
-        let mut session = connect_and_login(env, account)?;
-        body.seek(SeekFrom::Start(0))
-            .map_err(|e| transport::Error {
-                stage: transport::Stage::Message,
-                kind: transport::Kind::Config,
-                detail: format!("cannot read the spooled message: {e}"),
-            })?;
-        let mut msg = io::Cursor::new(head).chain(&mut *body);
-        let outcome = session.send(envelope, &mut msg)?;
-        session.quit();
-        Ok(outcome)
-    })();
-    result.map_err(|e: transport::Error| {
-        (
-            exit_for(&e),
-            format!("{} (account {})", e.detail, account.name),
-        )
-    })
 }
 
 /// The exit code for several failed recipients: a temporary failure wins
@@ -816,11 +954,7 @@ pub(super) fn dkim_sign(
     else {
         return Ok(header.to_vec());
     };
-    let now = env
-        .now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_secs(env.now);
     let mut signatures: Vec<u8> = Vec::new();
     for s in env
         .config

@@ -1,5 +1,3 @@
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -36,15 +34,30 @@ pub(super) fn rfc5322_date(now: SystemTime) -> String {
 
 /// A msg-id: time, pid and 64 random bits, so it is unique without state.
 pub(super) fn message_id(now: SystemTime, hostname: &str) -> String {
-    let mut rnd = [0u8; 8];
-    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd));
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
+    let secs = unix_secs(now);
+    let rnd = random_u64();
+    format!("<{secs}.{}.{:016x}@{hostname}>", std::process::id(), rnd)
+}
+
+/// Seconds since the epoch (0 for a clock before 1970).
+pub(super) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 64 random bits from the operating system (ring's `SystemRandom`,
+/// getrandom(2)). Message-IDs must not be guessable; should the kernel ever
+/// refuse, the pid and the clock's nanoseconds stand in rather than zeros.
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut rnd = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut rnd).is_ok() {
+        return u64::from_be_bytes(rnd);
+    }
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!(
-        "<{secs}.{}.{:016x}@{hostname}>",
-        std::process::id(),
-        u64::from_be_bytes(rnd)
-    )
+    (u64::from(std::process::id()) << 32) ^ u64::from(nanos)
 }

@@ -6,6 +6,7 @@
 
 mod callers;
 mod certs;
+mod core;
 mod dkim;
 mod import;
 mod intake;

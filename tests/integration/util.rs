@@ -184,3 +184,33 @@ pub fn body(msg: &[u8]) -> Vec<u8> {
     let pos = msg.windows(2).position(|w| w == b"\n\n").unwrap();
     msg[pos + 2..].to_vec()
 }
+
+/// Asserts the policy for a problem only a person can fix (a refused
+/// login, a certificate, a credential source): the message is queued, the
+/// caller gets 0 and exactly one stderr line that says so and why
+/// (containing `why`), `mailq` shows the same reason, and nothing went to
+/// dead.letter.
+pub fn assert_queued_for_a_person(w: &World, r: &Run, why: &str) {
+    assert_eq!(r.code, 0, "queued, not refused: {r:?}");
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("is queued as"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line that says it is queued: {}",
+        r.stderr
+    );
+    assert!(lines[0].contains(why), "says why ({why}): {}", r.stderr);
+    assert!(
+        lines[0].contains("sendmail -q"),
+        "says what to do: {}",
+        r.stderr
+    );
+    let q = w.queued();
+    assert_eq!(q.len(), 1, "in the queue: {q:?}");
+    assert!(w.mailq().contains(why), "mailq shows why: {}", w.mailq());
+    assert!(w.dead().is_empty(), "no dead letter");
+}
