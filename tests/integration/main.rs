@@ -13,6 +13,7 @@ mod intake;
 mod keyring;
 mod manpage;
 mod oauth;
+mod postfix;
 mod privilege;
 mod queue;
 mod scripted;
