@@ -342,32 +342,68 @@ fn postfix_send_as_refusal_advises_from_policy_account() {
     );
 }
 
+/// A message of exactly `size` bytes, with CRLF line endings and every
+/// header mailhop would otherwise add, so it is sent as it is.
+fn message_of_size(subject: &str, size: usize) -> Vec<u8> {
+    let mut msg = format!(
+        "From: shop@example.com\r\nTo: b@example.net\r\nSubject: {subject}\r\n\
+         Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <{subject}@example.com>\r\n\r\n"
+    )
+    .into_bytes();
+    while msg.len() + 80 <= size {
+        msg.extend_from_slice(&[b'x'; 78]);
+        msg.extend_from_slice(b"\r\n");
+    }
+    let rest = size - msg.len();
+    msg.extend(std::iter::repeat_n(b'y', rest.saturating_sub(2)));
+    msg.extend_from_slice(b"\r\n");
+    assert_eq!(msg.len(), size);
+    msg
+}
+
 #[test]
-fn postfix_message_over_the_size_limit_is_refused() {
-    if !available("postfix_message_over_the_size_limit_is_refused") {
+fn postfix_message_over_the_announced_size_is_refused_before_mail() {
+    if !available("postfix_message_over_the_announced_size_is_refused_before_mail") {
         return;
     }
     let s = setup(PASS, &[("queue", "mode = \"never\"")]);
-    let mut msg = b"From: shop@example.com\nTo: b@example.net\nSubject: big\n\n".to_vec();
-    let line = [b'x'; 76];
-    while msg.len() <= SIZE_LIMIT + 10_000 {
-        msg.extend_from_slice(&line);
-        msg.push(b'\n');
+    let r = s.sendmail(
+        &["-oi", "b@example.net"],
+        &message_of_size("big", SIZE_LIMIT + 1),
+    );
+    // Postfix announces `SIZE 200000` in its EHLO reply: mailhop refuses
+    // before MAIL, so nothing is sent.
+    assert_eq!(r.code, 69, "{}", s.context(&r));
+    let want = format!(
+        "the message is {} bytes, more than 127.0.0.1 accepts ({SIZE_LIMIT} bytes)",
+        SIZE_LIMIT + 1
+    );
+    assert!(r.stderr.contains(&want), "{}", s.context(&r));
+    // Postfix logs `sasl_username=` when it accepts a MAIL command.
+    assert!(!s.peer.log().contains("sasl_username="), "{}", s.peer.log());
+    assert_eq!(s.world.dead().len(), 1, "the message is kept");
+}
+
+#[test]
+fn postfix_message_over_the_limit_only_with_its_trace_headers_gets_552() {
+    if !available("postfix_message_over_the_limit_only_with_its_trace_headers_gets_552") {
+        return;
     }
-    let r = s.sendmail(&["-oi", "b@example.net"], &msg);
-    // Postfix announces `SIZE 200000` in its EHLO reply; mailhop refuses
-    // before MAIL (a server that does not announce it answers 552 to
-    // `MAIL ... SIZE=`, or after DATA).
+    let s = setup(PASS, &[("queue", "mode = \"never\"")]);
+    // Under the announced SIZE as sent, but Postfix counts its own
+    // Received: header and envelope too, and refuses after DATA.
+    let r = s.sendmail(
+        &["-oi", "b@example.net"],
+        &message_of_size("nearly", SIZE_LIMIT - 50),
+    );
     assert_eq!(r.code, 69, "{}", s.context(&r));
     assert!(
         r.stderr
-            .contains(&format!("more than 127.0.0.1 accepts ({SIZE_LIMIT} bytes)")),
+            .contains("refused the message: 552 5.3.4 Error: message file too big"),
         "{}",
         s.context(&r)
     );
-    assert!(!s.peer.log().contains("queued as"), "{}", s.peer.log());
     assert_eq!(s.world.dead().len(), 1, "the message is kept");
-    assert!(s.peer.sink.messages().is_empty());
 }
 
 /// Sends `data` to the peer byte for byte (no line-ending repair) and
