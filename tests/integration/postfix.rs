@@ -66,15 +66,6 @@ fn available(test: &str) -> bool {
     false
 }
 
-/// A port nobody listens on (bound, learned, closed).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One running Postfix + Dovecot (the guardian script) and its sink.
 struct PostfixPeer {
     port: u16,
@@ -87,16 +78,14 @@ struct PostfixPeer {
 }
 
 impl PostfixPeer {
-    /// Starts the peer on a free port under `dir`, presenting the test
+    /// Starts the peer (on a port it picks) under `dir`, presenting the test
     /// PKI's `server` certificate, and waits for its `READY` line.
     fn start(dir: &Path, pki: &TestPki) -> PostfixPeer {
         std::fs::create_dir_all(dir).unwrap();
         let sink = Smtpd::start(&SmtpdOptions::default(), &dir.join("sink"));
-        let port = free_port();
         let mut child = Command::new(python())
             .arg(peer_script("postfix.py"))
             .args(["--dir", &dir.join("server").display().to_string()])
-            .args(["--port", &port.to_string()])
             .args(["--relay-port", &sink.port.to_string()])
             .args(["--cert", &pki.path("server.pem").display().to_string()])
             .args(["--key", &pki.path("server.key").display().to_string()])
@@ -111,19 +100,20 @@ impl PostfixPeer {
             .unwrap();
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
-        let peer = PostfixPeer {
-            port,
+        let mut peer = PostfixPeer {
+            port: 0,
             dir: dir.to_path_buf(),
             sink,
             child,
             stdin,
         };
-        peer.await_ready(stdout);
+        peer.port = peer.await_ready(stdout);
         peer
     }
 
-    /// Reads the guardian's first stdout line: `READY <port>` or a failure.
-    fn await_ready(&self, stdout: ChildStdout) {
+    /// Reads the guardian's first stdout line, `READY <port>`, and returns
+    /// the port; panics with the servers' logs on anything else.
+    fn await_ready(&self, stdout: ChildStdout) -> u16 {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -135,12 +125,13 @@ impl PostfixPeer {
             Err(RecvTimeoutError::Timeout) => format!("no READY within {TIMEOUT:?}"),
             Err(RecvTimeoutError::Disconnected) => "the guardian died".into(),
         };
-        if line.trim() != format!("READY {}", self.port) {
-            panic!(
+        match line.trim().strip_prefix("READY ").map(str::parse) {
+            Some(Ok(port)) => port,
+            _ => panic!(
                 "the Postfix peer did not start: {}\n{}",
                 line.trim(),
                 self.logs()
-            );
+            ),
         }
     }
 

@@ -7,7 +7,7 @@ logs. The machine's own MTA setup (/etc/postfix, /etc/dovecot, the system
 Postfix instance) is never read or changed, apart from Postfix's meta files
 (postfix-files) which `postfix start` only reads.
 
-The submission port (--port, on 127.0.0.1) is set up the way many company
+The submission port (a free one on 127.0.0.1, see READY) is set up the way many company
 relays are: TLS required (smtpd_tls_security_level = encrypt), AUTH through
 Dovecot, smtpd_sender_login_maps + reject_sender_login_mismatch,
 smtpd_forbid_bare_newline = reject, a message_size_limit, and one refused
@@ -73,7 +73,9 @@ smtp_dns_support_level = disabled
 smtp_tls_security_level = none
 maillog_file = {log}
 maillog_file_prefixes = {dir}
-smtpd_banner = $myhostname ESMTP mailhop-test-postfix
+# The greeting names this instance, so the start-up probe cannot mistake
+# another server that took the port for ours.
+smtpd_banner = $myhostname ESMTP {banner}
 # No penalty sleeps between errors: the tests provoke errors on purpose.
 smtpd_error_sleep_time = 0
 smtpd_soft_error_limit = 100
@@ -157,16 +159,25 @@ def fail(why):
     sys.exit(1)
 
 
-def run(argv):
-    """Runs a command; on failure reports its output and exits."""
+def run(argv, may_fail=False):
+    """Runs a command; on failure reports its output and exits, or with
+    `may_fail` returns False."""
     # Output goes to a file, not a pipe: a daemon that forks keeps the
     # pipe open, and reading it would never end.
     with tempfile.TemporaryFile() as out:
-        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out).returncode
+        try:
+            code = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=TIMEOUT
+            ).returncode
+        except subprocess.TimeoutExpired:
+            fail(f"{' '.join(argv)} did not finish within {TIMEOUT}s")
         if code != 0:
+            if may_fail:
+                return False
             out.seek(0)
             text = out.read(4096).decode(errors="replace")
             fail(f"{' '.join(argv)} exited {code}: {text!r}")
+    return True
 
 
 def write(path, text, mode=0o644):
@@ -203,10 +214,11 @@ def layout(args):
             etc=p["etc"], spool=p["spool"], data=p["data"], log=p["log"], dir=d,
             relay_port=args.relay_port, size_limit=args.size_limit,
             cert=os.path.abspath(args.cert), key=os.path.abspath(args.key),
-            user=args.user, refused=REFUSED_RCPT,
+            user=args.user, refused=REFUSED_RCPT, banner=banner(),
         ),
     )
-    write(os.path.join(p["etc"], "master.cf"), MASTER_CF.format(port=args.port))
+    # `postfix check` wants a master.cf; start_postfix() picks the port.
+    write(os.path.join(p["etc"], "master.cf"), MASTER_CF.format(port=free_port()))
     # The passwd-file is read by Dovecot's auth process (user dovecot).
     write(p["users"], f"{args.user}:{{PLAIN}}{os.environ[PASSWORD_ENV]}::::::\n", 0o640)
     os.chown(p["users"], 0, grp.getgrnam("dovecot").gr_gid)
@@ -230,13 +242,18 @@ def wait_for(what, ready):
         time.sleep(POLL)
 
 
+def banner():
+    """This instance's name in its SMTP greeting."""
+    return f"mailhop-test-postfix-{os.getpid()}"
+
+
 def greets(port):
-    """True once the port answers with Postfix's 220 greeting."""
+    """True once the port answers with this instance's 220 greeting."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.settimeout(5)
             line = s.recv(512)
-            if line.startswith(b"220 "):
+            if line.startswith(b"220 ") and banner().encode() in line:
                 s.sendall(b"QUIT\r\n")
                 return True
             return False
@@ -256,8 +273,11 @@ def pid_gone(pidfile):
 
 def stop(p):
     """Stops both servers and waits (bounded) until their masters exited."""
-    subprocess.run(["postfix", "-c", p["etc"], "stop"],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.run(["postfix", "-c", p["etc"], "stop"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
     pidfile = os.path.join(p["base"], "master.pid")
     try:
         with open(pidfile) as f:
@@ -270,10 +290,53 @@ def stop(p):
             time.sleep(POLL)
 
 
+def free_port():
+    """A port nobody listens on (bound, learned, closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_postfix(p):
+    """Starts Postfix on a free port and returns the port once it greets.
+
+    Postfix cannot be told to pick a port itself, so one is picked here;
+    should another process take it first, Postfix's master cannot bind
+    it, and another port is tried.
+    """
+    master = os.path.join(p["spool"], "pid", "master.pid")
+    for _ in range(5):
+        port = free_port()
+        write(os.path.join(p["etc"], "master.cf"), MASTER_CF.format(port=port))
+        logged = len(read(p["log"]))
+        if not run(["postfix", "-c", p["etc"], "start"], may_fail=True):
+            if "Address already in use" in read(p["log"])[logged:]:
+                continue
+            fail(f"postfix start failed; see {p['log']}")
+
+        def greeted():
+            # A master that could not bind the port exits: say so now.
+            if os.path.exists(master) and pid_gone(master):
+                fail(f"Postfix's master exited; see {p['log']}")
+            return greets(port)
+
+        wait_for("the Dovecot auth socket", lambda: os.path.exists(p["socket"]))
+        wait_for(f"Postfix's greeting on port {port}", greeted)
+        return port
+    fail("no free port for Postfix after 5 tries")
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
-    ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--relay-port", type=int, required=True)
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
@@ -287,10 +350,8 @@ def main():
     try:
         run(["postfix", "-c", p["etc"], "check"])
         run(["dovecot", "-c", p["dovecot_conf"]])
-        run(["postfix", "-c", p["etc"], "start"])
-        wait_for("the Dovecot auth socket", lambda: os.path.exists(p["socket"]))
-        wait_for(f"Postfix's greeting on port {args.port}", lambda: greets(args.port))
-        print(f"READY {args.port}", flush=True)
+        port = start_postfix(p)
+        print(f"READY {port}", flush=True)
         # Block until the test closes our stdin (or exits).
         sys.stdin.buffer.read()
     finally:
