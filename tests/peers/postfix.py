@@ -87,6 +87,8 @@ smtpd_tls_key_file = {key}
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = private/auth
+# The Received: header names the login, for the tests to check.
+smtpd_sasl_authenticated_header = yes
 smtpd_sender_login_maps = inline:{{ {{ {user} = {user} }} }}
 smtpd_sender_restrictions = reject_sender_login_mismatch
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
