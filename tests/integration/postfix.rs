@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::certs::TestPki;
 use crate::smtpd::{Received, Smtpd, SmtpdOptions, peer_script, python};
-use crate::util::{Run, World};
+use crate::util::{Run, World, text};
 
 /// The Dovecot user; the only address it may send as (sender login map).
 const USER: &str = "shop@example.com";
@@ -230,10 +230,6 @@ const MSG: &[u8] =
     b"From: Shop <shop@example.com>\r\nTo: b@example.net\r\nSubject: via postfix\r\n\
 Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <pf1@example.com>\r\n\r\n\
 .leading dot\r\nbody line\r\n";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn postfix_login_with_matching_sender_delivers() {
