@@ -7,8 +7,8 @@ logs. The machine's own MTA setup (/etc/postfix, /etc/dovecot, the system
 Postfix instance) is never read or changed, apart from Postfix's meta files
 (postfix-files) which `postfix start` only reads.
 
-The submission port (a free one on 127.0.0.1, see READY) is set up the way many company
-relays are: TLS required (smtpd_tls_security_level = encrypt), AUTH through
+The submission port (a free one on 127.0.0.1, see READY) is set up the way
+many company relays are: TLS required (smtpd_tls_security_level = encrypt), AUTH through
 Dovecot, smtpd_sender_login_maps + reject_sender_login_mismatch,
 smtpd_forbid_bare_newline = reject, a message_size_limit, and one refused
 recipient (check_recipient_access). Accepted mail is relayed to a sink on
@@ -183,9 +183,11 @@ def run(argv, may_fail=False):
 
 
 def write(path, text, mode=0o644):
-    with open(path, "w") as f:
+    # Created with its final mode: the passwd-file is never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), mode)
         f.write(text)
-    os.chmod(path, mode)
 
 
 def layout(args):
