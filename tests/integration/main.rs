@@ -14,6 +14,7 @@ mod intake;
 mod keyring;
 mod manpage;
 mod oauth;
+mod postfix;
 mod privilege;
 mod queue;
 mod scripted;
