@@ -529,6 +529,13 @@ fn tls_error(e: &rustls::Error) -> Error {
                  server with tls_fingerprint"
                     .into(),
             ),
+            C::BadSignature => cert(
+                "the server's certificate is not signed by a trusted authority: its issuer has the \
+                 same name as a trusted CA, but a different key (another CA with the same name, or \
+                 a re-issued CA); set tls_ca_file to the CA that signed it, or pin the server with \
+                 tls_fingerprint"
+                    .into(),
+            ),
             C::NotValidForName => cert(
                 "the server's certificate is not valid for the host name in `host`; connect by the \
                  name the certificate was issued for"
