@@ -37,7 +37,7 @@ mod reply;
 pub use cert::{CertProblem, TrustStore};
 pub use reply::{RefusalClass, Reply};
 
-use clock::{Limit, Timed};
+pub(crate) use clock::{Limit, Timed};
 use reply::{Answer, MAX_LINE, MAX_LINES, answer, parse_line};
 
 /// How the connection is protected.
