@@ -196,6 +196,34 @@ fn a_trickled_reply_times_out_as_a_whole() {
     assert!(r.stderr.contains("timed out"), "{}", r.stderr);
 }
 
+/// #15.9: the reply to the end of the message, trickled over ~8 s, is
+/// bounded as a whole by data_timeout (2 s here).
+#[test]
+fn a_trickled_reply_to_the_message_times_out_as_a_whole() {
+    let port = serve(vec![
+        Step::Send(b"220 ready\r\n"),
+        Step::Expect("EHLO"),
+        Step::Send(b"250 x\r\n"),
+        Step::Expect("MAIL"),
+        Step::Send(b"250 ok\r\n"),
+        Step::Expect("RCPT"),
+        Step::Send(b"250 ok\r\n"),
+        Step::Expect("DATA"),
+        Step::Send(b"354 go\r\n"),
+        Step::Data,
+        Step::Trickle(
+            b"250 2.0.0 Ok: queued as 4F2D81A0B3\r\n",
+            Duration::from_millis(250),
+        ),
+        Step::Expect("QUIT"),
+        Step::Send(b"221 bye\r\n"),
+    ]);
+    let w = world(port, "timeout = 2\ndata_timeout = 2", "never");
+    let r = w.sendmail(&["-oi", "b@example.net"], MSG);
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(r.stderr.contains("timed out"), "{}", r.stderr);
+}
+
 /// #15.11: 250 to DATA (before any data) is a protocol break: temporary.
 #[test]
 fn a_250_to_data_is_temporary() {
