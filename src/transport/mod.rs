@@ -15,7 +15,16 @@
 //! reply parsing against lettre's.
 //!
 //! Secrets: AUTH payloads never reach the transcript, errors or logs; the
-//! transcript shows `AUTH PLAIN ***` and DATA only as its size.
+//! transcript shows `AUTH PLAIN ***` and DATA only as its size. Whatever
+//! was sent as a credential is also cut out of every reply the server
+//! sends back (`Echoes`), before anything stores or prints it.
+//!
+//! Time: every exchange (a command and its whole reply, the TLS handshake)
+//! has a deadline, not just a per-read timeout, and a message transaction
+//! has one scaled by the message size (`clock`, `transaction_budget`).
+//!
+//! Submodules: `reply` (parsing and classifying replies), `clock`
+//! (deadlines on the socket), `cert` (describing a refused certificate).
 
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
