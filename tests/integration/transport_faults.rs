@@ -224,6 +224,34 @@ fn a_trickled_reply_to_the_message_times_out_as_a_whole() {
     assert!(r.stderr.contains("timed out"), "{}", r.stderr);
 }
 
+/// #15.9: a server that agrees to STARTTLS and then trickles a TLS record
+/// (~17 s in all) is cut off by the handshake's deadline (timeout = 2).
+/// Before, each byte restarted the timer, and the record's garbage ended
+/// as a permanent TLS error.
+#[test]
+fn a_trickled_tls_handshake_times_out_as_a_whole() {
+    const RECORD: &[u8] = b"\x16\x03\x03\x00\x40\
+        0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let port = serve(vec![
+        Step::Send(b"220 ready\r\n"),
+        Step::Expect("EHLO"),
+        Step::Send(b"250-x\r\n250 STARTTLS\r\n"),
+        Step::Expect("STARTTLS"),
+        Step::Send(b"220 go ahead\r\n"),
+        Step::Trickle(RECORD, Duration::from_millis(250)),
+    ]);
+    let w = World::new("");
+    let pki = TestPki::create(&w.path("pki"));
+    let w = World::new(&format!(
+        "[[account]]\nname = \"s\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\n\
+         from = \"{USER}\"\ntls_ca_file = \"{}\"\ntimeout = 2\n[queue]\nmode = \"never\"\n",
+        pki.path("ca.pem").display()
+    ));
+    let r = w.sendmail(&["-oi", "b@example.net"], MSG);
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(r.stderr.contains("timed out"), "{}", r.stderr);
+}
+
 /// #15.11: 250 to DATA (before any data) is a protocol break: temporary.
 #[test]
 fn a_250_to_data_is_temporary() {
