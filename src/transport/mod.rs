@@ -472,8 +472,9 @@ const MIN_RATE: u64 = 1024;
 /// + data_timeout                         the reply to the body
 /// + size / MIN_RATE seconds              the body itself
 ///
-/// `None` (no deadline) when either timeout is 0, which the configuration
-/// documents as "wait for ever".
+/// `None` (no deadline) when either timeout is 0, meaning "wait for ever";
+/// only `Settings` built in code can say that (the configuration requires
+/// at least 1 s).
 fn transaction_budget(s: &Settings, size: u64, recipients: usize) -> Option<Duration> {
     if s.command_timeout.is_zero() || s.data_timeout.is_zero() {
         return None;
