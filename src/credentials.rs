@@ -616,6 +616,16 @@ pub fn redact(text: &str, secret: &Secret) -> String {
     }
 }
 
+/// `text` with every needle replaced by `***`, longest first (so a secret
+/// inside a longer payload does not break the payload's match).
+pub fn redact_all(text: &str, needles: &[&str]) -> String {
+    let mut sorted: Vec<&str> = needles.iter().copied().filter(|n| !n.is_empty()).collect();
+    sorted.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    sorted
+        .iter()
+        .fold(text.to_owned(), |acc, n| acc.replace(n, "***"))
+}
+
 /// Reads at most `MAX_SECRET_LEN` bytes into a buffer allocated once at
 /// full size, so no reallocation leaves an unzeroised copy behind.
 /// `Ok(None)` means there was more.
@@ -1022,6 +1032,15 @@ mod tests {
                 .rsplit_once(')')
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         }
+    }
+
+    #[test]
+    fn redact_all_takes_longest_first() {
+        let payload = "AGFsaWNlAGh1bnRlcjI=";
+        let text = format!("535 bad {payload} (hunter2)");
+        let out = redact_all(&text, &["hunter2", payload, ""]);
+        assert_eq!(out, "535 bad *** (***)");
+        assert_eq!(redact_all("x", &[]), "x");
     }
 
     #[test]

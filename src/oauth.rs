@@ -71,6 +71,9 @@ const MAX_BODY: u64 = 256 * 1024;
 /// How long `login` waits for the browser to come back to the loopback
 /// redirect.
 const LOOPBACK_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the browser may take to send one request to the loopback
+/// redirect, headers and all.
+const REDIRECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `token_command` may run.
 const TOKEN_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of an endpoint's text an error shows.
@@ -1118,6 +1121,13 @@ struct HttpClient {
 
 impl HttpClient {
     fn new(s: &Settings) -> Result<HttpClient, OAuthError> {
+        HttpClient::with_timeout(s, HTTP_TIMEOUT)
+    }
+
+    /// `timeout` bounds each call end to end (DNS, connect, TLS, headers
+    /// and body): ureq's per-read timeouts alone would let an endpoint
+    /// that trickles its answer hold us for ever (issue #15.9).
+    fn with_timeout(s: &Settings, timeout: Duration) -> Result<HttpClient, OAuthError> {
         let mut roots = Vec::new();
         if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
             // An unreadable system bundle is not fatal: ca_file may do.
@@ -1143,7 +1153,7 @@ impl HttpClient {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_global(Some(HTTP_TIMEOUT))
+            .timeout_global(Some(timeout))
             .user_agent(concat!("mailhop/", env!("CARGO_PKG_VERSION")))
             // A setgid mailhop must not let its caller route the request.
             .proxy(if setid {
@@ -1480,7 +1490,7 @@ fn wait_for_code(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(OAuthError::Login(format!("loopback listener: {e}"))),
         };
-        match handle_redirect(stream, state) {
+        match handle_redirect(stream, state, REDIRECT_TIMEOUT) {
             Ok(Some(code)) => return Ok(code),
             Ok(None) => continue,
             Err(e) => return Err(e),
@@ -1493,11 +1503,18 @@ fn wait_for_code(
 fn handle_redirect(
     stream: TcpStream,
     state: &str,
+    timeout: Duration,
 ) -> Result<Option<Zeroizing<String>>, OAuthError> {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new((&stream).take(16 * 1024));
+    let _ = stream.set_write_timeout(Some(timeout));
+    // The whole request within `timeout`, not each read: a local process
+    // trickling bytes must not hold the login open.
+    let Ok(clone) = stream.try_clone() else {
+        return Ok(None);
+    };
+    let mut timed = crate::transport::Timed::new(clone);
+    timed.set_limit(crate::transport::Limit::within(timeout, None));
+    let mut reader = BufReader::new(timed.take(16 * 1024));
     let mut line = Zeroizing::new(String::new());
     if reader.read_line(&mut line).is_err() {
         return Ok(None);
@@ -1594,6 +1611,68 @@ fn respond(w: &mut dyn Write, status: &str, text: &str) {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// Writes `bytes` one at a time, `pause` apart, until the peer goes
+    /// away. The pause is the fault under test (#15.9), not a wait.
+    fn trickle(mut stream: TcpStream, bytes: &[u8], pause: Duration) {
+        for b in bytes {
+            std::thread::sleep(pause);
+            if stream.write_all(&[*b]).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A token endpoint that trickles a complete, valid answer over ~8 s
+    /// must be cut off by the whole-call timeout (1 s here).
+    #[test]
+    fn a_trickling_token_endpoint_times_out_as_a_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = (&stream).read(&mut head);
+            let body = b"{\"access_token\":\"t\",\"token_type\":\"Bearer\"}";
+            let mut answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend_from_slice(body);
+            trickle(stream, &answer, Duration::from_millis(100));
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let http = HttpClient::with_timeout(&settings(dir.path()), Duration::from_secs(1)).unwrap();
+        let request = oauth2::http::Request::builder()
+            .method("POST")
+            .uri(format!("http://127.0.0.1:{port}/token"))
+            .body(b"grant_type=x".to_vec())
+            .unwrap();
+        let e = http.call(request).unwrap_err();
+        assert!(e.transient, "{e:?}");
+        server.join().unwrap();
+    }
+
+    /// A local client trickling its request line to the loopback redirect
+    /// is dropped when the whole-request timeout ends.
+    #[test]
+    fn a_trickling_redirect_request_is_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let stream = TcpStream::connect(addr).unwrap();
+            trickle(
+                stream,
+                b"GET /?code=c&state=s HTTP/1.1\r\nHost: x\r\n\r\n",
+                Duration::from_millis(100),
+            );
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let got = handle_redirect(stream, "s", Duration::from_secs(1)).unwrap();
+        assert!(got.is_none(), "the request never completed in time");
+        client.join().unwrap();
+    }
 
     fn settings(dir: &Path) -> Settings {
         Settings {

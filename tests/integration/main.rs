@@ -21,4 +21,5 @@ mod scripted;
 mod scrub;
 mod smtpd;
 mod submission;
+mod transport_faults;
 mod util;

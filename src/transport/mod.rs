@@ -15,20 +15,39 @@
 //! reply parsing against lettre's.
 //!
 //! Secrets: AUTH payloads never reach the transcript, errors or logs; the
-//! transcript shows `AUTH PLAIN ***` and DATA only as its size.
+//! transcript shows `AUTH PLAIN ***` and DATA only as its size. Whatever
+//! was sent as a credential is also cut out of every reply the server
+//! sends back (`Echoes`), before anything stores or prints it.
+//!
+//! Time: every exchange (a command and its whole reply, the TLS handshake)
+//! has a deadline, not just a per-read timeout, and a message transaction
+//! has one scaled by the message size (`clock`, `transaction_budget`).
+//!
+//! Submodules: `reply` (parsing and classifying replies), `clock`
+//! (deadlines on the socket), `cert` (describing a refused certificate).
 
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 
 use crate::credentials::Secret;
+
+mod cert;
+mod clock;
+mod reply;
+
+pub use cert::{CertProblem, TrustStore};
+pub use reply::{RefusalClass, Reply};
+
+pub(crate) use clock::{Limit, Timed};
+use reply::{Answer, MAX_LINE, MAX_LINES, answer, parse_line};
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,58 +136,6 @@ pub struct Envelope<'a> {
     pub dsn: &'a Dsn,
 }
 
-/// An SMTP reply: code, enhanced status (RFC 3463) if present, and text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    pub fn is_positive(&self) -> bool {
-        self.code < 400
-    }
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
-
-    /// The enhanced status code (`5.7.139`), when the first line has one.
-    pub fn enhanced(&self) -> Option<&str> {
-        let first = self.lines.first()?;
-        let word = first.split_whitespace().next()?;
-        let parts: Vec<&str> = word.split('.').collect();
-        (parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-        .then_some(word)
-    }
-
-    /// One line for humans: `550 5.1.1 <a@b>: User unknown`, with control
-    /// characters removed so a hostile server cannot forge terminal output.
-    pub fn one_line(&self) -> String {
-        let text: String = self.lines.join(" / ");
-        let clean: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        format!("{} {}", self.code, clean.trim())
-    }
-
-    fn contains(&self, needle: &str) -> bool {
-        self.lines.iter().any(|l| l.contains(needle))
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.one_line())
-    }
-}
-
 /// Where in the dialogue something failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -212,8 +179,9 @@ pub enum Kind {
     Network,
     /// No reply within the configured time.
     Timeout,
-    /// The certificate could not be verified, or the pin did not match.
-    Certificate,
+    /// The certificate could not be verified, or the pin did not match;
+    /// with the certificate's description when the server sent one.
+    Certificate(Option<Box<CertProblem>>),
     /// Any other TLS failure (handshake, protocol version).
     Tls,
     /// The server does not offer STARTTLS, or no usable AUTH mechanism.
@@ -224,7 +192,9 @@ pub enum Kind {
     Credentials,
     /// The configuration cannot work (unreadable CA file, …).
     Config,
-    /// The server broke the protocol (garbage, oversized reply).
+    /// The server broke the protocol (garbage, oversized reply, a success
+    /// code where SMTP allows none). Temporary: mailhop(8) says so, and
+    /// it says nothing about the message.
     Protocol,
     /// Every recipient was refused; the per-recipient replies are in the
     /// outcome's `rejected`.
@@ -248,11 +218,11 @@ impl Error {
         }
     }
 
-    /// Worth trying again later: 4xx, network, timeout.
+    /// Worth trying again later: 4xx, network, timeout, protocol break.
     pub fn is_transient(&self) -> bool {
         match &self.kind {
             Kind::Reply(r) => r.is_transient(),
-            Kind::Network | Kind::Timeout => true,
+            Kind::Network | Kind::Timeout | Kind::Protocol => true,
             Kind::AuthFailed(Some(r)) => r.is_transient(),
             // Any 4xx: some recipient may still be reached later.
             Kind::AllRecipientsRejected(list) => list.iter().any(|(_, r)| r.is_transient()),
@@ -263,6 +233,52 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         !self.is_transient()
     }
+
+    /// The server refused the login (not: credentials unavailable).
+    pub fn is_auth(&self) -> bool {
+        matches!(self.kind, Kind::AuthFailed(_))
+    }
+
+    /// Any TLS failure, certificate problems included.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, Kind::Tls | Kind::Certificate(_))
+    }
+
+    /// The server's certificate was refused (verification or pin).
+    pub fn is_certificate(&self) -> bool {
+        matches!(self.kind, Kind::Certificate(_))
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::Timeout)
+    }
+
+    /// The server broke the protocol.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol)
+    }
+
+    /// The connection could not be made or was lost.
+    pub fn is_network(&self) -> bool {
+        matches!(self.kind, Kind::Network)
+    }
+
+    /// The server's refusal, when the error is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match &self.kind {
+            Kind::Reply(r) | Kind::AuthFailed(Some(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// What was wrong with the server's certificate, when that is the
+    /// error and the server sent one.
+    pub fn certificate(&self) -> Option<&CertProblem> {
+        match &self.kind {
+            Kind::Certificate(Some(p)) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -271,7 +287,12 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.certificate()
+            .map(|p| p as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Advice for replies whose meaning is known, keyed on what providers send.
 pub fn hint(reply: &Reply) -> Option<&'static str> {
@@ -306,50 +327,25 @@ pub fn hint(reply: &Reply) -> Option<&'static str> {
 }
 
 // ---------------------------------------------------------------------------
-// Reply parsing (pure).
-
-/// Longest reply line accepted (RFC 5321 says 512; servers exceed it).
-const MAX_LINE: usize = 4096;
-/// Most lines in one reply.
-const MAX_LINES: usize = 200;
-
-/// Parses one reply line: `Some((code, is_last, text))`.
-fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let code_bytes = line.get(..3)?;
-    if !code_bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let code = code_bytes
-        .iter()
-        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
-    if !(200..600).contains(&code) {
-        return None;
-    }
-    let (last, text) = match line.get(3) {
-        None => (true, &b""[..]),
-        Some(b' ') => (true, line.get(4..).unwrap_or_default()),
-        Some(b'-') => (false, line.get(4..).unwrap_or_default()),
-        Some(_) => return None,
-    };
-    Some((code, last, String::from_utf8_lossy(text).into_owned()))
-}
-
-// ---------------------------------------------------------------------------
 // The stream: plain TCP or rustls over TCP, with our own read buffer (we
 // must know it is empty when STARTTLS starts: CVE-2011-0411).
 
 enum Conn {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Plain(Timed),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Timed>>),
 }
 
 impl Conn {
-    fn tcp(&self) -> &TcpStream {
+    fn sock(&self) -> &Timed {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(s) => s.get_ref(),
+        }
+    }
+    fn sock_mut(&mut self) -> &mut Timed {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_mut(),
         }
     }
 }
@@ -438,6 +434,58 @@ pub struct Session {
     settings: Settings,
     info: Info,
     transcript: Transcript,
+    /// While a message is being sent: no exchange runs past this.
+    transaction: Option<Instant>,
+    /// What we sent as credentials, to cut out of every reply.
+    echoes: Echoes,
+}
+
+/// The credentials this session has sent, in every form the server saw or
+/// could derive (base64 payloads, the decoded secret). A server that
+/// repeats them in a reply (a 535 quoting the AUTH line) must not put
+/// them into our errors, logs, transcript or queue files (issue #15.12).
+#[derive(Default)]
+struct Echoes(Vec<zeroize::Zeroizing<String>>);
+
+impl Echoes {
+    fn add(&mut self, s: &str) {
+        if !s.is_empty() && !self.0.iter().any(|k| k.as_str() == s) {
+            self.0.push(zeroize::Zeroizing::new(s.to_owned()));
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let needles: Vec<&str> = self.0.iter().map(|k| k.as_str()).collect();
+        crate::credentials::redact_all(text, &needles)
+    }
+}
+
+/// Slowest body transfer waited for: 1 KiB/s (8 kbit/s, below any working
+/// link; a dead one is caught sooner by the per-write command_timeout).
+const MIN_RATE: u64 = 1024;
+
+/// The deadline for one whole transaction (MAIL to the final reply), so
+/// that a server which answers every step just in time, or reads the body
+/// one byte per timeout, cannot hold the connection without bound:
+///
+///   command_timeout × (recipients + 3)   MAIL, each RCPT, DATA, slack
+/// + data_timeout                         the reply to the body
+/// + size / MIN_RATE seconds              the body itself
+///
+/// `None` (no deadline) when either timeout is 0, meaning "wait for ever";
+/// only `Settings` built in code can say that (the configuration requires
+/// at least 1 s).
+fn transaction_budget(s: &Settings, size: u64, recipients: usize) -> Option<Duration> {
+    if s.command_timeout.is_zero() || s.data_timeout.is_zero() {
+        return None;
+    }
+    let steps = u32::try_from(recipients.saturating_add(3)).unwrap_or(u32::MAX);
+    Some(
+        s.command_timeout
+            .saturating_mul(steps)
+            .saturating_add(s.data_timeout)
+            .saturating_add(Duration::from_secs(size / MIN_RATE)),
+    )
 }
 
 impl fmt::Debug for Session {
@@ -482,13 +530,20 @@ fn io_kind(stage: Stage, e: &io::Error, what: &str) -> Error {
 /// what to set.
 fn tls_error(e: &rustls::Error) -> Error {
     use rustls::CertificateError as C;
-    let cert = |detail: String| Error::new(Stage::Tls, Kind::Certificate, detail);
+    let cert = |detail: String| Error::new(Stage::Tls, Kind::Certificate(None), detail);
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
             C::UnknownIssuer => cert(
                 "the server's certificate is not signed by a trusted authority (unknown issuer); \
                  if the smarthost uses a private CA, set tls_ca_file to its certificate, or pin the \
                  server with tls_fingerprint"
+                    .into(),
+            ),
+            C::BadSignature => cert(
+                "the server's certificate is not signed by a trusted authority: its issuer has the \
+                 same name as a trusted CA, but a different key (another CA with the same name, or \
+                 a re-issued CA); set tls_ca_file to the CA that signed it, or pin the server with \
+                 tls_fingerprint"
                     .into(),
             ),
             C::NotValidForName => cert(
@@ -547,10 +602,12 @@ struct Verifier {
     webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     pin: Option<[u8; 32]>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Keeps a refused end-entity certificate for the error message.
+    rejected: cert::Rejected,
 }
 
-impl rustls::client::danger::ServerCertVerifier for Verifier {
-    fn verify_server_cert(
+impl Verifier {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -569,11 +626,39 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
             };
         }
         match &self.webpki {
-            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            Some(v) => rustls::client::danger::ServerCertVerifier::verify_server_cert(
+                v.as_ref(),
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp,
+                now,
+            ),
             None => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
             )),
         }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let result = self.check(end_entity, intermediates, server_name, ocsp, now);
+        if let Err(e) = &result {
+            let reason = match e {
+                rustls::Error::InvalidCertificate(c) => format!("{c:?}"),
+                other => other.to_string(),
+            };
+            self.rejected.record(end_entity.as_ref(), reason);
+        }
+        result
     }
 
     fn verify_tls12_signature(
@@ -644,9 +729,18 @@ pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
+/// The client configuration and what a failed verification is explained
+/// with.
+struct TlsSetup {
+    config: Arc<rustls::ClientConfig>,
+    trust: TrustStore,
+    rejected: cert::Rejected,
+}
+
+fn tls_config(s: &Settings) -> Result<TlsSetup, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config_err = |detail: String| Error::new(Stage::Tls, Kind::Config, detail);
+    let mut trust = TrustStore::Pin;
     let webpki = if s.fingerprint.is_some() {
         None
     } else {
@@ -654,6 +748,7 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
         match &s.ca_file {
             // The fast path: one bundle, no directory scan.
             Some(path) => {
+                trust = TrustStore::CaFile(path.clone());
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| config_err(format!("tls_ca_file {}: {e}", path.display())))?;
                 for c in certs {
@@ -665,17 +760,20 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
                 }
             }
             None if s.system_roots_only => {
+                trust = TrustStore::System;
                 if let Some(bundle) = SYSTEM_BUNDLES
                     .iter()
                     .map(std::path::Path::new)
                     .find(|p| p.exists())
                 {
+                    trust = TrustStore::SystemBundle(bundle.to_path_buf());
                     let certs = CertificateDer::pem_file_iter(bundle)
                         .map_err(|e| config_err(format!("{}: {e}", bundle.display())))?;
                     roots.add_parsable_certificates(certs.flatten());
                 }
             }
             None => {
+                trust = TrustStore::System;
                 let native = rustls_native_certs::load_native_certs();
                 roots.add_parsable_certificates(native.certs);
             }
@@ -694,6 +792,7 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
             .map_err(|e| config_err(format!("cannot build the certificate verifier: {e}")))?,
         )
     };
+    let rejected = cert::Rejected::default();
     let versions: &[&rustls::SupportedProtocolVersion] = match s.min_tls {
         MinTls::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTls::V13 => &[&rustls::version::TLS13],
@@ -706,6 +805,7 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
             webpki,
             pin: s.fingerprint,
             provider,
+            rejected: rejected.clone(),
         }));
     let config = match &s.client_cert {
         Some((cert, key)) => {
@@ -720,7 +820,11 @@ fn tls_config(s: &Settings) -> Result<Arc<rustls::ClientConfig>, Error> {
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(config))
+    Ok(TlsSetup {
+        config: Arc::new(config),
+        trust,
+        rejected,
+    })
 }
 
 /// xtext (RFC 3461 §4) for ENVID and ORCPT values.
@@ -764,18 +868,18 @@ impl Session {
             _ => Some(tls_config(settings)?),
         };
         let tcp = tcp_connect(&settings.host, settings.port, settings.connect_timeout)?;
-        // Before anything is read, including an implicit-TLS handshake: a
-        // silent server must time out, not hang the caller forever.
-        let t = (!settings.command_timeout.is_zero()).then_some(settings.command_timeout);
-        tcp.set_read_timeout(t)
-            .and_then(|()| tcp.set_write_timeout(t))
-            .map_err(|e| io_kind(Stage::Connect, &e, "setting the timeout"))?;
         let peer = tcp.peer_addr().ok();
+        // Before anything is read, including an implicit-TLS handshake: a
+        // silent or trickling server must time out, not hang the caller.
+        let handshake_limit = Limit::within(settings.command_timeout, None);
         let conn = match (settings.tls, &tls) {
-            (TlsMode::Implicit, Some(cfg)) => {
-                Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?))
-            }
-            _ => Conn::Plain(tcp),
+            (TlsMode::Implicit, Some(cfg)) => Conn::Tls(Box::new(handshake(
+                cfg,
+                &settings.host,
+                Timed::new(tcp),
+                handshake_limit,
+            )?)),
+            _ => Conn::Plain(Timed::new(tcp)),
         };
         let mut s = Session {
             conn,
@@ -786,8 +890,10 @@ impl Session {
                 ..Info::default()
             },
             transcript,
+            transaction: None,
+            echoes: Echoes::default(),
         };
-        s.set_timeout(settings.command_timeout, Stage::Greeting)?;
+        s.start_clock(settings.command_timeout);
         let greeting = s
             .read_reply(Stage::Greeting)
             .map_err(|e| s.explain_tls_close(e))?;
@@ -813,6 +919,7 @@ impl Session {
                 ));
             }
             let r = s.command("STARTTLS", Stage::StartTls)?;
+            s.expect(&r, Stage::StartTls, &[220], "STARTTLS")?;
             if r.code != 220 {
                 return Err(Error::new(
                     Stage::StartTls,
@@ -833,7 +940,7 @@ impl Session {
             // the TLS stream; the clone is dropped right after.
             let placeholder = s
                 .conn
-                .tcp()
+                .sock()
                 .try_clone()
                 .map_err(|e| io_kind(Stage::StartTls, &e, "starting TLS"))?;
             let Conn::Plain(tcp) = std::mem::replace(&mut s.conn, Conn::Plain(placeholder)) else {
@@ -846,7 +953,8 @@ impl Session {
             let cfg = tls
                 .as_ref()
                 .ok_or_else(|| Error::new(Stage::StartTls, Kind::Config, "no TLS configuration"))?;
-            s.conn = Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp)?));
+            let limit = Limit::within(settings.command_timeout, None);
+            s.conn = Conn::Tls(Box::new(handshake(cfg, &settings.host, tcp, limit)?));
             s.ehlo().map_err(|e| s.explain_tls_close(e))?;
         }
         if let Conn::Tls(t) = &s.conn {
@@ -894,12 +1002,42 @@ impl Session {
         }
     }
 
-    fn set_timeout(&mut self, d: Duration, stage: Stage) -> Result<(), Error> {
-        let d = if d.is_zero() { None } else { Some(d) };
-        let tcp = self.conn.tcp();
-        tcp.set_read_timeout(d)
-            .and_then(|()| tcp.set_write_timeout(d))
-            .map_err(|e| io_kind(stage, &e, "setting the timeout"))
+    /// From now on, the next exchange (a command and its whole reply) may
+    /// take `budget`, and never runs past the transaction's deadline.
+    fn start_clock(&mut self, budget: Duration) {
+        let limit = Limit::within(budget, self.transaction);
+        self.conn.sock_mut().set_limit(limit);
+    }
+
+    /// Checks a reply against the success codes `wanted` for `what`: a
+    /// success code SMTP does not allow there is a protocol error (so
+    /// temporary); a refusal is left to the caller.
+    fn expect(&self, r: &Reply, stage: Stage, wanted: &[u16], what: &str) -> Result<(), Error> {
+        match answer(r.code, wanted) {
+            Answer::Violation => Err(self.violation(r, stage, what)),
+            Answer::Expected | Answer::Refused => Ok(()),
+        }
+    }
+
+    /// As `expect`, for steps where any 2xx is success (MAIL, RCPT, the
+    /// end of DATA): a 3xx there is the violation.
+    fn expect_2xx(&self, r: &Reply, stage: Stage, what: &str) -> Result<(), Error> {
+        if (300..400).contains(&r.code) {
+            return Err(self.violation(r, stage, what));
+        }
+        Ok(())
+    }
+
+    fn violation(&self, r: &Reply, stage: Stage, what: &str) -> Error {
+        Error::new(
+            stage,
+            Kind::Protocol,
+            format!(
+                "{} answered {what} with \"{r}\", which SMTP does not allow there \
+                 (a broken server or something in between); treated as temporary",
+                self.settings.host
+            ),
+        )
     }
 
     fn ehlo(&mut self) -> Result<(), Error> {
@@ -947,7 +1085,9 @@ impl Session {
             .map_err(|e| io_kind(stage, &e, "sending a command"))
     }
 
+    /// One command and its reply, together bounded by command_timeout.
     fn command(&mut self, line: &str, stage: Stage) -> Result<Reply, Error> {
+        self.start_clock(self.settings.command_timeout);
         self.send_line(line, line, stage)?;
         self.read_reply(stage)
     }
@@ -959,15 +1099,17 @@ impl Session {
         loop {
             let line = self.read_line(stage)?;
             let Some((c, last, text)) = parse_line(&line) else {
+                let shown = self.echoes.scrub(&String::from_utf8_lossy(&line));
+                let shown: String = shown.chars().take(80).collect();
                 return Err(Error::new(
                     stage,
                     Kind::Protocol,
                     format!(
-                        "the server sent something that is not an SMTP reply during {stage}: {:?}",
-                        String::from_utf8_lossy(&line[..line.len().min(80)])
+                        "the server sent something that is not an SMTP reply during {stage}: {shown:?}"
                     ),
                 ));
             };
+            let text = self.echoes.scrub(&text);
             if code.is_some_and(|prev| prev != c) {
                 return Err(Error::new(
                     stage,
@@ -1111,10 +1253,12 @@ impl Session {
         })?;
         // A server that echoes what it was sent must not make the secret
         // appear in our error text.
+        self.echoes.add(secret.expose());
         let reply = self.auth_exchange(mech, &user, &secret).map_err(|mut e| {
-            e.detail = crate::credentials::redact(&e.detail, &secret);
+            e.detail = self.echoes.scrub(&e.detail);
             e
         })?;
+        self.expect(&reply, Stage::Auth, &[235], &format!("AUTH {mech}"))?;
         if reply.code != 235 {
             return Err(auth_failed(&self.settings.host, mech, reply));
         }
@@ -1128,26 +1272,26 @@ impl Session {
             "PLAIN" => {
                 let payload =
                     zeroize::Zeroizing::new(B64.encode(format!("\0{user}\0{}", secret.expose())));
-                self.send_line(
+                self.echoes.add(&payload);
+                self.secret_step(
                     &format!("AUTH PLAIN {}", payload.as_str()),
                     "AUTH PLAIN ***",
-                    Stage::Auth,
-                )?;
-                self.read_reply(Stage::Auth)?
+                )?
             }
             "LOGIN" => {
                 let r = self.command("AUTH LOGIN", Stage::Auth)?;
+                self.expect(&r, Stage::Auth, &[334], "AUTH LOGIN")?;
                 if r.code != 334 {
                     return Err(auth_failed(&self.settings.host, mech, r));
                 }
-                self.send_line(&B64.encode(user), "*** (user name)", Stage::Auth)?;
-                let r = self.read_reply(Stage::Auth)?;
+                let r = self.secret_step(&B64.encode(user), "*** (user name)")?;
+                self.expect(&r, Stage::Auth, &[334], "the user name")?;
                 if r.code != 334 {
                     return Err(auth_failed(&self.settings.host, mech, r));
                 }
                 let payload = zeroize::Zeroizing::new(B64.encode(secret.expose()));
-                self.send_line(payload.as_str(), "*** (password)", Stage::Auth)?;
-                self.read_reply(Stage::Auth)?
+                self.echoes.add(&payload);
+                self.secret_step(payload.as_str(), "*** (password)")?
             }
             _ => {
                 let raw = zeroize::Zeroizing::new(format!(
@@ -1155,12 +1299,12 @@ impl Session {
                     secret.expose()
                 ));
                 let payload = zeroize::Zeroizing::new(B64.encode(raw.as_bytes()));
-                self.send_line(
+                self.echoes.add(&raw);
+                self.echoes.add(&payload);
+                let r = self.secret_step(
                     &format!("AUTH XOAUTH2 {}", payload.as_str()),
                     "AUTH XOAUTH2 ***",
-                    Stage::Auth,
                 )?;
-                let r = self.read_reply(Stage::Auth)?;
                 if r.code == 334 {
                     // The server explains the refusal in a base64 JSON
                     // challenge and wants an empty line before its 535.
@@ -1168,14 +1312,11 @@ impl Session {
                         .lines
                         .first()
                         .and_then(|l| B64.decode(l.trim()).ok())
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .map(|b| self.echoes.scrub(&String::from_utf8_lossy(&b)))
                         .unwrap_or_default();
-                    self.send_line(
-                        "",
-                        "(empty line, as XOAUTH2 requires after an error)",
-                        Stage::Auth,
-                    )?;
-                    let fin = self.read_reply(Stage::Auth)?;
+                    let fin =
+                        self.secret_step("", "(empty line, as XOAUTH2 requires after an error)")?;
+                    self.expect(&fin, Stage::Auth, &[], "the XOAUTH2 error challenge")?;
                     let mut e = auth_failed(&self.settings.host, mech, fin);
                     if !json.is_empty() {
                         e.detail.push_str(&format!("; the server said: {json}"));
@@ -1188,9 +1329,27 @@ impl Session {
         Ok(reply)
     }
 
+    /// One AUTH step whose line is (or carries) a secret: the transcript
+    /// shows `shown` instead; the step and its reply are bounded by
+    /// command_timeout.
+    fn secret_step(&mut self, line: &str, shown: &str) -> Result<Reply, Error> {
+        self.start_clock(self.settings.command_timeout);
+        self.send_line(line, shown, Stage::Auth)?;
+        self.read_reply(Stage::Auth)
+    }
+
     /// Sends one message: MAIL, one RCPT per recipient, DATA. A refused
-    /// recipient does not stop the others.
+    /// recipient does not stop the others. The whole transaction has a
+    /// deadline scaled by the message size (`transaction_budget`).
     pub fn send(&mut self, env: &Envelope<'_>, message: &mut dyn Read) -> Result<Outcome, Error> {
+        self.transaction = transaction_budget(&self.settings, env.size, env.recipients.len())
+            .and_then(|b| Instant::now().checked_add(b));
+        let result = self.transact(env, message);
+        self.transaction = None;
+        result
+    }
+
+    fn transact(&mut self, env: &Envelope<'_>, message: &mut dyn Read) -> Result<Outcome, Error> {
         let smtputf8 = !env.sender.is_ascii() || env.recipients.iter().any(|r| !r.is_ascii());
         if smtputf8 && !self.info.has("SMTPUTF8") {
             return Err(Error::new(
@@ -1241,6 +1400,7 @@ impl Session {
             }
         }
         let r = self.command(&mail, Stage::Mail)?;
+        self.expect_2xx(&r, Stage::Mail, "MAIL FROM")?;
         if !r.is_positive() {
             let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_default();
             return Err(Error::new(
@@ -1259,6 +1419,7 @@ impl Session {
                 cmd.push_str(&format!(" NOTIFY={}", n.to_ascii_uppercase()));
             }
             let r = self.command(&cmd, Stage::Rcpt)?;
+            self.expect_2xx(&r, Stage::Rcpt, "RCPT TO")?;
             if r.is_positive() {
                 outcome.accepted.push(rcpt.clone());
             } else {
@@ -1280,6 +1441,7 @@ impl Session {
             ));
         }
         let r = self.command("DATA", Stage::Data)?;
+        self.expect(&r, Stage::Data, &[354], "DATA")?;
         if r.code != 354 {
             let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_default();
             return Err(Error::new(
@@ -1292,12 +1454,9 @@ impl Session {
         if let Some(t) = self.transcript.as_mut() {
             let _ = writeln!(t, "-> (message: {size} bytes)\n-> .");
         }
-        let data_timeout = self.settings.data_timeout;
-        self.set_timeout(data_timeout, Stage::Message)?;
-        let r = self.read_reply(Stage::Message);
-        let command_timeout = self.settings.command_timeout;
-        self.set_timeout(command_timeout, Stage::Message)?;
-        let r = r?;
+        self.start_clock(self.settings.data_timeout);
+        let r = self.read_reply(Stage::Message)?;
+        self.expect_2xx(&r, Stage::Message, "the end of the message")?;
         if !r.is_positive() {
             let hint = hint(&r).map(|h| format!("; {h}")).unwrap_or_default();
             return Err(Error::new(
@@ -1314,6 +1473,13 @@ impl Session {
     /// writes as the buffer allows (the terminator goes out with the tail
     /// of the message, never alone). Returns the message size.
     fn write_data(&mut self, message: &mut dyn Read) -> Result<u64, Error> {
+        // The body may take as long as the transaction allows, but each
+        // write must make progress within command_timeout.
+        let idle = Some(self.settings.command_timeout).filter(|d| !d.is_zero());
+        self.conn.sock_mut().set_limit(Limit {
+            deadline: self.transaction,
+            idle,
+        });
         let mut out = BufWriter::with_capacity(64 * 1024, &mut self.conn);
         let mut stuffer = DotStuffer::new();
         let mut chunk = vec![0u8; 64 * 1024];
@@ -1456,11 +1622,32 @@ fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Er
     })
 }
 
+/// The TLS handshake, bounded by `limit` as a whole. A refused
+/// certificate is described (subject, issuer, fingerprint, trust store).
 fn handshake(
+    tls: &TlsSetup,
+    host: &str,
+    mut tcp: Timed,
+    limit: Limit,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, Timed>, Error> {
+    tcp.set_limit(limit);
+    handshake_io(&tls.config, host, tcp).map_err(|mut e| {
+        if let Kind::Certificate(slot) = &mut e.kind
+            && let Some((der, reason)) = tls.rejected.take()
+        {
+            let problem = CertProblem::describe(reason, tls.trust.clone(), &der);
+            e.detail = format!("{}; {problem}", e.detail);
+            *slot = Some(Box::new(problem));
+        }
+        e
+    })
+}
+
+fn handshake_io(
     cfg: &Arc<rustls::ClientConfig>,
     host: &str,
-    mut tcp: TcpStream,
-) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Error> {
+    mut tcp: Timed,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, Timed>, Error> {
     let name = ServerName::try_from(
         host.trim_start_matches('[')
             .trim_end_matches(']')
@@ -1552,20 +1739,6 @@ mod tests {
     }
 
     #[test]
-    fn reply_lines_parse() {
-        assert_eq!(parse_line(b"250 OK\r\n"), Some((250, true, "OK".into())));
-        assert_eq!(
-            parse_line(b"250-SIZE 100\r\n"),
-            Some((250, false, "SIZE 100".into()))
-        );
-        assert_eq!(parse_line(b"220\r\n"), Some((220, true, String::new())));
-        assert_eq!(parse_line(b"25 x\r\n"), None);
-        assert_eq!(parse_line(b"abc\r\n"), None);
-        assert_eq!(parse_line(b"250x\r\n"), None);
-        assert_eq!(parse_line(b"999 x\r\n"), None);
-    }
-
-    #[test]
     fn reply_classification_and_enhanced() {
         let r = Reply {
             code: 554,
@@ -1580,6 +1753,80 @@ mod tests {
         };
         assert!(r.is_transient());
         assert_eq!(r.one_line(), "451 4.3.0 try [31m later");
+    }
+
+    fn settings(command: u64, data: u64) -> Settings {
+        Settings {
+            host: "h".into(),
+            port: 25,
+            tls: TlsMode::None,
+            ca_file: None,
+            fingerprint: None,
+            min_tls: MinTls::V12,
+            client_cert: None,
+            auth: AuthMode::None,
+            username: None,
+            connect_timeout: Duration::from_secs(command),
+            command_timeout: Duration::from_secs(command),
+            data_timeout: Duration::from_secs(data),
+            helo_name: "c".into(),
+            system_roots_only: false,
+        }
+    }
+
+    #[test]
+    fn transaction_budget_scales_with_size_and_recipients() {
+        let s = settings(10, 60);
+        // 10 × (1 + 3) + 60 + 0
+        assert_eq!(
+            transaction_budget(&s, 100, 1),
+            Some(Duration::from_secs(100))
+        );
+        // + 10 MiB at 1 KiB/s, + 9 more recipients
+        assert_eq!(
+            transaction_budget(&s, 10 * 1024 * 1024, 10),
+            Some(Duration::from_secs(10 * 13 + 60 + 10 * 1024))
+        );
+        assert_eq!(transaction_budget(&settings(0, 60), 1, 1), None);
+        assert_eq!(transaction_budget(&settings(10, 0), 1, 1), None);
+        // Absurd inputs saturate instead of panicking.
+        let big = transaction_budget(&settings(u64::MAX, u64::MAX), u64::MAX, usize::MAX);
+        assert_eq!(big, Some(Duration::MAX));
+    }
+
+    #[test]
+    fn predicates_follow_the_kind() {
+        let e = |kind| Error::new(Stage::Data, kind, "x");
+        assert!(e(Kind::Protocol).is_transient() && e(Kind::Protocol).is_protocol());
+        assert!(e(Kind::Timeout).is_transient() && e(Kind::Timeout).is_timeout());
+        assert!(e(Kind::Network).is_network());
+        let cert = e(Kind::Certificate(None));
+        assert!(cert.is_tls() && cert.is_certificate() && cert.is_permanent());
+        assert!(cert.certificate().is_none());
+        assert!(e(Kind::Tls).is_tls() && !e(Kind::Tls).is_certificate());
+        let refused = Reply {
+            code: 535,
+            lines: vec!["5.7.8 no".into()],
+        };
+        let auth = e(Kind::AuthFailed(Some(refused.clone())));
+        assert!(auth.is_auth() && auth.is_permanent());
+        assert_eq!(auth.reply(), Some(&refused));
+        let problem = CertProblem::describe("UnknownIssuer".into(), TrustStore::System, b"x");
+        let cert = e(Kind::Certificate(Some(Box::new(problem.clone()))));
+        assert_eq!(cert.certificate(), Some(&problem));
+        let source = std::error::Error::source(&cert).map(ToString::to_string);
+        assert_eq!(source, Some(problem.to_string()));
+    }
+
+    #[test]
+    fn echoes_are_scrubbed_in_every_form() {
+        let mut echoes = Echoes::default();
+        let payload = B64.encode("\0alice\0hunter2");
+        echoes.add("hunter2");
+        echoes.add(&payload);
+        echoes.add("");
+        let text = format!("535 5.7.8 bad: {payload} / alice:hunter2");
+        assert_eq!(echoes.scrub(&text), "535 5.7.8 bad: *** / alice:***");
     }
 
     #[test]
