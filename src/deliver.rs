@@ -547,31 +547,23 @@ fn fate_of(address: &str, event: Event<'_>) -> (Fate, Option<String>) {
     }
 }
 
-/// A reply to RCPT: 4xx waits; 5.1.x is an unknown user; a refusal of the
-/// sender is the sender's problem, not the recipient's.
+/// A reply to RCPT: 4xx and sending quotas wait; 5.1.x is an unknown
+/// user; a refusal of the sender is the sender's problem, not the
+/// recipient's (`transport::Reply::refusal_class` reads the reply).
 fn rcpt_fate(reply: &transport::Reply) -> Fate {
+    use transport::RefusalClass as R;
     if reply.is_transient() {
         return Fate::Deferred(Cause::Temporary);
     }
-    if sender_refused(reply) {
-        return Fate::Failed(Cause::SenderRefused);
+    match reply.refusal_class() {
+        R::RateLimited => Fate::Deferred(Cause::Temporary),
+        R::SenderPolicy => Fate::Failed(Cause::SenderRefused),
+        R::UnknownUser => Fate::Failed(Cause::UnknownUser),
+        // A bare 550 from a server without enhanced codes: sendmail's
+        // reading, no such user.
+        R::Other if reply.enhanced().is_none() => Fate::Failed(Cause::UnknownUser),
+        R::Other => Fate::Failed(Cause::Refused),
     }
-    match reply.enhanced() {
-        Some(code) if !code.starts_with("5.1.") => Fate::Failed(Cause::Refused),
-        // 5.1.x, or a bare 550 from a server without enhanced codes.
-        _ => Fate::Failed(Cause::UnknownUser),
-    }
-}
-
-/// Whether a refusal is about the sender: Postfix's
-/// `reject_sender_login_mismatch` ("553 5.7.1 <x>: Sender address
-/// rejected: not owned by user …"), Office 365's SendAsDenied (5.2.252),
-/// and the 5.1.7/5.1.8 bad-sender codes of RFC 3463.
-fn sender_refused(reply: &transport::Reply) -> bool {
-    let says = |s: &str| reply.lines.iter().any(|l| l.contains(s));
-    says("Sender address rejected")
-        || says("SendAsDenied")
-        || matches!(reply.enhanced(), Some("5.2.252" | "5.1.7" | "5.1.8"))
 }
 
 /// An error that stopped the whole transaction. Only a permanent refusal
@@ -589,8 +581,9 @@ fn error_fate(e: &transport::Error) -> Fate {
     if !about_message {
         return Fate::Deferred(Cause::NeedsAdmin);
     }
-    match &e.kind {
-        Kind::Reply(r) if sender_refused(r) => Fate::Failed(Cause::SenderRefused),
+    match e.reply().map(transport::Reply::refusal_class) {
+        Some(transport::RefusalClass::SenderPolicy) => Fate::Failed(Cause::SenderRefused),
+        Some(transport::RefusalClass::RateLimited) => Fate::Deferred(Cause::Temporary),
         _ => Fate::Failed(Cause::Refused),
     }
 }
