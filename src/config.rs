@@ -660,11 +660,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
                 );
             }
             Some(p) => *p.get_ref(),
-            None => match tls {
-                TlsMode::StartTls => 587,
-                TlsMode::Implicit => 465,
-                TlsMode::None => 25,
-            },
+            None => tls.default_port(),
         };
         let tls_fingerprint = match &a.tls_fingerprint {
             Some(f) => Some(crate::transport::parse_fingerprint(f.get_ref()).map_or_else(
