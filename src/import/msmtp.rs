@@ -2,73 +2,6 @@
 
 use super::*;
 
-/// One setting of an msmtp account, with the line it was set on (which may
-/// be in `defaults` or an inherited account).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MVal {
-    value: String,
-    line: usize,
-}
-
-#[derive(Debug, Clone, Default)]
-struct MAccount {
-    name: String,
-    line: usize,
-    parents: Vec<String>,
-    settings: BTreeMap<String, MVal>,
-    /// Keys set on the account's own lines or inherited from a parent
-    /// (msmtp's mask): only these are passed on to children.
-    explicit: BTreeSet<String>,
-    /// Keys set on the account's own lines.
-    own: BTreeSet<String>,
-}
-
-impl MAccount {
-    fn get(&self, key: &str) -> Option<&MVal> {
-        self.settings.get(key)
-    }
-
-    /// The value of an on/off command, `default` when unset.
-    fn flag(&self, key: &str, default: bool) -> bool {
-        self.get(key).map_or(default, |v| v.value != "off")
-    }
-
-    fn text(&self, key: &str) -> Option<&str> {
-        self.get(key)
-            .map(|v| v.value.as_str())
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// Commands that take `on`, `off` or nothing (meaning on).
-const MSMTP_ON_OFF: &[&str] = &[
-    "tls",
-    "tls_starttls",
-    "tls_certcheck",
-    "auto_from",
-    "allow_from_override",
-    "remove_bcc_headers",
-    "undisclosed_recipients",
-    "keepbcc",
-    "tls_force_sslv3",
-];
-
-const MSMTP_AUTH: &[&str] = &[
-    "on",
-    "off",
-    "plain",
-    "login",
-    "cram-md5",
-    "digest-md5",
-    "scram-sha-1",
-    "scram-sha-256",
-    "gssapi",
-    "external",
-    "ntlm",
-    "xoauth2",
-    "oauthbearer",
-];
-
 /// Converts an msmtprc. `conf_name` is the path it was read from: errors
 /// name it, the password file commands read it, and a file in a home
 /// directory (`~/.msmtprc`, `~/.config/msmtp/config`) is taken to be one
@@ -91,7 +24,7 @@ pub fn from_msmtp(conf: &str, conf_name: &str) -> Result<Imported, ImportError> 
         Some(d) => {
             let acc = accounts.get(d);
             let parent = match acc {
-                Some(a) if a.own.is_empty() && a.parents.len() == 1 => {
+                Some(a) if !a.has_own_lines && a.parents.len() == 1 => {
                     a.parents.first().and_then(|p| by_name(p))
                 }
                 _ => None,
@@ -106,13 +39,13 @@ pub fn from_msmtp(conf: &str, conf_name: &str) -> Result<Imported, ImportError> 
         }
         None => accounts
             .iter()
-            .position(|a| a.get("host").is_some())
+            .position(|a| a.settings.host.as_ref().is_some())
             .unwrap_or(0),
     };
     let Some(first_acc) = accounts.get(first) else {
         return Err(ImportError::whole(conf_name, "no account is defined"));
     };
-    if first_acc.text("host").is_none() {
+    if text(&first_acc.settings.host).is_none() {
         return Err(ImportError::at(
             conf_name,
             first_acc.line,
@@ -139,7 +72,7 @@ pub fn from_msmtp(conf: &str, conf_name: &str) -> Result<Imported, ImportError> 
         if i == first || alias.is_some_and(|x| x.line == a.line) {
             continue;
         }
-        if a.text("host").is_none() {
+        if text(&a.settings.host).is_none() {
             out.note(
                 &label,
                 a.line,
@@ -203,13 +136,439 @@ impl MsmtpCtx {
     }
 }
 
+/// A setting's value and the line that set it (which may be in `defaults`
+/// or an inherited account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Set<T> {
+    value: T,
+    line: usize,
+    /// Set on the account's own lines or inherited from a parent (msmtp's
+    /// mask): only these are passed on to children, not the defaults.
+    explicit: bool,
+}
+
+/// The value of an optional setting, for comparisons that ignore lines.
+fn value<T>(s: &Option<Set<T>>) -> Option<&T> {
+    s.as_ref().map(|s| &s.value)
+}
+
+/// A value set on `line` of the account (or `defaults`) being read.
+fn own<T>(value: T, line: usize) -> Option<Set<T>> {
+    Some(Set {
+        value,
+        line,
+        explicit: true,
+    })
+}
+
+/// The line a setting was set on, if it was.
+fn line_of<T>(s: &Option<Set<T>>) -> Option<usize> {
+    s.as_ref().map(|s| s.line)
+}
+
+/// A text setting that is set and not empty.
+fn text(s: &Option<Set<String>>) -> Option<&str> {
+    s.as_ref()
+        .map(|s| s.value.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// A text setting that is set and not empty, with its line.
+fn nonempty(s: &Option<Set<String>>) -> Option<&Set<String>> {
+    s.as_ref().filter(|s| !s.value.is_empty())
+}
+
+/// `timeout` (and the old `connect_timeout`): seconds, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    Off,
+    Secs(u64),
+}
+
+/// `protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Smtp,
+    Lmtp,
+}
+
+/// `set_from_header` (and the old `add_missing_from_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FromHeader {
+    On,
+    Auto,
+    Off,
+}
+
+impl FromHeader {
+    fn name(self) -> &'static str {
+        match self {
+            FromHeader::On => "on",
+            FromHeader::Auto => "auto",
+            FromHeader::Off => "off",
+        }
+    }
+}
+
+/// `syslog`: off, or on with a facility (`on` and no argument mean
+/// LOG_USER, which msmtp's default is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Syslog {
+    Off,
+    On,
+    Facility(String),
+}
+
+impl Syslog {
+    fn parse(arg: &str) -> Option<Syslog> {
+        let local = arg.len() == 10
+            && arg.starts_with("LOG_LOCAL")
+            && arg.ends_with(['0', '1', '2', '3', '4', '5', '6', '7']);
+        match arg {
+            "" | "on" => Some(Syslog::On),
+            "off" => Some(Syslog::Off),
+            "LOG_USER" | "LOG_MAIL" => Some(Syslog::Facility(arg.to_string())),
+            _ if local => Some(Syslog::Facility(arg.to_string())),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Syslog::Off => "off",
+            Syslog::On => "on",
+            Syslog::Facility(f) => f,
+        }
+    }
+}
+
+/// `auth`: on (any method), off, or one method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    On,
+    Off,
+    Plain,
+    Login,
+    CramMd5,
+    DigestMd5,
+    ScramSha1,
+    ScramSha256,
+    Gssapi,
+    External,
+    Ntlm,
+    Xoauth2,
+    Oauthbearer,
+}
+
+impl Auth {
+    const ALL: [Auth; 13] = [
+        Auth::On,
+        Auth::Off,
+        Auth::Plain,
+        Auth::Login,
+        Auth::CramMd5,
+        Auth::DigestMd5,
+        Auth::ScramSha1,
+        Auth::ScramSha256,
+        Auth::Gssapi,
+        Auth::External,
+        Auth::Ntlm,
+        Auth::Xoauth2,
+        Auth::Oauthbearer,
+    ];
+
+    /// msmtp's spelling, in lower case.
+    fn name(self) -> &'static str {
+        match self {
+            Auth::On => "on",
+            Auth::Off => "off",
+            Auth::Plain => "plain",
+            Auth::Login => "login",
+            Auth::CramMd5 => "cram-md5",
+            Auth::DigestMd5 => "digest-md5",
+            Auth::ScramSha1 => "scram-sha-1",
+            Auth::ScramSha256 => "scram-sha-256",
+            Auth::Gssapi => "gssapi",
+            Auth::External => "external",
+            Auth::Ntlm => "ntlm",
+            Auth::Xoauth2 => "xoauth2",
+            Auth::Oauthbearer => "oauthbearer",
+        }
+    }
+
+    /// No argument means on; methods are case-insensitive, as in msmtp.
+    fn parse(arg: &str) -> Option<Auth> {
+        if arg.is_empty() {
+            return Some(Auth::On);
+        }
+        let lower = arg.to_ascii_lowercase();
+        Auth::ALL.into_iter().find(|a| a.name() == lower)
+    }
+}
+
+/// Declares the settings of an msmtp account, one optional field per
+/// command, with what inheritance needs to do to each of them.
+macro_rules! msmtp_settings {
+    ($( $field:ident : $ty:ty ),* $(,)?) => {
+        /// An msmtp account's settings, by command.
+        #[derive(Debug, Clone, Default)]
+        struct Settings {
+            $( $field: Option<Set<$ty>>, )*
+            /// Commands the conversion does not know, by name; they are
+            /// only reported.
+            other: BTreeMap<String, Set<String>>,
+        }
+
+        impl Settings {
+            /// What a new account starts from: these values, none of them
+            /// passed on to its children.
+            fn as_defaults(&self) -> Settings {
+                let mut s = self.clone();
+                $( if let Some(v) = &mut s.$field { v.explicit = false; } )*
+                for v in s.other.values_mut() {
+                    v.explicit = false;
+                }
+                s
+            }
+
+            /// Takes what `parent` set itself or inherited from its own
+            /// parents.
+            fn inherit(&mut self, parent: &Settings) {
+                $(
+                    if let Some(v) = parent.$field.as_ref().filter(|v| v.explicit) {
+                        self.$field = Some(v.clone());
+                    }
+                )*
+                for (k, v) in parent.other.iter().filter(|(_, v)| v.explicit) {
+                    self.other.insert(k.clone(), v.clone());
+                }
+            }
+
+            /// Whether the two would behave the same, wherever the values
+            /// were set.
+            fn same_values(&self, o: &Settings) -> bool {
+                true $( && value(&self.$field) == value(&o.$field) )*
+                    && self.other.len() == o.other.len()
+                    && self
+                        .other
+                        .iter()
+                        .all(|(k, v)| o.other.get(k).is_some_and(|w| w.value == v.value))
+            }
+        }
+    };
+}
+
+msmtp_settings! {
+    host: String,
+    port: u16,
+    timeout: Timeout,
+    protocol: Protocol,
+    domain: String,
+    auto_from: bool,
+    from: String,
+    maildomain: String,
+    auth: Auth,
+    user: String,
+    password: String,
+    passwordeval: String,
+    ntlmdomain: String,
+    tls: bool,
+    tls_starttls: bool,
+    tls_key_file: String,
+    tls_cert_file: String,
+    tls_trust_file: String,
+    tls_crl_file: String,
+    tls_fingerprint: String,
+    tls_certcheck: bool,
+    tls_min_dh_prime_bits: String,
+    tls_priorities: String,
+    tls_host_override: String,
+    tls_force_sslv3: bool,
+    dsn_return: String,
+    dsn_notify: String,
+    set_from_header: FromHeader,
+    set_date_header: String,
+    set_msgid_header: String,
+    remove_bcc_headers: bool,
+    undisclosed_recipients: bool,
+    logfile: String,
+    logfile_time_format: String,
+    syslog: Syslog,
+    aliases: String,
+    proxy_host: String,
+    proxy_port: String,
+    socket: String,
+    source_ip: String,
+    allow_from_override: bool,
+    from_full_name: String,
+    keepbcc: bool,
+    eval: String,
+}
+
+impl Settings {
+    /// The field of a command that takes `on`, `off` or nothing (on).
+    fn flag_mut(&mut self, cmd: &str) -> Option<&mut Option<Set<bool>>> {
+        Some(match cmd {
+            "tls" => &mut self.tls,
+            "tls_starttls" => &mut self.tls_starttls,
+            "tls_certcheck" => &mut self.tls_certcheck,
+            "auto_from" => &mut self.auto_from,
+            "allow_from_override" => &mut self.allow_from_override,
+            "remove_bcc_headers" => &mut self.remove_bcc_headers,
+            "undisclosed_recipients" => &mut self.undisclosed_recipients,
+            "keepbcc" => &mut self.keepbcc,
+            "tls_force_sslv3" => &mut self.tls_force_sslv3,
+            _ => return None,
+        })
+    }
+
+    /// The field of a command whose argument is kept as it is.
+    fn text_mut(&mut self, cmd: &str) -> Option<&mut Option<Set<String>>> {
+        Some(match cmd {
+            "host" => &mut self.host,
+            "domain" => &mut self.domain,
+            "from" => &mut self.from,
+            "maildomain" => &mut self.maildomain,
+            "user" => &mut self.user,
+            "password" => &mut self.password,
+            "passwordeval" => &mut self.passwordeval,
+            "ntlmdomain" => &mut self.ntlmdomain,
+            "tls_key_file" => &mut self.tls_key_file,
+            "tls_cert_file" => &mut self.tls_cert_file,
+            "tls_trust_file" => &mut self.tls_trust_file,
+            "tls_crl_file" => &mut self.tls_crl_file,
+            "tls_fingerprint" => &mut self.tls_fingerprint,
+            "tls_min_dh_prime_bits" => &mut self.tls_min_dh_prime_bits,
+            "tls_priorities" => &mut self.tls_priorities,
+            "tls_host_override" => &mut self.tls_host_override,
+            "dsn_return" => &mut self.dsn_return,
+            "dsn_notify" => &mut self.dsn_notify,
+            "set_date_header" => &mut self.set_date_header,
+            "set_msgid_header" => &mut self.set_msgid_header,
+            "logfile" => &mut self.logfile,
+            "logfile_time_format" => &mut self.logfile_time_format,
+            "aliases" => &mut self.aliases,
+            "proxy_host" => &mut self.proxy_host,
+            "proxy_port" => &mut self.proxy_port,
+            "socket" => &mut self.socket,
+            "source_ip" => &mut self.source_ip,
+            "from_full_name" => &mut self.from_full_name,
+            "eval" => &mut self.eval,
+            _ => return None,
+        })
+    }
+
+    /// Sets a command from line `line`, checking its argument as msmtp
+    /// would and mapping the old spellings onto the current commands.
+    fn apply(&mut self, cmd: &str, arg: &str, line: usize) -> Result<(), String> {
+        let invalid = || format!("invalid argument \"{arg}\" for {cmd}; msmtp refuses it too");
+        let on_off = || match arg {
+            "" | "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err(invalid()),
+        };
+        if let Some(field) = self.flag_mut(cmd) {
+            *field = own(on_off()?, line);
+            return Ok(());
+        }
+        if let Some(field) = self.text_mut(cmd) {
+            *field = own(arg.to_string(), line);
+            return Ok(());
+        }
+        match cmd {
+            "connect_timeout" | "timeout" => {
+                self.timeout = own(
+                    match (arg, parse_u64(arg)) {
+                        ("off", _) => Timeout::Off,
+                        (_, Some(t)) if t > 0 => Timeout::Secs(t),
+                        _ => return Err(invalid()),
+                    },
+                    line,
+                );
+            }
+            "port" => self.port = own(parse_port(arg).ok_or_else(invalid)?, line),
+            "auth" => self.auth = own(Auth::parse(arg).ok_or_else(invalid)?, line),
+            "protocol" => {
+                self.protocol = own(
+                    match arg {
+                        "smtp" => Protocol::Smtp,
+                        "lmtp" => Protocol::Lmtp,
+                        _ => return Err(invalid()),
+                    },
+                    line,
+                );
+            }
+            "set_from_header" => {
+                self.set_from_header = own(
+                    match arg {
+                        "" | "on" => FromHeader::On,
+                        "auto" => FromHeader::Auto,
+                        "off" => FromHeader::Off,
+                        _ => return Err(invalid()),
+                    },
+                    line,
+                );
+            }
+            // The old spelling: on meant "add one if missing", which is auto.
+            "add_missing_from_header" => {
+                self.set_from_header = own(
+                    if on_off()? {
+                        FromHeader::Auto
+                    } else {
+                        FromHeader::Off
+                    },
+                    line,
+                );
+            }
+            "add_missing_date_header" => {
+                self.set_date_header = own(if on_off()? { "on" } else { "off" }.to_string(), line);
+            }
+            "syslog" => self.syslog = own(Syslog::parse(arg).ok_or_else(invalid)?, line),
+            _ => {
+                if let Some(v) = own(arg.to_string(), line) {
+                    self.other.insert(cmd.to_string(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct MAccount {
+    name: String,
+    line: usize,
+    parents: Vec<String>,
+    settings: Settings,
+    /// Whether any line of the account's own sets something.
+    has_own_lines: bool,
+}
+
+/// One `account NAME [: PARENT, ...]` line.
+fn account_line(arg: &str) -> Result<(String, Vec<String>), String> {
+    let (name, parents) = match arg.split_once(':') {
+        Some((name, list)) => (
+            trim_arg(name),
+            list.split(',').map(trim_arg).collect::<Vec<_>>(),
+        ),
+        None => (arg.to_string(), Vec::new()),
+    };
+    if name.is_empty() || parents.iter().any(String::is_empty) {
+        return Err("missing account name".into());
+    }
+    if name.contains([':', ',']) {
+        return Err("an account name must not contain ':' or ','".into());
+    }
+    Ok((name, parents))
+}
+
 /// Reads an msmtprc as msmtp does: `defaults`, `account NAME [: PARENT,
 /// ...]`, one command and argument per line, `#` comments on lines of their
 /// own, arguments optionally in double quotes. Accounts are resolved as they
 /// are defined: a new one starts from the defaults so far, then takes what
 /// its parents set.
 fn parse_msmtp(conf: &str, conf_name: &str) -> Result<Vec<MAccount>, ImportError> {
-    let mut defaults: BTreeMap<String, MVal> = BTreeMap::new();
+    let mut defaults = Settings::default();
     let mut accounts: Vec<MAccount> = Vec::new();
     // None: the defaults section; Some(i): accounts[i].
     let mut current: Option<Option<usize>> = None;
@@ -228,43 +587,26 @@ fn parse_msmtp(conf: &str, conf_name: &str) -> Result<Vec<MAccount>, ImportError
                 continue;
             }
             "account" => {
-                let (name, parents) = match arg.split_once(':') {
-                    Some((name, list)) => (
-                        trim_arg(name),
-                        list.split(',').map(trim_arg).collect::<Vec<_>>(),
-                    ),
-                    None => (arg.clone(), Vec::new()),
-                };
-                if name.is_empty() || parents.iter().any(String::is_empty) {
-                    return Err(err("missing account name".into()));
-                }
-                if name.contains([':', ',']) {
-                    return Err(err("an account name must not contain ':' or ','".into()));
-                }
+                let (name, parents) = account_line(&arg).map_err(err)?;
                 if accounts.iter().any(|a| a.name == name) {
                     return Err(err(format!("account \"{name}\" is defined twice")));
                 }
-                let mut acc = MAccount {
-                    name: name.clone(),
-                    line: n,
-                    parents: parents.clone(),
-                    settings: defaults.clone(),
-                    ..MAccount::default()
-                };
+                let mut settings = defaults.as_defaults();
                 for p in &parents {
                     let Some(parent) = accounts.iter().find(|a| &a.name == p) else {
                         return Err(err(format!(
                             "account \"{p}\" is not (yet) defined; msmtp refuses this too"
                         )));
                     };
-                    for k in &parent.explicit {
-                        if let Some(v) = parent.settings.get(k) {
-                            acc.settings.insert(k.clone(), v.clone());
-                            acc.explicit.insert(k.clone());
-                        }
-                    }
+                    settings.inherit(&parent.settings);
                 }
-                accounts.push(acc);
+                accounts.push(MAccount {
+                    name,
+                    line: n,
+                    parents,
+                    settings,
+                    has_own_lines: false,
+                });
                 current = Some(Some(accounts.len() - 1));
                 continue;
             }
@@ -278,7 +620,7 @@ fn parse_msmtp(conf: &str, conf_name: &str) -> Result<Vec<MAccount>, ImportError
                 accounts.push(MAccount {
                     name: "default".into(),
                     line: n,
-                    settings: defaults.clone(),
+                    settings: defaults.as_defaults(),
                     ..MAccount::default()
                 });
                 let t = Some(accounts.len() - 1);
@@ -286,106 +628,21 @@ fn parse_msmtp(conf: &str, conf_name: &str) -> Result<Vec<MAccount>, ImportError
                 t
             }
         };
-        let (key, value) = normalize_msmtp(cmd, &arg).map_err(err)?;
-        let v = MVal { value, line: n };
-        match target {
-            None => {
-                defaults.insert(key, v);
-            }
-            Some(idx) => {
-                if let Some(a) = accounts.get_mut(idx) {
-                    a.settings.insert(key.clone(), v);
-                    a.explicit.insert(key.clone());
-                    a.own.insert(key);
-                }
+        match target.and_then(|idx| accounts.get_mut(idx)) {
+            None => defaults.apply(cmd, &arg, n).map_err(err)?,
+            Some(a) => {
+                a.settings.apply(cmd, &arg, n).map_err(err)?;
+                a.has_own_lines = true;
             }
         }
     }
     Ok(accounts)
 }
 
-/// Checks a command's argument as msmtp would, and maps the old spellings
-/// onto the current commands.
-fn normalize_msmtp(cmd: &str, arg: &str) -> Result<(String, String), String> {
-    let invalid = || format!("invalid argument \"{arg}\" for {cmd}; msmtp refuses it too");
-    let on_off = |a: &str| match a {
-        "" | "on" => Ok("on".to_string()),
-        "off" => Ok("off".to_string()),
-        _ => Err(invalid()),
-    };
-    Ok(match cmd {
-        c if MSMTP_ON_OFF.contains(&c) => (c.to_string(), on_off(arg)?),
-        "connect_timeout" | "timeout" => {
-            if arg != "off" && parse_u64(arg).is_none_or(|t| t == 0) {
-                return Err(invalid());
-            }
-            ("timeout".into(), arg.to_string())
-        }
-        "port" => {
-            if parse_port(arg).is_none() {
-                return Err(invalid());
-            }
-            ("port".into(), arg.to_string())
-        }
-        "auth" => {
-            let a = if arg.is_empty() {
-                "on".to_string()
-            } else {
-                arg.to_ascii_lowercase()
-            };
-            if !MSMTP_AUTH.contains(&a.as_str()) {
-                return Err(invalid());
-            }
-            ("auth".into(), a)
-        }
-        "protocol" => {
-            if arg != "smtp" && arg != "lmtp" {
-                return Err(invalid());
-            }
-            ("protocol".into(), arg.to_string())
-        }
-        "set_from_header" => match arg {
-            "" | "on" => ("set_from_header".into(), "on".into()),
-            "auto" | "off" => ("set_from_header".into(), arg.to_string()),
-            _ => return Err(invalid()),
-        },
-        // The old spelling: on meant "add one if missing", which is auto.
-        "add_missing_from_header" => {
-            let v = on_off(arg)?;
-            (
-                "set_from_header".into(),
-                if v == "on" { "auto".into() } else { v },
-            )
-        }
-        "add_missing_date_header" => ("set_date_header".into(), on_off(arg)?),
-        "syslog" => {
-            let ok = matches!(arg, "" | "on" | "off" | "LOG_USER" | "LOG_MAIL")
-                || (arg.len() == 10
-                    && arg.starts_with("LOG_LOCAL")
-                    && arg.ends_with(['0', '1', '2', '3', '4', '5', '6', '7']));
-            if !ok {
-                return Err(invalid());
-            }
-            (
-                "syslog".into(),
-                if arg.is_empty() {
-                    "on".into()
-                } else {
-                    arg.to_string()
-                },
-            )
-        }
-        _ => (cmd.to_string(), arg.to_string()),
-    })
-}
-
 /// Whether two accounts would behave the same: an `account default : x`
 /// without settings of its own is then just a name for `x`.
 fn values_equal(a: &MAccount, b: &MAccount) -> bool {
-    a.settings.len() == b.settings.len()
-        && a.settings
-            .iter()
-            .all(|(k, v)| b.settings.get(k).is_some_and(|w| w.value == v.value))
+    a.settings.same_values(&b.settings)
 }
 
 /// One msmtp account as an `[[account]]` table.
@@ -409,7 +666,7 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
         ));
     }
     b.kv("name", name);
-    let raw_host = a.text("host").unwrap_or_default();
+    let raw_host = text(&a.settings.host).unwrap_or_default();
     let host = raw_host
         .split_whitespace()
         .next()
@@ -421,12 +678,16 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
         out.warn(&format!(
             "{label}:{}: the host of account \"{name}\" has more than one word \
              (msmtp allows no comment after a value); only \"{host}\" is used.",
-            a.get("host").map_or(0, |v| v.line)
+            a.settings.host.as_ref().map_or(0, |v| v.line)
         ));
     }
     b.kv("host", &host);
-    for key in ["socket", "proxy_host", "source_ip"] {
-        if let Some(v) = a.get(key).filter(|v| !v.value.is_empty()) {
+    for (key, setting) in [
+        ("socket", &a.settings.socket),
+        ("proxy_host", &a.settings.proxy_host),
+        ("source_ip", &a.settings.source_ip),
+    ] {
+        if let Some(v) = nonempty(setting) {
             out.warn(&format!(
                 "{label}:{}: {key} is not supported by mailhop; account \"{name}\" \
                  connects to {host} directly.",
@@ -434,14 +695,19 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
             ));
         }
     }
-    if let Some(v) = a.get("proxy_port") {
+    if let Some(v) = a.settings.proxy_port.as_ref() {
         out.note(
             &label,
             v.line,
             "proxy_port has no mailhop equivalent (no SOCKS proxy)",
         );
     }
-    if let Some(v) = a.get("protocol").filter(|v| v.value == "lmtp") {
+    if let Some(v) = a
+        .settings
+        .protocol
+        .as_ref()
+        .filter(|v| v.value == Protocol::Lmtp)
+    {
         out.warn(&format!(
             "{label}:{}: protocol lmtp is not supported: mailhop speaks SMTP to account \"{name}\".",
             v.line
@@ -450,9 +716,9 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
 
     // TLS and port. msmtp's defaults are no TLS and port 25 (465 for TLS
     // from the first byte), mailhop's STARTTLS on 587: write what msmtp did.
-    let tls = a.flag("tls", false);
-    let starttls = a.flag("tls_starttls", true);
-    let explicit_port = a.text("port").and_then(parse_port);
+    let tls = value(&a.settings.tls).copied().unwrap_or(false);
+    let starttls = value(&a.settings.tls_starttls).copied().unwrap_or(true);
+    let explicit_port = value(&a.settings.port).copied();
     let port = explicit_port.unwrap_or(if tls && !starttls { 465 } else { 25 });
     let mode = match (tls, starttls) {
         (true, true) => TlsMode::StartTls,
@@ -473,7 +739,12 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
                 "msmtp sent mail{} to {host} port {port} in plain text (tls is off); \
                  mailhop refuses plain text except to this machine, so account \
                  \"{name}\" uses tls = \"{}\", which the server must support.",
-                if a.text("user").is_some() && a.get("auth").is_some_and(|v| v.value != "off") {
+                if text(&a.settings.user).is_some()
+                    && a.settings
+                        .auth
+                        .as_ref()
+                        .is_some_and(|v| v.value != Auth::Off)
+                {
                     " and the password"
                 } else {
                     ""
@@ -510,8 +781,10 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
 
     msmtp_auth(a, name, &host, &mut b, ctx, out);
 
-    if let Some(t) = a.get("timeout").filter(|t| t.value != "off") {
-        let secs = parse_u64(&t.value).unwrap_or(60).clamp(1, 86_400);
+    if let Some(t) = a.settings.timeout.as_ref()
+        && let Timeout::Secs(secs) = t.value
+    {
+        let secs = secs.clamp(1, 86_400);
         b.comment(&format!("{label}:{}: timeout", t.line));
         b.kv("timeout", i64::try_from(secs).unwrap_or(86_400));
     }
@@ -520,7 +793,12 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
 
 fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
     let label = ctx.label.clone();
-    if let Some(src) = a.get("tls_fingerprint").filter(|v| !v.value.is_empty()) {
+    if let Some(src) = a
+        .settings
+        .tls_fingerprint
+        .as_ref()
+        .filter(|v| !v.value.is_empty())
+    {
         match fingerprint_bytes(&src.value) {
             Some(bytes) if bytes.len() == 32 => {
                 b.comment(&format!(
@@ -546,7 +824,7 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
             }
         }
     }
-    if let Some(t) = a.get("tls_trust_file") {
+    if let Some(t) = a.settings.tls_trust_file.as_ref() {
         match t.value.as_str() {
             "system" => {}
             "" => b.comment(&format!(
@@ -566,18 +844,21 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
             }
         }
     }
-    if let Some(c) = a.get("tls_certcheck").filter(|c| c.value == "off") {
+    if let Some(c) = a.settings.tls_certcheck.as_ref().filter(|c| !c.value) {
         out.warn(&format!(
             "{label}:{}: tls_certcheck off: msmtp accepted any certificate from {}; \
              mailhop always checks it. If the server's certificate is self-signed, pin \
              it with tls_fingerprint (its SHA-256 digest).",
             c.line,
-            a.text("host").unwrap_or_default()
+            text(&a.settings.host).unwrap_or_default()
         ));
     }
-    match (a.text("tls_cert_file"), a.text("tls_key_file")) {
+    match (
+        text(&a.settings.tls_cert_file),
+        text(&a.settings.tls_key_file),
+    ) {
         (Some(cert), Some(key)) => {
-            let line = a.get("tls_cert_file").map_or(0, |v| v.line);
+            let line = a.settings.tls_cert_file.as_ref().map_or(0, |v| v.line);
             b.comment(&format!("{label}:{line}: client certificate"));
             match (ctx.path(cert, out, line), ctx.path(key, out, line)) {
                 (Some(c), Some(k)) => {
@@ -597,27 +878,43 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
              which msmtp refuses too; it is left out."
         )),
     }
-    for (key, why) in [
+    let s = &a.settings;
+    for (key, line, why) in [
         (
             "tls_priorities",
+            line_of(&s.tls_priorities),
             "mailhop uses TLS 1.2 or 1.3 with rustls's safe defaults; see tls_min_version",
         ),
         (
             "tls_min_dh_prime_bits",
+            line_of(&s.tls_min_dh_prime_bits),
             "mailhop uses no finite-field Diffie-Hellman at all",
         ),
-        ("tls_crl_file", "mailhop does not read revocation lists"),
-        ("tls_force_sslv3", "SSL 3 is never used"),
+        (
+            "tls_crl_file",
+            line_of(&s.tls_crl_file),
+            "mailhop does not read revocation lists",
+        ),
+        (
+            "tls_force_sslv3",
+            line_of(&s.tls_force_sslv3),
+            "SSL 3 is never used",
+        ),
     ] {
-        if let Some(v) = a.get(key) {
+        if let Some(line) = line {
             out.note(
                 &label,
-                v.line,
+                line,
                 &format!("{key} has no mailhop equivalent: {why}"),
             );
         }
     }
-    if let Some(v) = a.get("tls_host_override").filter(|v| !v.value.is_empty()) {
+    if let Some(v) = a
+        .settings
+        .tls_host_override
+        .as_ref()
+        .filter(|v| !v.value.is_empty())
+    {
         out.warn(&format!(
             "{label}:{}: tls_host_override is not supported: mailhop checks the \
              certificate against host; set host to the name the certificate is issued \
@@ -636,7 +933,7 @@ fn msmtp_from(
     out: &mut Out,
 ) -> (String, Vec<String>) {
     let label = ctx.label.clone();
-    let user = a.text("user").filter(|u| is_plain_address(u));
+    let user = text(&a.settings.user).filter(|u| is_plain_address(u));
     let fallback = |out: &mut Out, b: &mut Block, why: &str| -> String {
         match user {
             Some(u) => {
@@ -655,7 +952,7 @@ fn msmtp_from(
             }
         }
     };
-    match a.get("from") {
+    match a.settings.from.as_ref() {
         Some(f) if f.value.contains(['*', '?', '[']) => {
             let why = format!("from on line {} is the pattern {}", f.line, f.value);
             let senders = if f.value.contains(['?', '[']) {
@@ -689,7 +986,7 @@ fn msmtp_from(
             let why = format!("from on line {} is not a mail address", f.line);
             (fallback(out, b, &why), Vec::new())
         }
-        None if a.flag("auto_from", false) => (
+        None if value(&a.settings.auto_from).copied().unwrap_or(false) => (
             fallback(
                 out,
                 b,
@@ -710,16 +1007,16 @@ fn msmtp_from(
 
 fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
     let label = ctx.label.clone();
-    let user = a.text("user");
-    let auth = a.get("auth");
-    let method = auth.map_or("off", |v| v.value.as_str());
+    let user = text(&a.settings.user);
+    let auth = a.settings.auth.as_ref();
+    let method = auth.map_or(Auth::Off, |v| v.value);
     let line = auth.map_or(0, |v| v.line);
     if let Some(u) = user {
         b.kv("user", u);
     }
     let logs_in = match (method, user) {
-        ("off", None) => false,
-        ("off", Some(_)) => {
+        (Auth::Off, None) => false,
+        (Auth::Off, Some(_)) => {
             b.comment(
                 "msmtp logs in only with auth on, which this account does not set, so it \
                  never sent the user name and password; delete this line to log in",
@@ -735,13 +1032,13 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
             );
             false
         }
-        ("on", Some(_)) => true,
-        (m @ ("plain" | "login" | "xoauth2"), Some(_)) => {
-            b.comment(&format!("{label}:{line}: auth {m}"));
-            b.kv("auth", m);
+        (Auth::On, Some(_)) => true,
+        (m @ (Auth::Plain | Auth::Login | Auth::Xoauth2), Some(_)) => {
+            b.comment(&format!("{label}:{line}: auth {}", m.name()));
+            b.kv("auth", m.name());
             true
         }
-        ("oauthbearer", Some(_)) => {
+        (Auth::Oauthbearer, Some(_)) => {
             out.warn(&format!(
                 "{label}:{line}: OAUTHBEARER is not supported; account \"{name}\" uses \
                  XOAUTH2 with the same token, which Gmail and Microsoft 365 accept."
@@ -752,7 +1049,7 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
             b.kv("auth", "xoauth2");
             true
         }
-        ("external", Some(_)) => {
+        (Auth::External, Some(_)) => {
             b.comment(&format!(
                 "{label}:{line}: auth external (the client certificate is the login); \
                  mailhop has no AUTH EXTERNAL, so it sends only the certificate"
@@ -760,7 +1057,7 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
             b.kv("auth", "none");
             false
         }
-        ("gssapi", Some(_)) => {
+        (Auth::Gssapi, Some(_)) => {
             out.warn(&format!(
                 "{label}:{line}: GSSAPI (Kerberos) is not supported; account \"{name}\" \
                  logs in with PLAIN or LOGIN, which needs a password."
@@ -769,13 +1066,14 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
         }
         (m, Some(_)) => {
             b.comment(&format!(
-                "{label}:{line}: auth {m} is not supported by mailhop; it uses PLAIN or \
-                 LOGIN, which TLS protects"
+                "{label}:{line}: auth {} is not supported by mailhop; it uses PLAIN or \
+                 LOGIN, which TLS protects",
+                m.name()
             ));
             true
         }
     };
-    if let Some(v) = a.get("ntlmdomain") {
+    if let Some(v) = a.settings.ntlmdomain.as_ref() {
         out.note(
             &label,
             v.line,
@@ -783,8 +1081,12 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
         );
     }
 
-    let eval = a.get("passwordeval").filter(|v| !v.value.is_empty());
-    let password = a.get("password").filter(|v| !v.value.is_empty());
+    let eval = a
+        .settings
+        .passwordeval
+        .as_ref()
+        .filter(|v| !v.value.is_empty());
+    let password = a.settings.password.as_ref().filter(|v| !v.value.is_empty());
     if let (Some(e), Some(p)) = (eval, password) {
         out.note(
             &label,
@@ -855,78 +1157,105 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
 /// per account and mailhop once: the default account's are used, and
 /// differences are reported.
 fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &mut Out) {
-    let label = &ctx.label;
     let Some(first) = order.first().and_then(|&i| accounts.get(i)) else {
         return;
     };
-    // Settings that differ between accounts cannot all be kept.
-    let global = [
-        "logfile",
-        "syslog",
-        "aliases",
-        "maildomain",
-        "domain",
-        "set_from_header",
-        "allow_from_override",
-    ];
     for other in order.iter().skip(1).filter_map(|&i| accounts.get(i)) {
-        let value = |a: &MAccount, k: &str| a.get(k).map(|v| v.value.clone());
-        let differ: Vec<&str> = global
-            .iter()
-            .copied()
-            .filter(|k| value(other, k) != value(first, k))
-            .collect();
+        let differ = global_differences(&first.settings, &other.settings);
         if !differ.is_empty() {
             out.warn(&format!(
-                "In {label}, account \"{}\" differs from the default account \"{}\" \
+                "In {}, account \"{}\" differs from the default account \"{}\" \
                  in {}; mailhop has these settings once for all accounts, and they are \
                  taken from the default account.",
+                ctx.label,
                 other.name,
                 first.name,
                 differ.join(", ")
             ));
         }
     }
+    let s = &first.settings;
+    global_hostname(s, ctx, out);
+    global_logging(s, ctx, out);
+    global_rewrite(s, ctx, out);
+    global_aliases(s, ctx, out);
+    for a in order.iter().filter_map(|&i| accounts.get(i)) {
+        unsupported_notes(&a.settings, ctx, out);
+    }
+}
 
-    let from_domain = first
-        .text("from")
+/// The per-account settings mailhop has once, which differ between `a`
+/// and `b` and so cannot all be kept.
+fn global_differences(a: &Settings, b: &Settings) -> Vec<&'static str> {
+    [
+        ("logfile", value(&a.logfile) != value(&b.logfile)),
+        ("syslog", value(&a.syslog) != value(&b.syslog)),
+        ("aliases", value(&a.aliases) != value(&b.aliases)),
+        ("maildomain", value(&a.maildomain) != value(&b.maildomain)),
+        ("domain", value(&a.domain) != value(&b.domain)),
+        (
+            "set_from_header",
+            value(&a.set_from_header) != value(&b.set_from_header),
+        ),
+        (
+            "allow_from_override",
+            value(&a.allow_from_override) != value(&b.allow_from_override),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, differs)| differs.then_some(k))
+    .collect()
+}
+
+/// `domain` (the EHLO name) as `hostname`, unless mailhop would then take
+/// the mail domain for its own.
+fn global_hostname(s: &Settings, ctx: &MsmtpCtx, out: &mut Out) {
+    let label = &ctx.label;
+    let Some(d) = &s.domain else {
+        return;
+    };
+    let from_domain = text(&s.from)
         .and_then(domain_of)
         .map(str::to_ascii_lowercase);
-    let maildomain = first
-        .get("maildomain")
+    let maildomain = s
+        .maildomain
+        .as_ref()
         .filter(|m| is_domain(m.value.trim_end_matches('.')));
-    if let Some(d) = first.get("domain") {
-        let v = d.value.trim_end_matches('.').to_ascii_lowercase();
-        let clash = from_domain.as_deref() == Some(v.as_str())
-            || maildomain.is_some_and(|m| m.value.eq_ignore_ascii_case(&v));
-        if v.contains('%') || v == "localhost" || v.is_empty() {
-            out.top.comment(&format!(
-                "{label}:{}: domain {} (the EHLO name) is not carried over; mailhop \
-                 uses this host's name",
-                d.line, d.value
-            ));
-        } else if is_domain(&v) && v.contains('.') && !clash {
-            out.top.comment(&format!(
-                "{label}:{}: domain, msmtp's EHLO name. mailhop also uses it in \
-                 Message-ID, and delivers mail for it locally.",
-                d.line
-            ));
-            out.top.kv("hostname", &v);
-        } else {
-            out.top.comment(&format!(
-                "{label}:{}: domain {} (the EHLO name) is not used as hostname: {}",
-                d.line,
-                d.value,
-                if clash {
-                    "it is the mail domain, and mailhop would deliver mail for its own \
-                     host name locally instead of sending it"
-                } else {
-                    "it is not a fully qualified domain name"
-                }
-            ));
-        }
+    let v = d.value.trim_end_matches('.').to_ascii_lowercase();
+    let clash = from_domain.as_deref() == Some(v.as_str())
+        || maildomain.is_some_and(|m| m.value.eq_ignore_ascii_case(&v));
+    if v.contains('%') || v == "localhost" || v.is_empty() {
+        out.top.comment(&format!(
+            "{label}:{}: domain {} (the EHLO name) is not carried over; mailhop \
+             uses this host's name",
+            d.line, d.value
+        ));
+    } else if is_domain(&v) && v.contains('.') && !clash {
+        out.top.comment(&format!(
+            "{label}:{}: domain, msmtp's EHLO name. mailhop also uses it in \
+             Message-ID, and delivers mail for it locally.",
+            d.line
+        ));
+        out.top.kv("hostname", &v);
+    } else {
+        out.top.comment(&format!(
+            "{label}:{}: domain {} (the EHLO name) is not used as hostname: {}",
+            d.line,
+            d.value,
+            if clash {
+                "it is the mail domain, and mailhop would deliver mail for its own \
+                 host name locally instead of sending it"
+            } else {
+                "it is not a fully qualified domain name"
+            }
+        ));
     }
-    if let Some(l) = first.get("logfile") {
+}
+
+/// `logfile` and `syslog`.
+fn global_logging(s: &Settings, ctx: &MsmtpCtx, out: &mut Out) {
+    let label = &ctx.label;
+    if let Some(l) = &s.logfile {
         match l.value.as_str() {
             "" => {}
             "-" => out.note(
@@ -937,19 +1266,20 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
             p => {
                 out.top.comment(&format!("{label}:{}: logfile", l.line));
                 match ctx.path(p, out, l.line) {
-                    Some(p) => out.top.kv("log_file", &p),
+                    Some(p) => out.top.kv("log_file", p),
                     None => out.top.raw_comment(&format!("log_file = {}", toml_str(p))),
                 }
             }
         }
     }
-    if let Some(s) = first.get("syslog") {
-        let on = s.value != "off";
+    if let Some(sl) = &s.syslog {
+        let on = sl.value != Syslog::Off;
+        let mail = sl.value == Syslog::Facility("LOG_MAIL".into());
         out.top.comment(&format!(
             "{label}:{}: syslog {}{}",
-            s.line,
-            s.value,
-            if on && s.value != "LOG_MAIL" {
+            sl.line,
+            sl.value.name(),
+            if on && !mail {
                 " (mailhop logs to the mail facility)"
             } else {
                 ""
@@ -957,19 +1287,30 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
         ));
         out.top.kv("syslog", on);
     }
+}
 
-    // Sender rewriting.
-    let sfh = first.get("set_from_header");
-    let afo = first.get("allow_from_override");
-    let account = sfh.is_some_and(|v| v.value == "on") || afo.is_some_and(|v| v.value == "off");
-    let cite = |v: Option<&MVal>, k: &str, dflt: &str| match v {
-        Some(v) => format!("{k} {} (line {})", v.value, v.line),
-        None => format!("{k} {dflt} (the default)"),
-    };
+/// `[rewrite]`: the from policy from `set_from_header` and
+/// `allow_from_override`, and the domain from `maildomain` or a `from` of
+/// `%U@domain`.
+fn global_rewrite(s: &Settings, ctx: &MsmtpCtx, out: &mut Out) {
+    let label = &ctx.label;
+    let sfh = s.set_from_header.as_ref();
+    let afo = s.allow_from_override.as_ref();
+    let account = sfh.is_some_and(|v| v.value == FromHeader::On) || afo.is_some_and(|v| !v.value);
     let settings = format!(
         "{} and {}",
-        cite(sfh, "set_from_header", "auto"),
-        cite(afo, "allow_from_override", "on")
+        match sfh {
+            Some(v) => format!("set_from_header {} (line {})", v.value.name(), v.line),
+            None => "set_from_header auto (the default)".to_string(),
+        },
+        match afo {
+            Some(v) => format!(
+                "allow_from_override {} (line {})",
+                if v.value { "on" } else { "off" },
+                v.line
+            ),
+            None => "allow_from_override on (the default)".to_string(),
+        }
     );
     if account {
         out.rewrite.comment(&format!(
@@ -987,11 +1328,10 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
     }
     out.rewrite
         .kv("from_policy", if account { "account" } else { "keep" });
-    let pattern_domain = first
-        .text("from")
+    let pattern_domain = text(&s.from)
         .and_then(|f| f.strip_prefix("%U@"))
         .filter(|d| !d.contains('%') && is_domain(d));
-    if let Some(m) = first.get("maildomain").filter(|m| !m.value.is_empty()) {
+    if let Some(m) = nonempty(&s.maildomain) {
         let v = m.value.trim_end_matches('.').to_ascii_lowercase();
         if is_domain(&v) {
             out.rewrite.comment(&format!(
@@ -1011,129 +1351,102 @@ fn msmtp_globals(accounts: &[MAccount], order: &[usize], ctx: &MsmtpCtx, out: &m
         ));
         out.rewrite.kv("domain", d.to_ascii_lowercase());
     }
+}
 
-    if let Some(al) = first.get("aliases").filter(|a| !a.value.is_empty()) {
-        let p = ctx.path(&al.value, out, al.line);
-        out.aliases.comment(&format!(
-            "{label}:{}: aliases. msmtp rewrote only the envelope; mailhop rewrites \
-             the To and Cc lines too. msmtp treats an alias named \"default\" as a \
-             catch-all and mailhop does not: if the file has one, set default in \
-             this table to its target instead.",
-            al.line
-        ));
-        match p {
-            Some(p) => out.aliases.kv("file", &p),
-            None => out
-                .aliases
-                .raw_comment(&format!("file = {}", toml_str(&al.value))),
-        }
-    }
-
-    // What mailhop always does, or takes per message, or cannot do.
-    for a in order.iter().filter_map(|&i| accounts.get(i)) {
-        for (key, why) in [
-            (
-                "dsn_notify",
-                "mailhop takes it per message, from sendmail's -N option",
-            ),
-            (
-                "dsn_return",
-                "mailhop takes it per message, from sendmail's -R option",
-            ),
-            ("set_date_header", "mailhop always adds a missing Date"),
-            (
-                "set_msgid_header",
-                "mailhop always adds a missing Message-ID",
-            ),
-            ("remove_bcc_headers", "mailhop always removes Bcc lines"),
-            ("keepbcc", "mailhop always removes Bcc lines"),
-            (
-                "undisclosed_recipients",
-                "mailhop does not rewrite To and Cc that way",
-            ),
-            (
-                "logfile_time_format",
-                "mailhop's log lines carry RFC 3339 time stamps",
-            ),
-            (
-                "from_full_name",
-                "mailhop uses -F or the user's full name from the password database",
-            ),
-            ("auto_from", "see from and [rewrite] above"),
-            (
-                "eval",
-                "its output is not known here, so the setting it produced is missing: add it by hand",
-            ),
-        ] {
-            if let Some(v) = a.get(key) {
-                out.note(
-                    label,
-                    v.line,
-                    &format!("{key} has no mailhop equivalent: {why}"),
-                );
-            }
-        }
-        for (k, v) in &a.settings {
-            if !MSMTP_KNOWN.contains(&k.as_str()) {
-                out.note(
-                    label,
-                    v.line,
-                    &format!(
-                        "{k} has no mailhop equivalent: it is not an msmtp command mailhop knows"
-                    ),
-                );
-            }
-        }
+/// `aliases` as `[aliases] file`.
+fn global_aliases(s: &Settings, ctx: &MsmtpCtx, out: &mut Out) {
+    let Some(al) = nonempty(&s.aliases) else {
+        return;
+    };
+    let p = ctx.path(&al.value, out, al.line);
+    out.aliases.comment(&format!(
+        "{}:{}: aliases. msmtp rewrote only the envelope; mailhop rewrites \
+         the To and Cc lines too. msmtp treats an alias named \"default\" as a \
+         catch-all and mailhop does not: if the file has one, set default in \
+         this table to its target instead.",
+        ctx.label, al.line
+    ));
+    match p {
+        Some(p) => out.aliases.kv("file", p),
+        None => out
+            .aliases
+            .raw_comment(&format!("file = {}", toml_str(&al.value))),
     }
 }
 
-/// Every command the conversion looks at.
-const MSMTP_KNOWN: &[&str] = &[
-    "host",
-    "port",
-    "timeout",
-    "protocol",
-    "domain",
-    "auto_from",
-    "from",
-    "maildomain",
-    "auth",
-    "user",
-    "password",
-    "passwordeval",
-    "ntlmdomain",
-    "tls",
-    "tls_starttls",
-    "tls_key_file",
-    "tls_cert_file",
-    "tls_trust_file",
-    "tls_crl_file",
-    "tls_fingerprint",
-    "tls_certcheck",
-    "tls_min_dh_prime_bits",
-    "tls_priorities",
-    "tls_host_override",
-    "tls_force_sslv3",
-    "dsn_return",
-    "dsn_notify",
-    "set_from_header",
-    "set_date_header",
-    "set_msgid_header",
-    "remove_bcc_headers",
-    "undisclosed_recipients",
-    "logfile",
-    "logfile_time_format",
-    "syslog",
-    "aliases",
-    "proxy_host",
-    "proxy_port",
-    "socket",
-    "source_ip",
-    "allow_from_override",
-    "from_full_name",
-    "keepbcc",
-    "eval",
-];
+/// Notes for what mailhop always does, or takes per message, or cannot do,
+/// and for commands it does not know.
+fn unsupported_notes(s: &Settings, ctx: &MsmtpCtx, out: &mut Out) {
+    let always_removes_bcc = "mailhop always removes Bcc lines";
+    for (key, line, why) in [
+        (
+            "dsn_notify",
+            line_of(&s.dsn_notify),
+            "mailhop takes it per message, from sendmail's -N option",
+        ),
+        (
+            "dsn_return",
+            line_of(&s.dsn_return),
+            "mailhop takes it per message, from sendmail's -R option",
+        ),
+        (
+            "set_date_header",
+            line_of(&s.set_date_header),
+            "mailhop always adds a missing Date",
+        ),
+        (
+            "set_msgid_header",
+            line_of(&s.set_msgid_header),
+            "mailhop always adds a missing Message-ID",
+        ),
+        (
+            "remove_bcc_headers",
+            line_of(&s.remove_bcc_headers),
+            always_removes_bcc,
+        ),
+        ("keepbcc", line_of(&s.keepbcc), always_removes_bcc),
+        (
+            "undisclosed_recipients",
+            line_of(&s.undisclosed_recipients),
+            "mailhop does not rewrite To and Cc that way",
+        ),
+        (
+            "logfile_time_format",
+            line_of(&s.logfile_time_format),
+            "mailhop's log lines carry RFC 3339 time stamps",
+        ),
+        (
+            "from_full_name",
+            line_of(&s.from_full_name),
+            "mailhop uses -F or the user's full name from the password database",
+        ),
+        (
+            "auto_from",
+            line_of(&s.auto_from),
+            "see from and [rewrite] above",
+        ),
+        (
+            "eval",
+            line_of(&s.eval),
+            "its output is not known here, so the setting it produced is missing: add it by hand",
+        ),
+    ] {
+        if let Some(line) = line {
+            out.note(
+                &ctx.label,
+                line,
+                &format!("{key} has no mailhop equivalent: {why}"),
+            );
+        }
+    }
+    for (k, v) in &s.other {
+        out.note(
+            &ctx.label,
+            v.line,
+            &format!("{k} has no mailhop equivalent: it is not an msmtp command mailhop knows"),
+        );
+    }
+}
 
 /// Splits an msmtprc line into command and argument, or `None` for blank and
 /// comment lines. As in msmtp, `#` starts a comment only at the start of a
