@@ -100,7 +100,60 @@ pub fn from_ssmtp(
         })
         .filter(|d| is_domain(d));
     let keep = c.from_override.as_ref().is_some_and(|f| f.value);
+    let hostname_fqdn = c
+        .hostname
+        .as_ref()
+        .map(|h| h.value.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|h| is_domain(h) && h.contains('.'));
+    let x = Ctx {
+        c: &c,
+        conf_name,
+        label,
+        rev_label,
+        host,
+        port: ssmtp_port,
+        name,
+        rewrite_domain,
+        hostname_fqdn,
+        keep,
+    };
+    let (mode, from) = main_account(&x, &hub, &revs, &mut out);
+    top_hostname(&x, &from, &mut out);
+    rewrite_policy(&x, &mut out);
+    let extras = revalias_lines(&x, &revs, mode, &mut out);
+    finish_extras(&x, extras, &mut out);
+    root_alias(&x, &mut out);
+    Ok(out.finish())
+}
 
+/// What every part of an ssmtp conversion needs.
+struct Ctx<'a> {
+    c: &'a SsmtpConf,
+    /// ssmtp.conf as the caller named it, for the password file commands.
+    conf_name: &'a str,
+    /// The file names, for comments.
+    label: String,
+    rev_label: String,
+    /// The mailhub.
+    host: String,
+    /// The port ssmtp connected to.
+    port: u16,
+    /// The main account's name.
+    name: String,
+    /// RewriteDomain, when it is a domain.
+    rewrite_domain: Option<String>,
+    /// Hostname, when it is a fully qualified domain name.
+    hostname_fqdn: Option<String>,
+    /// FromLineOverride=YES, mailhop's "keep".
+    keep: bool,
+}
+
+/// The `[[account]]` for the mailhub: its TLS mode and sender address.
+fn main_account(x: &Ctx, hub: &Src<String>, revs: &[RevLine], out: &mut Out) -> (TlsMode, String) {
+    let c = x.c;
+    let label = &x.label;
+    let host = &x.host;
+    let name = &x.name;
     // The main account.
     let mut acc = Block::default();
     acc.comment(&format!(
@@ -114,12 +167,47 @@ pub fn from_ssmtp(
                 format!(" (port {} from line {})", p.value, p.line)
             })
     ));
-    acc.kv("name", &name);
-    acc.kv("host", &host);
+    acc.kv("name", name.as_str());
+    acc.kv("host", host.as_str());
+    let mode = tls_mode(x, &mut acc, out);
+    acc.kv("tls", mode.name());
+    match (&c.port, mode) {
+        (Some(p), _) => acc.kv("port", i64::from(p.value)),
+        (None, TlsMode::StartTls) => {
+            acc.comment(
+                "ssmtp's default port; 587 (the submission port) is better if the \
+                 server offers it",
+            );
+            acc.kv("port", 25);
+        }
+        (None, TlsMode::Implicit) => acc.comment(
+            "check this: no port in mailhub, so ssmtp connected to 25; mailhop \
+             uses 465, the port for TLS from the first byte",
+        ),
+        (None, TlsMode::None) => {}
+    }
+
+    let from = sender(x, revs, &mut acc, out);
+    auth(x, &mut acc, out);
+    if mode != TlsMode::None {
+        client_tls(x, &mut acc, out);
+    }
+    out.accounts.push(acc);
+    (mode, from)
+}
+
+/// UseSTARTTLS and UseTLS as a TLS mode; plain text (which mailhop allows
+/// only to this machine) becomes TLS, with a warning.
+fn tls_mode(x: &Ctx, acc: &mut Block, out: &mut Out) -> TlsMode {
+    let c = x.c;
+    let label = &x.label;
+    let host = &x.host;
+    let ssmtp_port = x.port;
+    let name = &x.name;
     let starttls = c.use_starttls.as_ref().is_some_and(|s| s.value);
     let tls_flag = c.use_tls.as_ref().is_some_and(|s| s.value);
     let line_of = |s: &Option<Src<bool>>| s.as_ref().map_or(0, |s| s.line);
-    let mode = if starttls {
+    if starttls {
         acc.comment(&format!(
             "{label}:{}: UseSTARTTLS=YES",
             line_of(&c.use_starttls)
@@ -131,7 +219,7 @@ pub fn from_ssmtp(
             line_of(&c.use_tls)
         ));
         TlsMode::Implicit
-    } else if is_loopback(&host) {
+    } else if is_loopback(host) {
         acc.comment(&format!(
             "{label}: neither UseTLS nor UseSTARTTLS, to a server on this machine, \
              which is the one place mailhop allows plain text"
@@ -159,24 +247,18 @@ pub fn from_ssmtp(
              this machine ({label})"
         ));
         m
-    };
-    acc.kv("tls", mode.name());
-    match (&c.port, mode) {
-        (Some(p), _) => acc.kv("port", i64::from(p.value)),
-        (None, TlsMode::StartTls) => {
-            acc.comment(
-                "ssmtp's default port; 587 (the submission port) is better if the \
-                 server offers it",
-            );
-            acc.kv("port", 25);
-        }
-        (None, TlsMode::Implicit) => acc.comment(
-            "check this: no port in mailhub, so ssmtp connected to 25; mailhop \
-             uses 465, the port for TLS from the first byte",
-        ),
-        (None, TlsMode::None) => {}
     }
+}
 
+/// The sender address mailhop requires of every account.
+fn sender(x: &Ctx, revs: &[RevLine], acc: &mut Block, out: &mut Out) -> String {
+    let c = x.c;
+    let label = &x.label;
+    let rev_label = &x.rev_label;
+    let host = &x.host;
+    let name = &x.name;
+    let rewrite_domain = &x.rewrite_domain;
+    let hostname_fqdn = &x.hostname_fqdn;
     // The sender address mailhop requires of every account.
     let user = c
         .auth_user
@@ -187,11 +269,6 @@ pub fn from_ssmtp(
         .iter()
         .rev()
         .find(|r| r.user == "root" && is_plain_address(&r.from));
-    let hostname_fqdn = c
-        .hostname
-        .as_ref()
-        .map(|h| h.value.trim_end_matches('.').to_ascii_lowercase())
-        .filter(|h| is_domain(h) && h.contains('.'));
     let (from, why) = if let Some(u) = user.as_ref().filter(|u| is_plain_address(&u.value)) {
         (
             u.value.clone(),
@@ -215,7 +292,7 @@ pub fn from_ssmtp(
             "what ssmtp made of mail from root, since AuthUser is not an address".to_string(),
         )
     } else {
-        match parent_domain(&host) {
+        match parent_domain(host) {
             Some(d) => (
                 format!("postmaster@{d}"),
                 "a guess from the mailhub's domain: ssmtp.conf gives no address".to_string(),
@@ -236,7 +313,20 @@ pub fn from_ssmtp(
         "check this: the address this account sends as; this is {why}."
     ));
     acc.kv("from", &from);
+    from
+}
 
+/// AuthUser, AuthMethod and AuthPass (which is never copied).
+fn auth(x: &Ctx, acc: &mut Block, out: &mut Out) {
+    let c = x.c;
+    let conf_name = x.conf_name;
+    let label = &x.label;
+    let name = &x.name;
+    let user = c
+        .auth_user
+        .as_ref()
+        .filter(|u| !u.value.is_empty())
+        .cloned();
     if let Some(u) = &user {
         acc.comment(&format!("{label}:{}: AuthUser", u.line));
         acc.kv("user", &u.value);
@@ -253,7 +343,7 @@ pub fn from_ssmtp(
                 ));
             } else {
                 out.note(
-                    &label,
+                    label,
                     m.line,
                     "AuthMethod=… is not a method mailhop knows; it uses PLAIN or LOGIN",
                 );
@@ -282,7 +372,7 @@ pub fn from_ssmtp(
                      (readable by root and group mailhop) with:",
                     p.line
                 );
-                out.password_file(&mut acc, &why, &name, path, hint);
+                out.password_file(acc, &why, name, path, hint);
             }
             Some(p) => {
                 out.warn(&format!(
@@ -299,48 +389,56 @@ pub fn from_ssmtp(
         }
     } else if let Some(p) = c.auth_pass {
         out.note(
-            &label,
+            label,
             p.line,
             "AuthPass without AuthUser: ssmtp never logged in, so the password is not carried over",
         );
     }
+}
 
-    if mode != TlsMode::None {
-        if let Some(ca) = &c.tls_ca_file {
-            acc.comment(&format!(
-                "{label}:{}: TLS_CA_File; only these authorities are trusted for this account",
-                ca.line
-            ));
-            acc.kv("tls_ca_file", &ca.value);
-        }
-        if c.use_cert.as_ref().is_some_and(|u| u.value) {
-            let cert = c
-                .tls_cert
-                .as_ref()
-                .map_or("/etc/ssl/certs/ssmtp.pem", |t| t.value.as_str());
-            let key = c.tls_key.as_ref().map_or(cert, |t| t.value.as_str());
-            acc.comment(&format!(
-                "{label}: UseTLSCert=YES. ssmtp reads the client certificate and its \
-                 key from one PEM file (TLSCert); mailhop reads each from the file named \
-                 here, which may be that same file. Keep it unreadable to others."
-            ));
-            acc.kv("tls_cert_file", cert);
-            acc.kv("tls_key_file", key);
-        } else if let Some(t) = &c.tls_cert {
-            out.note(
-                &label,
-                t.line,
-                "TLSCert is ignored because UseTLSCert is not YES (as ssmtp did)",
-            );
-        }
+/// TLS_CA_File and the client certificate.
+fn client_tls(x: &Ctx, acc: &mut Block, out: &mut Out) {
+    let c = x.c;
+    let label = &x.label;
+    if let Some(ca) = &c.tls_ca_file {
+        acc.comment(&format!(
+            "{label}:{}: TLS_CA_File; only these authorities are trusted for this account",
+            ca.line
+        ));
+        acc.kv("tls_ca_file", &ca.value);
     }
-    out.accounts.push(acc);
+    if c.use_cert.as_ref().is_some_and(|u| u.value) {
+        let cert = c
+            .tls_cert
+            .as_ref()
+            .map_or("/etc/ssl/certs/ssmtp.pem", |t| t.value.as_str());
+        let key = c.tls_key.as_ref().map_or(cert, |t| t.value.as_str());
+        acc.comment(&format!(
+            "{label}: UseTLSCert=YES. ssmtp reads the client certificate and its \
+             key from one PEM file (TLSCert); mailhop reads each from the file named \
+             here, which may be that same file. Keep it unreadable to others."
+        ));
+        acc.kv("tls_cert_file", cert);
+        acc.kv("tls_key_file", key);
+    } else if let Some(t) = &c.tls_cert {
+        out.note(
+            label,
+            t.line,
+            "TLSCert is ignored because UseTLSCert is not YES (as ssmtp did)",
+        );
+    }
+}
 
-    // Top-level settings.
+/// Hostname as `hostname`, unless mailhop would then take the mail domain
+/// for its own.
+fn top_hostname(x: &Ctx, from: &str, out: &mut Out) {
+    let c = x.c;
+    let label = &x.label;
+    let rewrite_domain = &x.rewrite_domain;
     if let Some(h) = &c.hostname {
         let v = h.value.trim_end_matches('.').to_ascii_lowercase();
         let clash = rewrite_domain.as_deref() == Some(v.as_str())
-            || domain_of(&from).is_some_and(|d| d.eq_ignore_ascii_case(&v));
+            || domain_of(from).is_some_and(|d| d.eq_ignore_ascii_case(&v));
         if is_domain(&v) && v.contains('.') && !clash {
             out.top.comment(&format!(
                 "{label}:{}: Hostname. It names this host in EHLO and Message-ID, and \
@@ -362,8 +460,15 @@ pub fn from_ssmtp(
             ));
         }
     }
+}
 
-    // Sender rewriting.
+/// FromLineOverride and RewriteDomain as `[rewrite]`.
+fn rewrite_policy(x: &Ctx, out: &mut Out) {
+    let c = x.c;
+    let label = &x.label;
+    let host = &x.host;
+    let keep = x.keep;
+    let rewrite_domain = &x.rewrite_domain;
     match &c.from_override {
         Some(f) if f.value => {
             out.rewrite.comment(&format!(
@@ -410,16 +515,25 @@ pub fn from_ssmtp(
             )),
         }
     }
+}
 
-    // revaliases: per-user sending addresses, possibly through other hubs.
+/// revaliases: per-user sending addresses, possibly through other hubs,
+/// which become extra accounts (returned, to be finished last).
+fn revalias_lines(x: &Ctx, revs: &[RevLine], mode: TlsMode, out: &mut Out) -> Vec<Extra> {
+    let rev_label = &x.rev_label;
+    let host = &x.host;
+    let ssmtp_port = x.port;
+    let keep = x.keep;
+    let rewrite_domain = &x.rewrite_domain;
+    let hostname_fqdn = &x.hostname_fqdn;
     // ssmtp uses the last line for a user.
-    let qualify_domain = rewrite_domain.clone().or(hostname_fqdn);
+    let qualify_domain = rewrite_domain.clone().or(hostname_fqdn.clone());
     let mut latest: Vec<&RevLine> = Vec::new();
     for (i, r) in revs.iter().enumerate() {
         let same = |o: &&RevLine| o.user.eq_ignore_ascii_case(&r.user);
         match revs.iter().skip(i + 1).find(same) {
             Some(later) => out.note(
-                &rev_label,
+                rev_label,
                 r.line,
                 &format!(
                     "overridden by line {} for the same user (ssmtp used the last)",
@@ -441,7 +555,7 @@ pub fn from_ssmtp(
             format!("{}@{d}", r.from)
         } else {
             out.note(
-                &rev_label,
+                rev_label,
                 r.line,
                 &format!(
                     "the address \"{}\" for {} is not a mail address and is left out",
@@ -461,7 +575,7 @@ pub fn from_ssmtp(
         let account = match &r.hub {
             Some((h, p)) => {
                 let p = p.unwrap_or(ssmtp_port);
-                if h.eq_ignore_ascii_case(&host) && p == ssmtp_port {
+                if h.eq_ignore_ascii_case(host) && p == ssmtp_port {
                     None
                 } else {
                     let key = (h.to_ascii_lowercase(), p);
@@ -474,7 +588,7 @@ pub fn from_ssmtp(
                                  fill in its user and password_file.",
                                 r.line
                             ));
-                            let block = extra_ssmtp_account(&n, h, p, mode, &from, r, &rev_label);
+                            let block = extra_ssmtp_account(&n, h, p, mode, &from, r, rev_label);
                             extras.push(Extra {
                                 key,
                                 name: n,
@@ -508,6 +622,12 @@ pub fn from_ssmtp(
         };
         out.revaliases.kv(&r.user, value);
     }
+    extras
+}
+
+/// The extra accounts, with what the administrator must fill in.
+fn finish_extras(x: &Ctx, extras: Vec<Extra>, out: &mut Out) {
+    let keep = x.keep;
     for mut e in extras {
         if keep {
             e.block.comment(
@@ -525,7 +645,12 @@ pub fn from_ssmtp(
         ));
         out.accounts.push(e.block);
     }
+}
 
+/// root= as the alias of root.
+fn root_alias(x: &Ctx, out: &mut Out) {
+    let c = x.c;
+    let label = &x.label;
     if let Some(r) = c.root.as_ref().filter(|r| !r.value.is_empty()) {
         {
             out.aliases_map.comment(&format!(
@@ -537,7 +662,6 @@ pub fn from_ssmtp(
             out.aliases_map.kv("root", &r.value);
         }
     }
-    Ok(out.finish())
 }
 
 /// A hub that only `revaliases` names, becoming an extra `[[account]]`.
