@@ -517,23 +517,15 @@ fn rewrite_policy(x: &Ctx, out: &mut Out) {
     }
 }
 
-/// revaliases: per-user sending addresses, possibly through other hubs,
-/// which become extra accounts (returned, to be finished last).
-fn revalias_lines(x: &Ctx, revs: &[RevLine], mode: TlsMode, out: &mut Out) -> Vec<Extra> {
-    let rev_label = &x.rev_label;
-    let host = &x.host;
-    let ssmtp_port = x.port;
-    let keep = x.keep;
-    let rewrite_domain = &x.rewrite_domain;
-    let hostname_fqdn = &x.hostname_fqdn;
-    // ssmtp uses the last line for a user.
-    let qualify_domain = rewrite_domain.clone().or(hostname_fqdn.clone());
+/// The revaliases lines ssmtp used: the last one for each user (case
+/// ignored); the others get a note.
+fn latest_revaliases<'r>(x: &Ctx, revs: &'r [RevLine], out: &mut Out) -> Vec<&'r RevLine> {
     let mut latest: Vec<&RevLine> = Vec::new();
     for (i, r) in revs.iter().enumerate() {
         let same = |o: &&RevLine| o.user.eq_ignore_ascii_case(&r.user);
         match revs.iter().skip(i + 1).find(same) {
             Some(later) => out.note(
-                rev_label,
+                &x.rev_label,
                 r.line,
                 &format!(
                     "overridden by line {} for the same user (ssmtp used the last)",
@@ -543,28 +535,92 @@ fn revalias_lines(x: &Ctx, revs: &[RevLine], mode: TlsMode, out: &mut Out) -> Ve
             None => latest.push(r),
         }
     }
+    latest
+}
+
+/// The address of a revaliases line, a bare name qualified with
+/// `qualify_domain`; `None` (with a note) when it is not an address.
+fn revalias_from(
+    x: &Ctx,
+    r: &RevLine,
+    qualify_domain: Option<&str>,
+    out: &mut Out,
+) -> Option<String> {
+    if is_plain_address(&r.from) {
+        return Some(r.from.clone());
+    }
+    if !r.from.contains('@')
+        && let Some(d) = qualify_domain
+        && is_plain_address(&format!("{}@{d}", r.from))
+    {
+        return Some(format!("{}@{d}", r.from));
+    }
+    out.note(
+        &x.rev_label,
+        r.line,
+        &format!(
+            "the address \"{}\" for {} is not a mail address and is left out",
+            r.from, r.user
+        ),
+    );
+    None
+}
+
+/// The extra account a line's own mailhub needs, created on first use
+/// (with a warning that it has no credentials); `None` when the line names
+/// no hub or the main one.
+fn revalias_account(
+    x: &Ctx,
+    r: &RevLine,
+    from: &str,
+    mode: TlsMode,
+    extras: &mut Vec<Extra>,
+    out: &mut Out,
+) -> Option<String> {
+    let (h, p) = r.hub.as_ref()?;
+    let p = p.unwrap_or(x.port);
+    if h.eq_ignore_ascii_case(&x.host) && p == x.port {
+        return None;
+    }
+    let key = (h.to_ascii_lowercase(), p);
+    let idx = match extras.iter().position(|e| e.key == key) {
+        Some(i) => i,
+        None => {
+            let n = out.unique_name(&account_name_for_host(h));
+            out.warn(&format!(
+                "Account \"{n}\" ({}:{}) has no credentials yet: \
+                 fill in its user and password_file.",
+                x.rev_label, r.line
+            ));
+            let block = extra_ssmtp_account(&n, h, p, mode, from, r, &x.rev_label);
+            extras.push(Extra {
+                key,
+                name: n,
+                block,
+                senders: Vec::new(),
+                from: from.to_string(),
+            });
+            extras.len() - 1
+        }
+    };
+    extras.get_mut(idx).map(|e| {
+        e.senders.push(r.user.clone());
+        e.senders.push(from.to_string());
+        e.name.clone()
+    })
+}
+
+/// revaliases: per-user sending addresses, possibly through other hubs,
+/// which become extra accounts (returned, to be finished last).
+fn revalias_lines(x: &Ctx, revs: &[RevLine], mode: TlsMode, out: &mut Out) -> Vec<Extra> {
+    let qualify_domain = x.rewrite_domain.clone().or(x.hostname_fqdn.clone());
     let mut extras: Vec<Extra> = Vec::new();
     let mut keep_warned = false;
-    for r in latest {
-        let from = if is_plain_address(&r.from) {
-            r.from.clone()
-        } else if !r.from.contains('@')
-            && let Some(d) = &qualify_domain
-            && is_plain_address(&format!("{}@{d}", r.from))
-        {
-            format!("{}@{d}", r.from)
-        } else {
-            out.note(
-                rev_label,
-                r.line,
-                &format!(
-                    "the address \"{}\" for {} is not a mail address and is left out",
-                    r.from, r.user
-                ),
-            );
+    for r in latest_revaliases(x, revs, out) {
+        let Some(from) = revalias_from(x, r, qualify_domain.as_deref(), out) else {
             continue;
         };
-        if keep && !keep_warned {
+        if x.keep && !keep_warned {
             keep_warned = true;
             out.warn(
                 "With from_policy = \"keep\" (FromLineOverride=YES) mailhop ignores \
@@ -572,49 +628,14 @@ fn revalias_lines(x: &Ctx, revs: &[RevLine], mode: TlsMode, out: &mut Out) -> Ve
                  line. The senders lists of extra accounts still route those users.",
             );
         }
-        let account = match &r.hub {
-            Some((h, p)) => {
-                let p = p.unwrap_or(ssmtp_port);
-                if h.eq_ignore_ascii_case(host) && p == ssmtp_port {
-                    None
-                } else {
-                    let key = (h.to_ascii_lowercase(), p);
-                    let idx = match extras.iter().position(|e| e.key == key) {
-                        Some(i) => i,
-                        None => {
-                            let n = out.unique_name(&account_name_for_host(h));
-                            out.warn(&format!(
-                                "Account \"{n}\" ({rev_label}:{}) has no credentials yet: \
-                                 fill in its user and password_file.",
-                                r.line
-                            ));
-                            let block = extra_ssmtp_account(&n, h, p, mode, &from, r, rev_label);
-                            extras.push(Extra {
-                                key,
-                                name: n,
-                                block,
-                                senders: Vec::new(),
-                                from: from.clone(),
-                            });
-                            extras.len() - 1
-                        }
-                    };
-                    extras.get_mut(idx).map(|e| {
-                        e.senders.push(r.user.clone());
-                        e.senders.push(from.clone());
-                        e.name.clone()
-                    })
-                }
-            }
-            None => None,
-        };
+        let account = revalias_account(x, r, &from, mode, &mut extras, out);
         let via = r.hub.as_ref().map_or(String::new(), |(h, p)| match p {
             Some(p) => format!(" via {h}:{p}"),
             None => format!(" via {h}"),
         });
         out.revaliases.comment(&format!(
-            "{rev_label}:{}: {} sends as {}{via}",
-            r.line, r.user, r.from
+            "{}:{}: {} sends as {}{via}",
+            x.rev_label, r.line, r.user, r.from
         ));
         let value = match account {
             Some(a) => Value::InlineTable([("from", from), ("account", a)].into_iter().collect()),
@@ -758,24 +779,19 @@ fn parse_ssmtp(
         let yes = v.eq_ignore_ascii_case("yes");
         match lower.as_str() {
             "mailhub" => {
-                let (h, p) = match v.split_once(':') {
-                    Some((h, p)) => (h.to_string(), Some(p)),
-                    None => (v.clone(), None),
-                };
-                if h.is_empty() {
-                    return Err(ImportError::at(conf_name, n, "mailhub names no host"));
-                }
+                let (h, p) = mailhub(&v).map_err(|m| ImportError::at(conf_name, n, m))?;
                 if let Some(p) = p {
-                    let port = parse_port(p).ok_or_else(|| {
-                        ImportError::at(conf_name, n, format!("mailhub port \"{p}\" is not a port number"))
-                    })?;
-                    c.port = Some(src(port, n));
+                    c.port = Some(src(p, n));
                 }
                 c.mailhub = Some(src(h, n));
             }
             "remoteport" => {
                 let port = parse_port(&v).ok_or_else(|| {
-                    ImportError::at(conf_name, n, format!("RemotePort \"{v}\" is not a port number"))
+                    ImportError::at(
+                        conf_name,
+                        n,
+                        format!("RemotePort \"{v}\" is not a port number"),
+                    )
                 })?;
                 c.port = Some(src(port, n));
             }
@@ -807,36 +823,49 @@ fn parse_ssmtp(
                     c.auth_method = Some(src(v, n));
                 }
             }
-            "tls_ca_dir" => out.note(
-                label,
-                n,
-                "TLS_CA_Dir=… has no mailhop equivalent: mailhop trusts the system's \
-                 certificate store, or the one file of tls_ca_file",
-            ),
-            "addheader" => out.note(
-                label,
-                n,
-                "AddHeader=… has no mailhop equivalent: mailhop does not add fixed header fields",
-            ),
-            "debug" => out.note(
-                label,
-                n,
-                "Debug=… has no mailhop equivalent: run mailhop with -v for a transcript \
-                 (passwords are hidden)",
-            ),
-            "useoldauth" => out.note(
-                label,
-                n,
-                "UseOldAUTH=… has no mailhop equivalent: mailhop speaks AUTH LOGIN the standard way",
-            ),
-            _ => out.note(
-                label,
-                n,
-                &format!("{key}=… has no mailhop equivalent: it is not an ssmtp setting mailhop knows"),
-            ),
+            _ => out.note(label, n, &no_equivalent(key, &lower)),
         }
     }
     Ok(c)
+}
+
+/// `host[:port]` of a mailhub= line.
+fn mailhub(v: &str) -> Result<(String, Option<u16>), String> {
+    let (h, p) = match v.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (v, None),
+    };
+    if h.is_empty() {
+        return Err("mailhub names no host".into());
+    }
+    let port = match p {
+        Some(p) => Some(
+            parse_port(p).ok_or_else(|| format!("mailhub port \"{p}\" is not a port number"))?,
+        ),
+        None => None,
+    };
+    Ok((h.to_string(), port))
+}
+
+/// The note for an ssmtp.conf key mailhop has no equivalent for; `lower`
+/// is `key` in lower case.
+fn no_equivalent(key: &str, lower: &str) -> String {
+    match lower {
+        "tls_ca_dir" => "TLS_CA_Dir=… has no mailhop equivalent: mailhop trusts the system's \
+                         certificate store, or the one file of tls_ca_file"
+            .into(),
+        "addheader" => {
+            "AddHeader=… has no mailhop equivalent: mailhop does not add fixed header fields".into()
+        }
+        "debug" => "Debug=… has no mailhop equivalent: run mailhop with -v for a transcript \
+                    (passwords are hidden)"
+            .into(),
+        "useoldauth" => {
+            "UseOldAUTH=… has no mailhop equivalent: mailhop speaks AUTH LOGIN the standard way"
+                .into()
+        }
+        _ => format!("{key}=… has no mailhop equivalent: it is not an ssmtp setting mailhop knows"),
+    }
 }
 
 /// ssmtp's revaliases: `local:from[:mailhub[:port]]`, `#` comments.
