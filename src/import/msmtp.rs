@@ -666,6 +666,39 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
         ));
     }
     b.kv("name", name);
+    let host = msmtp_host(a, name, ctx, out);
+    b.kv("host", &host);
+    if msmtp_tls_mode(a, name, &host, &mut b, out) != TlsMode::None {
+        msmtp_tls(a, name, &mut b, ctx, out);
+    }
+
+    // Sender address and the patterns that select the account.
+    let (from, senders) = msmtp_from(a, name, &mut b, ctx, out);
+    b.kv("from", &from);
+    if !is_first && !senders.is_empty() {
+        b.comment(
+            "msmtp chose this account when -f (or --from) matched its from; these \
+             patterns do the same",
+        );
+        b.kv("senders", toml_array(&senders));
+    }
+
+    msmtp_auth(a, name, &host, &mut b, ctx, out);
+
+    if let Some(t) = a.settings.timeout.as_ref()
+        && let Timeout::Secs(secs) = t.value
+    {
+        let secs = secs.clamp(1, 86_400);
+        b.comment(&format!("{label}:{}: timeout", t.line));
+        b.kv("timeout", i64::try_from(secs).unwrap_or(86_400));
+    }
+    b
+}
+
+/// The account's host, with warnings for what mailhop cannot do on the way
+/// there (sockets, proxies, LMTP).
+fn msmtp_host(a: &MAccount, name: &str, ctx: &MsmtpCtx, out: &mut Out) -> String {
+    let label = &ctx.label;
     let raw_host = text(&a.settings.host).unwrap_or_default();
     let host = raw_host
         .split_whitespace()
@@ -681,7 +714,6 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
             a.settings.host.as_ref().map_or(0, |v| v.line)
         ));
     }
-    b.kv("host", &host);
     for (key, setting) in [
         ("socket", &a.settings.socket),
         ("proxy_host", &a.settings.proxy_host),
@@ -697,7 +729,7 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
     }
     if let Some(v) = a.settings.proxy_port.as_ref() {
         out.note(
-            &label,
+            label,
             v.line,
             "proxy_port has no mailhop equivalent (no SOCKS proxy)",
         );
@@ -713,9 +745,13 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
             v.line
         ));
     }
+    host
+}
 
-    // TLS and port. msmtp's defaults are no TLS and port 25 (465 for TLS
-    // from the first byte), mailhop's STARTTLS on 587: write what msmtp did.
+/// `tls` and `port`, from what msmtp did: its defaults are no TLS and
+/// port 25 (465 for TLS from the first byte), mailhop's STARTTLS on 587.
+/// Plain text becomes TLS, with a warning, except to this machine.
+fn msmtp_tls_mode(a: &MAccount, name: &str, host: &str, b: &mut Block, out: &mut Out) -> TlsMode {
     let tls = value(&a.settings.tls).copied().unwrap_or(false);
     let starttls = value(&a.settings.tls_starttls).copied().unwrap_or(true);
     let explicit_port = value(&a.settings.port).copied();
@@ -723,7 +759,7 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
     let mode = match (tls, starttls) {
         (true, true) => TlsMode::StartTls,
         (true, false) => TlsMode::Implicit,
-        (false, _) if is_loopback(&host) => {
+        (false, _) if is_loopback(host) => {
             b.comment(
                 "tls is off, to a server on this machine, the one place mailhop allows plain text",
             );
@@ -764,66 +800,12 @@ fn msmtp_account(a: &MAccount, name: &str, is_first: bool, ctx: &MsmtpCtx, out: 
         }
         b.kv("port", i64::from(port));
     }
-    if mode != TlsMode::None {
-        msmtp_tls(a, name, &mut b, ctx, out);
-    }
-
-    // Sender address and the patterns that select the account.
-    let (from, senders) = msmtp_from(a, name, &mut b, ctx, out);
-    b.kv("from", &from);
-    if !is_first && !senders.is_empty() {
-        b.comment(
-            "msmtp chose this account when -f (or --from) matched its from; these \
-             patterns do the same",
-        );
-        b.kv("senders", toml_array(&senders));
-    }
-
-    msmtp_auth(a, name, &host, &mut b, ctx, out);
-
-    if let Some(t) = a.settings.timeout.as_ref()
-        && let Timeout::Secs(secs) = t.value
-    {
-        let secs = secs.clamp(1, 86_400);
-        b.comment(&format!("{label}:{}: timeout", t.line));
-        b.kv("timeout", i64::try_from(secs).unwrap_or(86_400));
-    }
-    b
+    mode
 }
 
 fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
     let label = ctx.label.clone();
-    if let Some(src) = a
-        .settings
-        .tls_fingerprint
-        .as_ref()
-        .filter(|v| !v.value.is_empty())
-    {
-        match fingerprint_bytes(&src.value) {
-            Some(bytes) if bytes.len() == 32 => {
-                b.comment(&format!(
-                    "{label}:{}: tls_fingerprint (SHA-256); the pin replaces checking by \
-                     certificate authorities, as in msmtp",
-                    src.line
-                ));
-                b.kv("tls_fingerprint", format!("sha256:{}", bytes.join(":")));
-            }
-            other => {
-                let kind = match other.map(|b| b.len()) {
-                    Some(20) => "a SHA-1",
-                    Some(16) => "an MD5",
-                    _ => "an unreadable",
-                };
-                out.warn(&format!(
-                    "{label}:{}: tls_fingerprint is {kind} digest, which mailhop does not \
-                     accept; account \"{name}\" checks the certificate against the \
-                     certificate authorities instead. To keep a pin, add its SHA-256 digest \
-                     (see tls_fingerprint in mailhop.toml(5)).",
-                    src.line
-                ));
-            }
-        }
-    }
+    msmtp_fingerprint(a, name, b, ctx, out);
     if let Some(t) = a.settings.tls_trust_file.as_ref() {
         match t.value.as_str() {
             "system" => {}
@@ -853,31 +835,7 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
             text(&a.settings.host).unwrap_or_default()
         ));
     }
-    match (
-        text(&a.settings.tls_cert_file),
-        text(&a.settings.tls_key_file),
-    ) {
-        (Some(cert), Some(key)) => {
-            let line = a.settings.tls_cert_file.as_ref().map_or(0, |v| v.line);
-            b.comment(&format!("{label}:{line}: client certificate"));
-            match (ctx.path(cert, out, line), ctx.path(key, out, line)) {
-                (Some(c), Some(k)) => {
-                    b.kv("tls_cert_file", &c);
-                    b.kv("tls_key_file", &k);
-                }
-                _ => {
-                    // They go together: both or neither.
-                    b.raw_comment(&format!("tls_cert_file = {}", toml_str(cert)));
-                    b.raw_comment(&format!("tls_key_file = {}", toml_str(key)));
-                }
-            }
-        }
-        (None, None) => {}
-        _ => out.warn(&format!(
-            "account \"{name}\" names only one of tls_cert_file and tls_key_file, \
-             which msmtp refuses too; it is left out."
-        )),
-    }
+    msmtp_client_cert(a, name, b, ctx, out);
     let s = &a.settings;
     for (key, line, why) in [
         (
@@ -921,6 +879,72 @@ fn msmtp_tls(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut 
              for, or pin it with tls_fingerprint.",
             v.line
         ));
+    }
+}
+
+/// `tls_fingerprint`, kept when it is a SHA-256 digest.
+fn msmtp_fingerprint(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
+    let label = &ctx.label;
+    if let Some(src) = a
+        .settings
+        .tls_fingerprint
+        .as_ref()
+        .filter(|v| !v.value.is_empty())
+    {
+        match fingerprint_bytes(&src.value) {
+            Some(bytes) if bytes.len() == 32 => {
+                b.comment(&format!(
+                    "{label}:{}: tls_fingerprint (SHA-256); the pin replaces checking by \
+                     certificate authorities, as in msmtp",
+                    src.line
+                ));
+                b.kv("tls_fingerprint", format!("sha256:{}", bytes.join(":")));
+            }
+            other => {
+                let kind = match other.map(|b| b.len()) {
+                    Some(20) => "a SHA-1",
+                    Some(16) => "an MD5",
+                    _ => "an unreadable",
+                };
+                out.warn(&format!(
+                    "{label}:{}: tls_fingerprint is {kind} digest, which mailhop does not \
+                     accept; account \"{name}\" checks the certificate against the \
+                     certificate authorities instead. To keep a pin, add its SHA-256 digest \
+                     (see tls_fingerprint in mailhop.toml(5)).",
+                    src.line
+                ));
+            }
+        }
+    }
+}
+
+/// `tls_cert_file` and `tls_key_file`, which go together.
+fn msmtp_client_cert(a: &MAccount, name: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
+    let label = &ctx.label;
+    match (
+        text(&a.settings.tls_cert_file),
+        text(&a.settings.tls_key_file),
+    ) {
+        (Some(cert), Some(key)) => {
+            let line = a.settings.tls_cert_file.as_ref().map_or(0, |v| v.line);
+            b.comment(&format!("{label}:{line}: client certificate"));
+            match (ctx.path(cert, out, line), ctx.path(key, out, line)) {
+                (Some(c), Some(k)) => {
+                    b.kv("tls_cert_file", &c);
+                    b.kv("tls_key_file", &k);
+                }
+                _ => {
+                    // They go together: both or neither.
+                    b.raw_comment(&format!("tls_cert_file = {}", toml_str(cert)));
+                    b.raw_comment(&format!("tls_key_file = {}", toml_str(key)));
+                }
+            }
+        }
+        (None, None) => {}
+        _ => out.warn(&format!(
+            "account \"{name}\" names only one of tls_cert_file and tls_key_file, \
+             which msmtp refuses too; it is left out."
+        )),
     }
 }
 
@@ -1008,13 +1032,35 @@ fn msmtp_from(
 fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCtx, out: &mut Out) {
     let label = ctx.label.clone();
     let user = text(&a.settings.user);
-    let auth = a.settings.auth.as_ref();
-    let method = auth.map_or(Auth::Off, |v| v.value);
-    let line = auth.map_or(0, |v| v.line);
     if let Some(u) = user {
         b.kv("user", u);
     }
-    let logs_in = match (method, user) {
+    let logs_in = msmtp_auth_method(a, name, b, ctx, out);
+    if let Some(v) = a.settings.ntlmdomain.as_ref() {
+        out.note(
+            &label,
+            v.line,
+            "ntlmdomain has no mailhop equivalent (no NTLM)",
+        );
+    }
+
+    msmtp_password(a, name, host, logs_in, b, ctx, out);
+}
+
+/// `auth` as mailhop's auth; whether the account logs in.
+fn msmtp_auth_method(
+    a: &MAccount,
+    name: &str,
+    b: &mut Block,
+    ctx: &MsmtpCtx,
+    out: &mut Out,
+) -> bool {
+    let label = &ctx.label;
+    let user = text(&a.settings.user);
+    let auth = a.settings.auth.as_ref();
+    let method = auth.map_or(Auth::Off, |v| v.value);
+    let line = auth.map_or(0, |v| v.line);
+    match (method, user) {
         (Auth::Off, None) => false,
         (Auth::Off, Some(_)) => {
             b.comment(
@@ -1026,7 +1072,7 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
         }
         (_, None) => {
             out.note(
-                &label,
+                label,
                 line,
                 "auth without user: mailhop logs in only with a user, so this account does not",
             );
@@ -1072,15 +1118,22 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
             ));
             true
         }
-    };
-    if let Some(v) = a.settings.ntlmdomain.as_ref() {
-        out.note(
-            &label,
-            v.line,
-            "ntlmdomain has no mailhop equivalent (no NTLM)",
-        );
     }
+}
 
+/// `passwordeval` or `password` as `password_command` or a password file
+/// (never the password itself); a key ring hint when there is none.
+fn msmtp_password(
+    a: &MAccount,
+    name: &str,
+    host: &str,
+    logs_in: bool,
+    b: &mut Block,
+    ctx: &MsmtpCtx,
+    out: &mut Out,
+) {
+    let label = &ctx.label;
+    let user = text(&a.settings.user);
     let eval = a
         .settings
         .passwordeval
@@ -1089,7 +1142,7 @@ fn msmtp_auth(a: &MAccount, name: &str, host: &str, b: &mut Block, ctx: &MsmtpCt
     let password = a.settings.password.as_ref().filter(|v| !v.value.is_empty());
     if let (Some(e), Some(p)) = (eval, password) {
         out.note(
-            &label,
+            label,
             p.line,
             &format!(
                 "password is not used: passwordeval on line {} wins, as in msmtp",
