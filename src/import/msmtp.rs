@@ -1786,6 +1786,67 @@ mod tests {
     }
 
     #[test]
+    fn settings_are_typed_at_the_edge_and_old_spellings_map_onto_new() {
+        let rc = "defaults\ntls\nport 465\n\
+                  account a\nhost a.example\nauth LOGIN\nconnect_timeout 30\n\
+                  add_missing_from_header on\nadd_missing_date_header off\n\
+                  syslog LOG_LOCAL7\nprotocol lmtp\nfrobnicate 1\n";
+        let accounts = parse_msmtp(rc, "rc").unwrap();
+        let s = &accounts[0].settings;
+        assert_eq!(value(&s.tls), Some(&true));
+        assert_eq!(value(&s.port), Some(&465));
+        assert_eq!(value(&s.auth), Some(&Auth::Login));
+        assert_eq!(value(&s.timeout), Some(&Timeout::Secs(30)));
+        assert_eq!(value(&s.set_from_header), Some(&FromHeader::Auto));
+        assert_eq!(text(&s.set_date_header), Some("off"));
+        assert_eq!(
+            value(&s.syslog),
+            Some(&Syslog::Facility("LOG_LOCAL7".into()))
+        );
+        assert_eq!(value(&s.protocol), Some(&Protocol::Lmtp));
+        assert_eq!(s.other.get("frobnicate").map(|v| v.line), Some(12));
+        // Defaults are not passed on to children (msmtp's mask); a
+        // parent's own settings are, with the line they came from.
+        assert_eq!(s.tls.as_ref().map(|v| v.explicit), Some(false));
+        assert_eq!(s.auth.as_ref().map(|v| v.explicit), Some(true));
+        for (line, want) in [
+            ("timeout 0", "invalid argument \"0\" for timeout"),
+            ("port 0", "invalid argument \"0\" for port"),
+            ("auth magic", "invalid argument \"magic\" for auth"),
+            ("protocol http", "invalid argument \"http\" for protocol"),
+            (
+                "syslog LOG_LOCAL8",
+                "invalid argument \"LOG_LOCAL8\" for syslog",
+            ),
+            ("set_from_header maybe", "invalid argument \"maybe\""),
+        ] {
+            let e = parse_msmtp(&format!("account a\n{line}\n"), "rc").unwrap_err();
+            assert_eq!(e.line, Some(2), "{line}");
+            assert!(e.message.contains(want), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_child_inherits_what_its_parent_set_not_the_defaults_it_saw() {
+        let rc = "defaults\nport 2525\naccount base\nhost base.example\nuser u\n\
+                  defaults\ntls on\naccount child : base\nfrom c@example.com\n\
+                  account same : base\n";
+        let accounts = parse_msmtp(rc, "rc").unwrap();
+        let child = &accounts[1].settings;
+        assert_eq!(text(&child.host), Some("base.example"));
+        assert_eq!(child.host.as_ref().map(|v| v.line), Some(4));
+        assert_eq!(value(&child.port), Some(&2525));
+        assert_eq!(value(&child.tls), Some(&true));
+        assert!(!values_equal(&accounts[0], &accounts[1]));
+        assert!(!accounts[2].has_own_lines);
+        // `same` differs from base only by the later defaults (tls on).
+        assert!(!values_equal(&accounts[0], &accounts[2]));
+        let mut base = accounts[0].clone();
+        base.settings.tls = accounts[2].settings.tls.clone();
+        assert!(values_equal(&base, &accounts[2]));
+    }
+
+    #[test]
     fn msmtp_lines_before_any_account_form_the_default() {
         let rc = "host smtp.example.com\ntls on\nfrom a@example.com # me\n";
         let imp = from_msmtp(rc, "rc").unwrap();
