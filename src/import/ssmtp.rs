@@ -40,7 +40,28 @@ struct SsmtpConf {
     tls_key: Option<Src<String>>,
     auth_user: Option<Src<String>>,
     auth_pass: Option<PassLine>,
-    auth_method: Option<Src<String>>,
+    auth_method: Option<Src<AuthMethod>>,
+}
+
+/// ssmtp's AuthMethod (case-insensitive); anything else means its default,
+/// LOGIN or PLAIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthMethod {
+    Login,
+    CramMd5,
+    Other,
+}
+
+impl AuthMethod {
+    fn parse(v: &str) -> AuthMethod {
+        if v.eq_ignore_ascii_case("login") {
+            AuthMethod::Login
+        } else if v.eq_ignore_ascii_case("cram-md5") {
+            AuthMethod::CramMd5
+        } else {
+            AuthMethod::Other
+        }
+    }
 }
 
 /// One line of ssmtp's `revaliases`: `local:from[:mailhub[:port]]`.
@@ -330,24 +351,30 @@ fn auth(x: &Ctx, acc: &mut Block, out: &mut Out) {
     if let Some(u) = &user {
         acc.comment(&format!("{label}:{}: AuthUser", u.line));
         acc.kv("user", &u.value);
-        if let Some(m) = &c.auth_method {
-            let v = m.value.to_ascii_lowercase();
-            if v == "login" {
-                acc.comment(&format!("{label}:{}: AuthMethod=LOGIN", m.line));
+        match c.auth_method {
+            Some(Src {
+                value: AuthMethod::Login,
+                line,
+            }) => {
+                acc.comment(&format!("{label}:{line}: AuthMethod=LOGIN"));
                 acc.kv("auth", "login");
-            } else if v == "cram-md5" {
-                acc.comment(&format!(
-                    "{label}:{}: AuthMethod=cram-md5 is not supported by mailhop; \
-                     PLAIN or LOGIN is used, which TLS protects",
-                    m.line
-                ));
-            } else {
-                out.note(
-                    label,
-                    m.line,
-                    "AuthMethod=… is not a method mailhop knows; it uses PLAIN or LOGIN",
-                );
             }
+            Some(Src {
+                value: AuthMethod::CramMd5,
+                line,
+            }) => acc.comment(&format!(
+                "{label}:{line}: AuthMethod=cram-md5 is not supported by mailhop; \
+                 PLAIN or LOGIN is used, which TLS protects"
+            )),
+            Some(Src {
+                value: AuthMethod::Other,
+                line,
+            }) => out.note(
+                label,
+                line,
+                "AuthMethod=… is not a method mailhop knows; it uses PLAIN or LOGIN",
+            ),
+            None => {}
         }
         match c.auth_pass {
             Some(p) if !p.empty => {
@@ -820,7 +847,7 @@ fn parse_ssmtp(
             }
             "authmethod" => {
                 if c.auth_method.is_none() {
-                    c.auth_method = Some(src(v, n));
+                    c.auth_method = Some(src(AuthMethod::parse(&v), n));
                 }
             }
             _ => out.note(label, n, &no_equivalent(key, &lower)),
