@@ -343,15 +343,41 @@ struct RawDkim {
     domain: String,
     selector: String,
     key_file: PathBuf,
-    #[serde(default = "rsa")]
-    algorithm: String,
+    #[serde(default)]
+    algorithm: RawAlgorithm,
     canonicalization: Option<String>,
     headers: Option<Vec<String>>,
     oversign: Option<Vec<String>>,
 }
 
-fn rsa() -> String {
-    "rsa-sha256".to_string()
+/// `algorithm` of `[[dkim]]`, in any case (RFC 6376 and DNS tools print
+/// these names in upper case too, and mailhop.toml(5) allows it).
+#[derive(Default, Clone, Copy)]
+enum RawAlgorithm {
+    #[default]
+    RsaSha256,
+    Ed25519Sha256,
+}
+
+impl<'de> Deserialize<'de> for RawAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const NAMES: &[&str] = &["rsa-sha256", "ed25519-sha256"];
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "rsa-sha256" => Ok(RawAlgorithm::RsaSha256),
+            "ed25519-sha256" => Ok(RawAlgorithm::Ed25519Sha256),
+            _ => Err(serde::de::Error::unknown_variant(&s, NAMES)),
+        }
+    }
+}
+
+impl From<RawAlgorithm> for crate::dkim::Algorithm {
+    fn from(a: RawAlgorithm) -> Self {
+        match a {
+            RawAlgorithm::RsaSha256 => crate::dkim::Algorithm::RsaSha256,
+            RawAlgorithm::Ed25519Sha256 => crate::dkim::Algorithm::Ed25519Sha256,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -378,8 +404,24 @@ struct RawHeaders {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     pattern: String,
-    action: Option<String>,
+    action: Option<RawAction>,
     replace: Option<String>,
+}
+
+/// `action` of `[[headers.rule]]`; the other action is `replace`, a key of
+/// its own because it carries the template.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawAction {
+    Remove,
+}
+
+impl From<RawAction> for crate::scrub::Action {
+    fn from(a: RawAction) -> Self {
+        match a {
+            RawAction::Remove => crate::scrub::Action::Remove,
+        }
+    }
 }
 
 /// `90`, `90s`, `30m`, `12h`, `5d`.
@@ -432,8 +474,8 @@ struct RawAccount {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOAuth {
-    provider: Option<String>,
-    flow: Option<String>,
+    provider: Option<RawProvider>,
+    flow: Option<RawFlow>,
     tenant: Option<String>,
     client_id: Option<String>,
     client_secret_file: Option<PathBuf>,
@@ -446,6 +488,51 @@ struct RawOAuth {
     token_command: Option<String>,
 }
 
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawProvider {
+    Microsoft,
+    Google,
+    Custom,
+}
+
+impl From<RawProvider> for crate::oauth::Provider {
+    fn from(p: RawProvider) -> Self {
+        match p {
+            RawProvider::Microsoft => crate::oauth::Provider::Microsoft,
+            RawProvider::Google => crate::oauth::Provider::Google,
+            RawProvider::Custom => crate::oauth::Provider::Custom,
+        }
+    }
+}
+
+/// The flows mailhop runs itself; `token_command` is the third, a key of
+/// its own because it carries the command.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawFlow {
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl RawFlow {
+    fn name(self) -> &'static str {
+        match self {
+            RawFlow::RefreshToken => "refresh_token",
+            RawFlow::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+impl From<RawFlow> for crate::oauth::Flow {
+    fn from(f: RawFlow) -> Self {
+        match f {
+            RawFlow::RefreshToken => crate::oauth::Flow::RefreshToken,
+            RawFlow::ClientCredentials => crate::oauth::Flow::ClientCredentials,
+        }
+    }
+}
+
 #[derive(Deserialize, Default, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum RawTls {
@@ -453,6 +540,16 @@ enum RawTls {
     Starttls,
     Implicit,
     None,
+}
+
+impl From<RawTls> for TlsMode {
+    fn from(t: RawTls) -> Self {
+        match t {
+            RawTls::Starttls => TlsMode::StartTls,
+            RawTls::Implicit => TlsMode::Implicit,
+            RawTls::None => TlsMode::None,
+        }
+    }
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -464,6 +561,15 @@ enum RawMinTls {
     V13,
 }
 
+impl From<RawMinTls> for MinTls {
+    fn from(m: RawMinTls) -> Self {
+        match m {
+            RawMinTls::V12 => MinTls::V12,
+            RawMinTls::V13 => MinTls::V13,
+        }
+    }
+}
+
 #[derive(Deserialize, Default, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum RawAuth {
@@ -473,6 +579,18 @@ enum RawAuth {
     Login,
     Xoauth2,
     None,
+}
+
+impl From<RawAuth> for AuthMode {
+    fn from(a: RawAuth) -> Self {
+        match a {
+            RawAuth::Auto => AuthMode::Auto,
+            RawAuth::Plain => AuthMode::Plain,
+            RawAuth::Login => AuthMode::Login,
+            RawAuth::Xoauth2 => AuthMode::Xoauth2,
+            RawAuth::None => AuthMode::None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -550,7 +668,8 @@ impl Default for RawLocal {
 }
 
 // ---------------------------------------------------------------------------
-// Validation.
+// Validation: one function per section, each turning its raw section into
+// the settings its module uses.
 
 struct Checker<'a> {
     path: &'a Path,
@@ -588,48 +707,103 @@ impl Checker<'_> {
         }
         Ok(v.to_ascii_lowercase())
     }
+
+    fn opt_domain(
+        &self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+    ) -> Result<Option<String>, ConfigError> {
+        value.as_ref().map(|v| self.domain(key, v)).transpose()
+    }
 }
 
 fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let c = Checker { path, text };
-
-    let hostname = match &raw.hostname {
-        Some(h) => Some(c.domain("hostname", h)?),
-        None => None,
-    };
-
+    let hostname = c.opt_domain("hostname", &raw.hostname)?;
     let mut accounts: Vec<Account> = Vec::new();
     for a in &raw.account {
+        let account = c.account(a, &accounts)?;
+        accounts.push(account);
+    }
+    Ok(Config {
+        source: Some(path.to_path_buf()),
+        hostname,
+        log_file: raw.log_file,
+        syslog: raw.syslog,
+        dead_letter: raw.dead_letter,
+        rewrite: c.rewrite(raw.rewrite, &accounts)?,
+        accounts,
+        aliases: c.aliases(raw.aliases)?,
+        local: c.local(raw.local)?,
+        queue: c.queue(raw.queue)?,
+        headers: c.headers(raw.headers)?,
+        dkim: c.dkim(&raw.dkim)?,
+    })
+}
+
+/// An account's name, host, sender address and sender patterns, checked.
+struct Identity {
+    name: String,
+    host: String,
+    from: String,
+    senders: Vec<String>,
+}
+
+impl Checker<'_> {
+    /// One `[[account]]`; `before` are the accounts above it.
+    fn account(&self, a: &RawAccount, before: &[Account]) -> Result<Account, ConfigError> {
+        let id = self.account_identity(a, before)?;
+        let smtp = self.account_smtp(a, &id)?;
+        let oauth = match &a.oauth {
+            Some(o) => Some(self.account_oauth(o, &id.name, smtp.auth)?),
+            None => None,
+        };
+        Ok(Account {
+            name: id.name,
+            from: id.from,
+            senders: id.senders,
+            smtp,
+            password_command: a.password_command.clone(),
+            password_file: a.password_file.clone(),
+            oauth,
+        })
+    }
+
+    fn account_identity(
+        &self,
+        a: &RawAccount,
+        before: &[Account],
+    ) -> Result<Identity, ConfigError> {
         let name = a.name.get_ref().trim().to_string();
         if name.is_empty()
             || !name
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
         {
-            return c.err(
+            return self.err(
                 a.name.span(),
                 format!("[[account]] name \"{name}\": use letters, digits, '-', '_' or '.'"),
             );
         }
-        if accounts.iter().any(|x| x.name == name) {
-            return c.err(
+        if before.iter().any(|x| x.name == name) {
+            return self.err(
                 a.name.span(),
                 format!("[[account]] name \"{name}\" is used twice; account names must be unique"),
             );
         }
         let host = a.host.get_ref().trim().to_string();
         if host.is_empty() || host.contains(char::is_whitespace) {
-            return c.err(
+            return self.err(
                 a.host.span(),
                 format!("[[account]] \"{name}\": host \"{host}\" is not a host name"),
             );
         }
-        let from = c.address(&format!("[[account]] \"{name}\": from"), &a.from)?;
+        let from = self.address(&format!("[[account]] \"{name}\": from"), &a.from)?;
         let mut senders = Vec::new();
         for s in &a.senders {
             let v = s.get_ref().trim();
             if v.is_empty() || v.contains(char::is_whitespace) {
-                return c.err(
+                return self.err(
                     s.span(),
                     format!(
                         "[[account]] \"{name}\": sender pattern \"{v}\" is empty or has spaces"
@@ -638,13 +812,25 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             }
             senders.push(v.to_ascii_lowercase());
         }
-        let tls = match a.tls {
-            RawTls::Starttls => TlsMode::StartTls,
-            RawTls::Implicit => TlsMode::Implicit,
-            RawTls::None => TlsMode::None,
-        };
-        if tls == TlsMode::None && !crate::transport::is_loopback(&host) {
-            return c.err(
+        Ok(Identity {
+            name,
+            host,
+            from,
+            senders,
+        })
+    }
+
+    /// How to reach and log in to the account's smarthost.
+    fn account_smtp(
+        &self,
+        a: &RawAccount,
+        id: &Identity,
+    ) -> Result<crate::transport::Settings, ConfigError> {
+        let name = &id.name;
+        let host = &id.host;
+        let tls = TlsMode::from(a.tls);
+        if tls == TlsMode::None && !crate::transport::is_loopback(host) {
+            return self.err(
                 a.host.span(),
                 format!(
                     "[[account]] \"{name}\": tls = \"none\" is only allowed to a loopback address \
@@ -654,413 +840,397 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         }
         let port = match &a.port {
             Some(p) if *p.get_ref() == 0 => {
-                return c.err(
+                return self.err(
                     p.span(),
                     format!("[[account]] \"{name}\": port 0 is not a port"),
                 );
             }
             Some(p) => *p.get_ref(),
-            None => match tls {
-                TlsMode::StartTls => 587,
-                TlsMode::Implicit => 465,
-                TlsMode::None => 25,
-            },
+            None => tls.default_port(),
         };
-        let tls_fingerprint = match &a.tls_fingerprint {
-            Some(f) => Some(crate::transport::parse_fingerprint(f.get_ref()).map_or_else(
-                || {
-                    c.err(
-                        f.span(),
-                        format!(
-                            "[[account]] \"{name}\": tls_fingerprint must be \"sha256:\" and 32 hex bytes, \
-                             as `mailhop check` prints it"
-                        ),
-                    )
-                },
-                Ok,
-            )?),
-            None => None,
-        };
-        let tls_client = match (&a.tls_cert_file, &a.tls_key_file) {
-            (Some(cert), Some(key)) => Some((cert.get_ref().clone(), key.get_ref().clone())),
-            (None, None) => None,
-            (Some(s), None) | (None, Some(s)) => {
-                return c.err(
-                    s.span(),
-                    format!("[[account]] \"{name}\": tls_cert_file and tls_key_file go together; set both"),
-                );
-            }
-        };
-        let auth = match a.auth {
-            RawAuth::Auto => AuthMode::Auto,
-            RawAuth::Plain => AuthMode::Plain,
-            RawAuth::Login => AuthMode::Login,
-            RawAuth::Xoauth2 => AuthMode::Xoauth2,
-            RawAuth::None => AuthMode::None,
-        };
+        let auth = AuthMode::from(a.auth);
         if matches!(auth, AuthMode::Plain | AuthMode::Login | AuthMode::Xoauth2) && a.user.is_none()
         {
-            return c.err(
+            return self.err(
                 a.name.span(),
                 format!("[[account]] \"{name}\": auth needs a user; set user = \"…\""),
             );
         }
-        let secs =
-            |v: &Option<Spanned<u64>>, default: u64, key: &str| -> Result<Duration, ConfigError> {
-                match v {
-                    Some(s) if *s.get_ref() == 0 || *s.get_ref() > 86_400 => c.err(
-                        s.span(),
-                        format!("[[account]] \"{name}\": {key} is in seconds, from 1 to 86400"),
-                    ),
-                    Some(s) => Ok(Duration::from_secs(*s.get_ref())),
-                    None => Ok(Duration::from_secs(default)),
-                }
-            };
-        let smtp = crate::transport::Settings {
-            connect_timeout: secs(&a.connect_timeout, 30, "connect_timeout")?,
-            command_timeout: secs(&a.timeout, 60, "timeout")?,
-            data_timeout: secs(&a.data_timeout, 600, "data_timeout")?,
-            host,
+        Ok(crate::transport::Settings {
+            connect_timeout: self.seconds(name, &a.connect_timeout, 30, "connect_timeout")?,
+            command_timeout: self.seconds(name, &a.timeout, 60, "timeout")?,
+            data_timeout: self.seconds(name, &a.data_timeout, 600, "data_timeout")?,
+            host: host.clone(),
             port,
             tls,
             ca_file: a.tls_ca_file.clone(),
-            fingerprint: tls_fingerprint,
-            min_tls: match a.tls_min_version {
-                RawMinTls::V12 => MinTls::V12,
-                RawMinTls::V13 => MinTls::V13,
-            },
-            client_cert: tls_client,
+            fingerprint: self.fingerprint(name, &a.tls_fingerprint)?,
+            min_tls: MinTls::from(a.tls_min_version),
+            client_cert: self.client_cert(name, a)?,
             auth,
             username: a.user.clone(),
             helo_name: String::new(),
             system_roots_only: false,
+        })
+    }
+
+    /// A timeout in seconds, `default` when unset.
+    fn seconds(
+        &self,
+        account: &str,
+        v: &Option<Spanned<u64>>,
+        default: u64,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            Some(s) if *s.get_ref() == 0 || *s.get_ref() > 86_400 => self.err(
+                s.span(),
+                format!("[[account]] \"{account}\": {key} is in seconds, from 1 to 86400"),
+            ),
+            Some(s) => Ok(Duration::from_secs(*s.get_ref())),
+            None => Ok(Duration::from_secs(default)),
+        }
+    }
+
+    fn fingerprint(
+        &self,
+        account: &str,
+        f: &Option<Spanned<String>>,
+    ) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(f) = f else {
+            return Ok(None);
         };
-        let oauth = match &a.oauth {
-            None => None,
-            Some(o) => {
-                let r = o.get_ref();
-                let here = format!("[account.oauth] of \"{name}\"");
-                if auth != AuthMode::Xoauth2 {
-                    return c.err(
-                        o.span(),
-                        format!("{here}: OAuth tokens are used with auth = \"xoauth2\"; set it in the account"),
+        match crate::transport::parse_fingerprint(f.get_ref()) {
+            Some(fp) => Ok(Some(fp)),
+            None => self.err(
+                f.span(),
+                format!(
+                    "[[account]] \"{account}\": tls_fingerprint must be \"sha256:\" and 32 hex bytes, \
+                     as `mailhop check` prints it"
+                ),
+            ),
+        }
+    }
+
+    fn client_cert(
+        &self,
+        account: &str,
+        a: &RawAccount,
+    ) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        match (&a.tls_cert_file, &a.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert.get_ref().clone(), key.get_ref().clone()))),
+            (None, None) => Ok(None),
+            (Some(s), None) | (None, Some(s)) => self.err(
+                s.span(),
+                format!(
+                    "[[account]] \"{account}\": tls_cert_file and tls_key_file go together; set both"
+                ),
+            ),
+        }
+    }
+
+    /// `[account.oauth]`.
+    fn account_oauth(
+        &self,
+        o: &Spanned<RawOAuth>,
+        name: &str,
+        auth: AuthMode,
+    ) -> Result<crate::oauth::Settings, ConfigError> {
+        let r = o.get_ref();
+        let here = format!("[account.oauth] of \"{name}\"");
+        if auth != AuthMode::Xoauth2 {
+            return self.err(
+                o.span(),
+                format!(
+                    "{here}: OAuth tokens are used with auth = \"xoauth2\"; set it in the account"
+                ),
+            );
+        }
+        // With token_command the command is the whole flow: it needs no
+        // provider, and a flow beside it would be ignored, so saying both
+        // is refused rather than silently half-used.
+        let provider = match (r.provider, &r.token_command) {
+            (Some(p), _) => p.into(),
+            (None, Some(_)) => crate::oauth::Provider::Custom,
+            (None, None) => {
+                return self.err(
+                    o.span(),
+                    format!(
+                        "{here}: provider is missing: set it to microsoft, google or custom \
+                         (or give token_command)"
+                    ),
+                );
+            }
+        };
+        let flow = match (r.flow, &r.token_command) {
+            (Some(f), Some(_)) => {
+                return self.err(
+                    o.span(),
+                    format!(
+                        "{here}: flow = \"{}\" and token_command are alternatives: the \
+                         command supplies every token, so remove one of them",
+                        f.name()
+                    ),
+                );
+            }
+            (None, Some(cmd)) => crate::oauth::Flow::TokenCommand(cmd.clone()),
+            (Some(f), None) => f.into(),
+            (None, None) => crate::oauth::Flow::RefreshToken,
+        };
+        let s = crate::oauth::Settings {
+            account: name.to_string(),
+            provider,
+            flow,
+            tenant: r.tenant.clone(),
+            client_id: r.client_id.clone(),
+            client_secret_file: r.client_secret_file.clone(),
+            token_file: r.token_file.clone().unwrap_or_default(),
+            token_url: r.token_url.clone(),
+            device_url: r.device_url.clone(),
+            auth_url: r.auth_url.clone(),
+            scopes: r.scopes.clone(),
+            ca_file: r.ca_file.clone(),
+        };
+        if let Err(e) = s.validate() {
+            return self.err(o.span(), format!("{here}: {e}"));
+        }
+        Ok(s)
+    }
+
+    /// `[rewrite]`; revaliases may name only `accounts`.
+    fn rewrite(&self, raw: RawRewrite, accounts: &[Account]) -> Result<Rewrite, ConfigError> {
+        let domain = self.opt_domain("[rewrite] domain", &raw.domain)?;
+        let mut revaliases = BTreeMap::new();
+        for (user, entry) in &raw.revaliases {
+            let span = entry.span();
+            let (from, account) = match entry.get_ref() {
+                RawRevAlias::Address(a) => (a.clone(), None),
+                RawRevAlias::Full(f) => (f.from.clone(), f.account.clone()),
+            };
+            let from = self.address(
+                &format!("[rewrite] revaliases.{user}"),
+                &Spanned::new(span.clone(), from),
+            )?;
+            if let Some(acc) = &account
+                && !accounts.iter().any(|a| &a.name == acc)
+            {
+                let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+                return self.err(
+                    span,
+                    format!(
+                        "[rewrite] revaliases.{user}: no [[account]] is named \"{acc}\" (defined: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                );
+            }
+            revaliases.insert(user.to_ascii_lowercase(), RevAlias { from, account });
+        }
+        Ok(Rewrite {
+            from_policy: raw.from_policy,
+            domain,
+            reply_to_original: raw.reply_to_original,
+            revaliases,
+        })
+    }
+
+    /// `[aliases]`.
+    fn aliases(&self, raw: RawAliases) -> Result<AliasesSection, ConfigError> {
+        let mut map = Vec::new();
+        for (name, targets) in &raw.map {
+            let list: Vec<String> = match targets.get_ref() {
+                OneOrMany::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+                OneOrMany::Many(v) => v.iter().map(|t| t.trim().to_string()).collect(),
+            };
+            let list: Vec<String> = list.into_iter().filter(|t| !t.is_empty()).collect();
+            if list.is_empty() {
+                return self.err(
+                    targets.span(),
+                    format!("[aliases] map.{name}: no target address; give at least one"),
+                );
+            }
+            if let Some(bad) = list.iter().find(|t| t.contains(char::is_whitespace)) {
+                return self.err(
+                    targets.span(),
+                    format!(
+                        "[aliases] map.{name}: \"{bad}\" is not an address (it contains spaces)"
+                    ),
+                );
+            }
+            map.push((name.to_ascii_lowercase(), list));
+        }
+        let default = match &raw.default {
+            Some(d) => {
+                let v = d.get_ref().trim();
+                if v.is_empty() || v.contains(char::is_whitespace) {
+                    return self.err(
+                        d.span(),
+                        format!("[aliases] default: \"{v}\" is not an address"),
                     );
                 }
-                // With token_command the command is the whole flow: it
-                // needs no provider, and a flow beside it would be ignored,
-                // so saying both is refused rather than silently half-used.
-                let provider = match (r.provider.as_deref(), &r.token_command) {
-                    (Some("microsoft"), _) => crate::oauth::Provider::Microsoft,
-                    (Some("google"), _) => crate::oauth::Provider::Google,
-                    (Some("custom"), _) | (None, Some(_)) => crate::oauth::Provider::Custom,
-                    (Some(other), _) => {
-                        return c.err(
-                            o.span(),
-                            format!("{here}: provider \"{other}\" is not one of microsoft, google, custom"),
-                        );
-                    }
-                    (None, None) => {
-                        return c.err(
-                            o.span(),
-                            format!(
-                                "{here}: provider is missing: set it to microsoft, google or custom \
-                                 (or give token_command)"
-                            ),
-                        );
-                    }
-                };
-                let flow = match (r.flow.as_deref(), &r.token_command) {
-                    (Some(f), Some(_)) => {
-                        return c.err(
-                            o.span(),
-                            format!(
-                                "{here}: flow = \"{f}\" and token_command are alternatives: the \
-                                 command supplies every token, so remove one of them"
-                            ),
-                        );
-                    }
-                    (None, Some(cmd)) => crate::oauth::Flow::TokenCommand(cmd.clone()),
-                    (Some("refresh_token") | None, None) => crate::oauth::Flow::RefreshToken,
-                    (Some("client_credentials"), None) => crate::oauth::Flow::ClientCredentials,
-                    (Some(other), None) => {
-                        return c.err(
-                            o.span(),
-                            format!(
-                                "{here}: flow \"{other}\" is not one of refresh_token, client_credentials \
-                                 (or give token_command)"
-                            ),
-                        );
-                    }
-                };
-                let s = crate::oauth::Settings {
-                    account: name.clone(),
-                    provider,
-                    flow,
-                    tenant: r.tenant.clone(),
-                    client_id: r.client_id.clone(),
-                    client_secret_file: r.client_secret_file.clone(),
-                    token_file: r.token_file.clone().unwrap_or_default(),
-                    token_url: r.token_url.clone(),
-                    device_url: r.device_url.clone(),
-                    auth_url: r.auth_url.clone(),
-                    scopes: r.scopes.clone(),
-                    ca_file: r.ca_file.clone(),
-                };
-                if let Err(e) = s.validate() {
-                    return c.err(o.span(), format!("{here}: {e}"));
-                }
-                Some(s)
+                Some(v.to_string())
             }
+            None => None,
         };
-        accounts.push(Account {
-            name,
-            from,
-            senders,
-            smtp,
-            password_command: a.password_command.clone(),
-            password_file: a.password_file.clone(),
-            oauth,
-        });
-    }
-
-    let domain = match &raw.rewrite.domain {
-        Some(d) => Some(c.domain("[rewrite] domain", d)?),
-        None => None,
-    };
-    let mut revaliases = BTreeMap::new();
-    for (user, entry) in &raw.rewrite.revaliases {
-        let span = entry.span();
-        let (from, account) = match entry.get_ref() {
-            RawRevAlias::Address(a) => (a.clone(), None),
-            RawRevAlias::Full(f) => (f.from.clone(), f.account.clone()),
-        };
-        let from = c.address(
-            &format!("[rewrite] revaliases.{user}"),
-            &Spanned::new(span.clone(), from),
-        )?;
-        if let Some(acc) = &account
-            && !accounts.iter().any(|a| &a.name == acc)
-        {
-            let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
-            return c.err(
-                span,
-                format!(
-                    "[rewrite] revaliases.{user}: no [[account]] is named \"{acc}\" (defined: {})",
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-            );
-        }
-        revaliases.insert(user.to_ascii_lowercase(), RevAlias { from, account });
-    }
-
-    let mut map = Vec::new();
-    for (name, targets) in &raw.aliases.map {
-        let list: Vec<String> = match targets.get_ref() {
-            OneOrMany::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
-            OneOrMany::Many(v) => v.iter().map(|t| t.trim().to_string()).collect(),
-        };
-        let list: Vec<String> = list.into_iter().filter(|t| !t.is_empty()).collect();
-        if list.is_empty() {
-            return c.err(
-                targets.span(),
-                format!("[aliases] map.{name}: no target address; give at least one"),
-            );
-        }
-        if let Some(bad) = list.iter().find(|t| t.contains(char::is_whitespace)) {
-            return c.err(
-                targets.span(),
-                format!("[aliases] map.{name}: \"{bad}\" is not an address (it contains spaces)"),
-            );
-        }
-        map.push((name.to_ascii_lowercase(), list));
-    }
-    let default = match &raw.aliases.default {
-        Some(d) => {
-            let v = d.get_ref().trim();
-            if v.is_empty() || v.contains(char::is_whitespace) {
-                return c.err(
-                    d.span(),
-                    format!("[aliases] default: \"{v}\" is not an address"),
-                );
-            }
-            Some(v.to_string())
-        }
-        None => None,
-    };
-
-    let local_path = match &raw.local.path {
-        Some(p) => {
-            let v = p.get_ref().trim();
-            if !(v.starts_with('/') || v.starts_with("~/") || v == "~") {
-                return c.err(
-                    p.span(),
-                    format!(
-                        "[local] path \"{v}\" must be absolute or start with ~/ (the recipient's home)"
-                    ),
-                );
-            }
-            v.to_string()
-        }
-        // mbox's conventional home is the system spool; Maildir's the
-        // recipient's home.
-        None => match raw.local.transport {
-            LocalTransport::Mbox => "/var/mail/%u".to_string(),
-            LocalTransport::Maildir => Local::default().path,
-        },
-    };
-
-    let max_age = match &raw.queue.max_age {
-        Some(v) => match parse_duration(v.get_ref()) {
-            Some(d) if d >= Duration::from_secs(60) => d,
-            _ => {
-                return c.err(
-                    v.span(),
-                    format!(
-                        "[queue] max_age \"{}\" is not a duration of at least a minute; write e.g. \"5d\", \"12h\" or \"90m\"",
-                        v.get_ref()
-                    ),
-                );
-            }
-        },
-        None => Queue::default().max_age,
-    };
-    let bounce_to = match &raw.queue.bounce_to {
-        Some(b) => Some(c.address("[queue] bounce_to", b)?),
-        None => None,
-    };
-
-    let preset = match &raw.headers.scrub {
-        Some(v) => match crate::scrub::Preset::from_name(v.get_ref()) {
-            Some(p) => p,
-            None => {
-                return c.err(
-                    v.span(),
-                    format!(
-                        "[headers] scrub = \"{}\" is not a preset; use one of: {}",
-                        v.get_ref(),
-                        crate::scrub::Preset::NAMES.join(", ")
-                    ),
-                );
-            }
-        },
-        None => crate::scrub::Preset::default(),
-    };
-    let mut rules = Vec::new();
-    for (i, r) in raw.headers.rule.iter().enumerate() {
-        let rule = r.get_ref();
-        let action = match (rule.action.as_deref(), &rule.replace) {
-            (Some("remove"), None) => crate::scrub::Action::Remove,
-            (None, Some(rep)) => crate::scrub::Action::Replace(rep.clone()),
-            _ => {
-                return c.err(
-                    r.span(),
-                    format!(
-                        "[[headers.rule]] #{}: give either action = \"remove\" or replace = \"…\"",
-                        i + 1
-                    ),
-                );
-            }
-        };
-        match crate::scrub::Rule::new(i + 1, &rule.pattern, action) {
-            Ok(rule) => rules.push(rule),
-            Err(e) => return c.err(r.span(), e.to_string()),
-        }
-    }
-    let headers = match crate::scrub::Settings::new(preset, raw.headers.remove.clone(), rules) {
-        Ok(h) => h,
-        Err(e) => {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: text.find("[headers]").map(|o| line_of(text, o)),
-                message: e.to_string(),
-            });
-        }
-    };
-
-    let mut dkim = Vec::new();
-    for (i, d) in raw.dkim.iter().enumerate() {
-        let r = d.get_ref();
-        let n = i + 1;
-        let algorithm = match r.algorithm.parse::<crate::dkim::Algorithm>() {
-            Ok(a) => a,
-            Err(e) => {
-                return c.err(d.span(), format!("[[dkim]] #{n}: algorithm: {e}"));
-            }
-        };
-        if !r.key_file.is_absolute() {
-            return c.err(
-                d.span(),
-                format!(
-                    "[[dkim]] #{n}: key_file \"{}\" must be an absolute path (mailhop runs from any directory)",
-                    r.key_file.display()
-                ),
-            );
-        }
-        let mut s = crate::dkim::Settings::new(
-            r.domain.trim().to_ascii_lowercase(),
-            r.selector.trim(),
-            r.key_file.clone(),
-            algorithm,
-        );
-        if let Some(canon) = &r.canonicalization {
-            match crate::dkim::Canon::parse_pair(canon) {
-                Ok((h, b)) => {
-                    s.header_canon = h;
-                    s.body_canon = b;
-                }
-                Err(e) => {
-                    return c.err(d.span(), format!("[[dkim]] #{n}: canonicalization: {e}"));
-                }
-            }
-        }
-        if let Some(h) = &r.headers {
-            s.headers = h.clone();
-        }
-        if let Some(o) = &r.oversign {
-            s.oversign = o.clone();
-        }
-        if let Err(e) = s.validate() {
-            return c.err(d.span(), format!("[[dkim]] #{n}: {e}"));
-        }
-        dkim.push(s);
-    }
-
-    Ok(Config {
-        source: Some(path.to_path_buf()),
-        hostname,
-        log_file: raw.log_file,
-        syslog: raw.syslog,
-        dead_letter: raw.dead_letter,
-        accounts,
-        rewrite: Rewrite {
-            from_policy: raw.rewrite.from_policy,
-            domain,
-            reply_to_original: raw.rewrite.reply_to_original,
-            revaliases,
-        },
-        aliases: AliasesSection {
-            file: raw.aliases.file,
+        Ok(AliasesSection {
+            file: raw.file,
             map,
             default,
-        },
-        local: Local {
-            transport: raw.local.transport,
-            path: local_path,
-            capture: raw.local.capture,
-        },
-        queue: Queue {
-            mode: raw.queue.mode,
-            dir: raw.queue.dir,
+        })
+    }
+
+    /// `[local]`.
+    fn local(&self, raw: RawLocal) -> Result<Local, ConfigError> {
+        let path = match &raw.path {
+            Some(p) => {
+                let v = p.get_ref().trim();
+                if !(v.starts_with('/') || v.starts_with("~/") || v == "~") {
+                    return self.err(
+                        p.span(),
+                        format!(
+                            "[local] path \"{v}\" must be absolute or start with ~/ (the recipient's home)"
+                        ),
+                    );
+                }
+                v.to_string()
+            }
+            // mbox's conventional home is the system spool; Maildir's the
+            // recipient's home.
+            None => match raw.transport {
+                LocalTransport::Mbox => "/var/mail/%u".to_string(),
+                LocalTransport::Maildir => Local::default().path,
+            },
+        };
+        Ok(Local {
+            transport: raw.transport,
+            path,
+            capture: raw.capture,
+        })
+    }
+
+    /// `[queue]`.
+    fn queue(&self, raw: RawQueue) -> Result<Queue, ConfigError> {
+        let max_age = match &raw.max_age {
+            Some(v) => match parse_duration(v.get_ref()) {
+                Some(d) if d >= Duration::from_secs(60) => d,
+                _ => {
+                    return self.err(
+                        v.span(),
+                        format!(
+                            "[queue] max_age \"{}\" is not a duration of at least a minute; write e.g. \"5d\", \"12h\" or \"90m\"",
+                            v.get_ref()
+                        ),
+                    );
+                }
+            },
+            None => Queue::default().max_age,
+        };
+        let bounce_to = match &raw.bounce_to {
+            Some(b) => Some(self.address("[queue] bounce_to", b)?),
+            None => None,
+        };
+        Ok(Queue {
+            mode: raw.mode,
+            dir: raw.dir,
             max_age,
             bounce_to,
-        },
-        headers,
-        dkim,
-    })
+        })
+    }
+
+    /// `[headers]` and its `[[headers.rule]]`s.
+    fn headers(&self, raw: RawHeaders) -> Result<crate::scrub::Settings, ConfigError> {
+        let preset = match &raw.scrub {
+            Some(v) => match crate::scrub::Preset::from_name(v.get_ref()) {
+                Some(p) => p,
+                None => {
+                    return self.err(
+                        v.span(),
+                        format!(
+                            "[headers] scrub = \"{}\" is not a preset; use one of: {}",
+                            v.get_ref(),
+                            crate::scrub::Preset::NAMES.join(", ")
+                        ),
+                    );
+                }
+            },
+            None => crate::scrub::Preset::default(),
+        };
+        let mut rules = Vec::new();
+        for (i, r) in raw.rule.iter().enumerate() {
+            let rule = r.get_ref();
+            let action = match (rule.action, &rule.replace) {
+                (Some(a), None) => a.into(),
+                (None, Some(rep)) => crate::scrub::Action::Replace(rep.clone()),
+                _ => {
+                    return self.err(
+                        r.span(),
+                        format!(
+                            "[[headers.rule]] #{}: give either action = \"remove\" or replace = \"…\"",
+                            i + 1
+                        ),
+                    );
+                }
+            };
+            match crate::scrub::Rule::new(i + 1, &rule.pattern, action) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => return self.err(r.span(), e.to_string()),
+            }
+        }
+        crate::scrub::Settings::new(preset, raw.remove, rules).map_err(|e| ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.text.find("[headers]").map(|o| line_of(self.text, o)),
+            message: e.to_string(),
+        })
+    }
+
+    /// The `[[dkim]]` tables.
+    fn dkim(&self, raw: &[Spanned<RawDkim>]) -> Result<Vec<crate::dkim::Settings>, ConfigError> {
+        let mut dkim = Vec::new();
+        for (i, d) in raw.iter().enumerate() {
+            let r = d.get_ref();
+            let n = i + 1;
+            if !r.key_file.is_absolute() {
+                return self.err(
+                    d.span(),
+                    format!(
+                        "[[dkim]] #{n}: key_file \"{}\" must be an absolute path (mailhop runs from any directory)",
+                        r.key_file.display()
+                    ),
+                );
+            }
+            let mut s = crate::dkim::Settings::new(
+                r.domain.trim().to_ascii_lowercase(),
+                r.selector.trim(),
+                r.key_file.clone(),
+                r.algorithm.into(),
+            );
+            if let Some(canon) = &r.canonicalization {
+                match crate::dkim::Canon::parse_pair(canon) {
+                    Ok((h, b)) => {
+                        s.header_canon = h;
+                        s.body_canon = b;
+                    }
+                    Err(e) => {
+                        return self.err(d.span(), format!("[[dkim]] #{n}: canonicalization: {e}"));
+                    }
+                }
+            }
+            if let Some(h) = &r.headers {
+                s.headers = h.clone();
+            }
+            if let Some(o) = &r.oversign {
+                s.oversign = o.clone();
+            }
+            if let Err(e) = s.validate() {
+                return self.err(d.span(), format!("[[dkim]] #{n}: {e}"));
+            }
+            dkim.push(s);
+        }
+        Ok(dkim)
+    }
 }
 
 impl Config {
@@ -1339,6 +1509,60 @@ path = "~/Maildir"
         );
         let e = err("[local]\ntransport = \"mdir\"\n");
         assert!(e.contains("unknown value `mdir`"), "{e}");
+    }
+
+    #[test]
+    fn provider_flow_action_and_algorithm_are_parsed_as_enums() {
+        let account = "[[account]]\nname = \"a\"\nhost = \"h\"\nfrom = \"a@b.c\"\n\
+                       user = \"a@b.c\"\nauth = \"xoauth2\"\n[account.oauth]\n";
+        let e = err(&format!("{account}provider = \"microsft\"\n"));
+        assert!(
+            e.contains(
+                ":8: unknown value `microsft` in [account.oauth]; did you mean `microsoft`?"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("(valid: microsoft, google, custom)"), "{e}");
+        let e = err(&format!(
+            "{account}provider = \"google\"\nflow = \"refresh-token\"\n"
+        ));
+        assert!(
+            e.contains(":9: unknown value `refresh-token` in [account.oauth]; did you mean `refresh_token`?"),
+            "{e}"
+        );
+        let c = p(&format!(
+            "{account}provider = \"microsoft\"\nflow = \"client_credentials\"\n\
+             tenant = \"t\"\nclient_id = \"c\"\nclient_secret_file = \"/s\"\n\
+             token_file = \"/t\"\n"
+        ))
+        .unwrap();
+        let o = c.accounts[0].oauth.as_ref().unwrap();
+        assert_eq!(o.provider, crate::oauth::Provider::Microsoft);
+        assert!(matches!(o.flow, crate::oauth::Flow::ClientCredentials));
+
+        let e = err("[[headers.rule]]\npattern = \"^X-A:\"\naction = \"remov\"\n");
+        assert!(
+            e.contains(":3: unknown value `remov` in [[headers.rule]]; did you mean `remove`?"),
+            "{e}"
+        );
+        let dkim = "[[dkim]]\ndomain = \"example.com\"\nselector = \"s\"\nkey_file = \"/k\"\n";
+        let e = err(&format!("{dkim}algorithm = \"ed25519\"\n"));
+        assert!(e.contains(":5: unknown value `ed25519` in [[dkim]]"), "{e}");
+        assert!(e.contains("valid: rsa-sha256, ed25519-sha256"), "{e}");
+        for (text, want) in [
+            ("", crate::dkim::Algorithm::RsaSha256),
+            (
+                "algorithm = \"ED25519-SHA256\"\n",
+                crate::dkim::Algorithm::Ed25519Sha256,
+            ),
+            (
+                "algorithm = \"ed25519-sha256\"\n",
+                crate::dkim::Algorithm::Ed25519Sha256,
+            ),
+        ] {
+            let c = p(&format!("{dkim}{text}")).unwrap();
+            assert_eq!(c.dkim[0].algorithm, want, "{text}");
+        }
     }
 
     #[test]

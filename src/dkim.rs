@@ -1343,15 +1343,12 @@ pub fn keygen(
          Publish this DNS TXT record (zone-file form):\n\n{}\n\n\
          or, for a DNS provider's web form, name `{name}` and this value:\n\n{value}\n\n\
          Then add to mailhop.toml:\n\n\
-         [[dkim]]\ndomain = {}\nselector = {}\nkey_file = {}\nalgorithm = {}\n\n\
+         {}\n\
          Once the record is published, verify it with `mailhop dkim check`.\n",
         key_description(&key),
         shown.display(),
         zone_record(&name, &value),
-        toml_string(domain),
-        toml_string(selector),
-        toml_string(&shown.to_string_lossy()),
-        toml_string(algorithm.name()),
+        dkim_table(domain, selector, &shown.to_string_lossy(), algorithm.name()),
     );
     if settings.is_pattern() {
         text.push_str(&format!(
@@ -1463,20 +1460,23 @@ fn zone_record(name: &str, value: &str) -> String {
     format!("{name}. IN TXT ( {} )", quoted.join("\n\t"))
 }
 
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
+/// The `[[dkim]]` table to paste into mailhop.toml, written by the TOML
+/// library so any name or path is quoted correctly.
+fn dkim_table(domain: &str, selector: &str, key_file: &str, algorithm: &str) -> String {
+    let mut t = toml_edit::Table::new();
+    for (k, v) in [
+        ("domain", domain),
+        ("selector", selector),
+        ("key_file", key_file),
+        ("algorithm", algorithm),
+    ] {
+        t.insert(k, toml_edit::value(v));
     }
-    out.push('"');
-    out
+    let mut list = toml_edit::ArrayOfTables::new();
+    list.push(t);
+    let mut doc = toml_edit::DocumentMut::new();
+    doc.insert("dkim", toml_edit::Item::ArrayOfTables(list));
+    doc.to_string()
 }
 
 /// What a TXT lookup found.
@@ -2527,6 +2527,20 @@ Subject: s\r\n";
         assert!(aligns("example.com", "sub.example.com", false));
         assert!(!aligns("example.com", "sub.example.com", true));
         assert!(!aligns("example.com", "badexample.com", false));
-        assert_eq!(toml_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        let snippet = dkim_table("example.com", "s\"1", "/k\\ey", "ed25519-sha256");
+        assert!(
+            snippet.starts_with("[[dkim]]\ndomain = \"example.com\"\n"),
+            "{snippet}"
+        );
+        let parsed: toml::Table = toml::from_str(&snippet).unwrap_or_default();
+        let d = parsed.get("dkim").and_then(|d| d.get(0));
+        assert_eq!(
+            d.and_then(|d| d.get("selector")).and_then(|v| v.as_str()),
+            Some("s\"1")
+        );
+        assert_eq!(
+            d.and_then(|d| d.get("key_file")).and_then(|v| v.as_str()),
+            Some("/k\\ey")
+        );
     }
 }

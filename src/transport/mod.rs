@@ -61,6 +61,26 @@ pub enum TlsMode {
     None,
 }
 
+impl TlsMode {
+    /// The value of `tls` in mailhop.toml that selects this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::StartTls => "starttls",
+            TlsMode::Implicit => "implicit",
+            TlsMode::None => "none",
+        }
+    }
+
+    /// The port used when the configuration names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            TlsMode::StartTls => 587,
+            TlsMode::Implicit => 465,
+            TlsMode::None => 25,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MinTls {
     #[default]
