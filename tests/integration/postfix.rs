@@ -284,7 +284,6 @@ fn postfix_refused_login_loses_nothing_and_leaks_nothing() {
 }
 
 #[test]
-#[ignore = "needs the delivery-core change"]
 fn postfix_refused_login_keeps_the_message_queued() {
     if !available("postfix_refused_login_keeps_the_message_queued") {
         return;
@@ -332,7 +331,6 @@ fn postfix_send_as_refusal_is_reported_and_nothing_is_lost() {
 }
 
 #[test]
-#[ignore = "needs the delivery-core change"]
 fn postfix_send_as_refusal_advises_from_policy_account() {
     if !available("postfix_send_as_refusal_advises_from_policy_account") {
         return;

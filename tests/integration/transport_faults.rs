@@ -387,8 +387,11 @@ fn certificate_from_another_ca_is_diagnosed() {
     // trusted CA and only the signature tells them apart: say so.
     assert!(check.stdout.contains("same name"), "{check:?}");
 
+    // Under mode "never" a certificate problem cannot wait in the queue: a
+    // temporary failure, the message kept as a dead letter.
     let r = w.sendmail(&["-oi", "b@example.net"], MSG);
-    assert_eq!(r.code, 69, "{r:?}");
+    assert_eq!(r.code, 75, "{r:?}");
+    assert_eq!(w.dead().len(), 1);
     for text in &want {
         assert!(r.stderr.contains(text.as_str()), "{text}: {}", r.stderr);
     }
