@@ -173,28 +173,40 @@ pub enum Address {
 /// Parses an address-list header value (folding allowed). A value with
 /// nothing but whitespace, comments or commas gives an empty list.
 pub fn parse_address_list(value: &[u8]) -> Result<Vec<Address>, AddressError> {
-    let mut parser = Parser::new(value)?;
-    let mut out = Vec::new();
-    loop {
-        let save = parser.pos;
-        parser.skip_comments();
-        match parser.peek_kind() {
-            None => break,
-            Some(Kind::Special(b',')) => {
-                parser.pos += 1;
-                continue;
-            }
-            Some(_) => parser.pos = save,
+    addresses(value)?.collect()
+}
+
+/// The entries of an address-list value one at a time, for callers that
+/// must not hold a whole huge list (`-t` with 100,000 addresses) or want
+/// to stop early. Tokenizing happens up front, so a lexical error (an
+/// unterminated quote) comes back here; a grammar error is the last item.
+pub fn addresses(value: &[u8]) -> Result<AddressList<'_>, AddressError> {
+    Ok(AddressList {
+        parser: Parser::new(value)?,
+        done: false,
+    })
+}
+
+/// Iterator returned by [`addresses`].
+#[derive(Debug)]
+pub struct AddressList<'a> {
+    parser: Parser<'a>,
+    done: bool,
+}
+
+impl Iterator for AddressList<'_> {
+    type Item = Result<Address, AddressError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
         }
-        out.push(parser.element()?);
-        parser.skip_comments();
-        match parser.peek_kind() {
-            None => break,
-            Some(Kind::Special(b',')) => parser.pos += 1,
-            Some(_) => return Err(parser.unexpected()),
+        let item = self.parser.next_list_element();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
         }
+        item
     }
-    Ok(out)
 }
 
 /// Parses exactly one mailbox, as for `-f` or a From field with a single
@@ -475,6 +487,7 @@ fn phrase_text(raw: &[u8]) -> String {
 
 /// Recursive-descent parser over the token list. Nothing recurses on
 /// input structure, so input size only costs time, linearly.
+#[derive(Debug)]
 struct Parser<'a> {
     src: &'a [u8],
     tokens: Vec<Token>,
@@ -488,6 +501,34 @@ impl<'a> Parser<'a> {
             tokens: tokenize(src)?,
             pos: 0,
         })
+    }
+
+    /// The next element of an address list and the separator after it;
+    /// `None` at the end. Empty elements (`a,,b`) are skipped.
+    fn next_list_element(&mut self) -> Option<Result<Address, AddressError>> {
+        loop {
+            let save = self.pos;
+            self.skip_comments();
+            match self.peek_kind() {
+                None => return None,
+                Some(Kind::Special(b',')) => self.pos += 1,
+                Some(_) => {
+                    self.pos = save;
+                    break;
+                }
+            }
+        }
+        let item = match self.element() {
+            Ok(item) => item,
+            Err(e) => return Some(Err(e)),
+        };
+        self.skip_comments();
+        match self.peek_kind() {
+            None => {}
+            Some(Kind::Special(b',')) => self.pos += 1,
+            Some(_) => return Some(Err(self.unexpected())),
+        }
+        Some(Ok(item))
     }
 
     fn peek(&self) -> Option<Token> {
@@ -1405,7 +1446,7 @@ mod tests {
             let n = 1 + (xorshift(&mut state) % 12) as usize;
             let mut input = Vec::new();
             for _ in 0..n {
-                if xorshift(&mut state) % 4 == 0 {
+                if xorshift(&mut state).is_multiple_of(4) {
                     encoded_word_like(&mut state, &mut input);
                 } else {
                     let w = words[(xorshift(&mut state) % words.len() as u64) as usize];
