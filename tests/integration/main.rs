@@ -7,6 +7,7 @@
 mod callers;
 mod certs;
 mod dkim;
+mod hardening;
 mod import;
 mod intake;
 #[cfg(feature = "keyring")]
