@@ -29,7 +29,7 @@ pub const FIELD_MAX_CHARS: usize = 2048;
 const ELLIPSIS: char = '…';
 
 /// Makes a value safe for one log line: control characters (C0, DEL, C1)
-/// are escaped, so a header value containing CR/LF cannot start a new log
+/// and bidi overrides are escaped, so a header value containing CR/LF cannot start a new log
 /// line, and the value is cut to [`FIELD_MAX_CHARS`] characters plus "…".
 pub fn field(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(FIELD_MAX_CHARS + 8));
@@ -49,7 +49,7 @@ pub fn field(value: &str) -> String {
 /// subject or address cannot move the cursor, retitle the window or fake
 /// lines. Borrowed when there is nothing to escape; not length-bounded.
 pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.chars().any(char::is_control) {
+    if !value.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 16);
@@ -59,8 +59,15 @@ pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether `c` must not reach a log line or a terminal as itself: control
+/// characters (C0, DEL, C1), and the bidirectional overrides and isolates
+/// that make a terminal show text in another order than it is stored.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn push_escaped(out: &mut String, c: char) {
-    if c.is_control() {
+    if needs_escape(c) {
         out.extend(c.escape_default());
     } else {
         out.push(c);
@@ -166,6 +173,9 @@ mod tests {
         let shown = printable(hostile);
         assert!(!shown.chars().any(char::is_control), "{shown}");
         assert_eq!(shown, field(hostile));
+        // Bidi overrides would reorder what the reader sees.
+        assert_eq!(printable("a\u{202e}gpj.exe"), "a\\u{202e}gpj.exe");
+        assert_eq!(field("a\u{2066}b"), "a\\u{2066}b");
         assert_eq!(
             shown,
             "Subject \\u{1b}[2J\\u{1b}]0;owned\\u{7}\\r\\nfake\\u{9b}31m\\u{7f}"
