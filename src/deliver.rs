@@ -717,6 +717,8 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
     use mail_builder::headers::content_type::ContentType;
     use mail_builder::mime::{BodyPart, MimePart};
 
+    use crate::message::dsn;
+
     let now = secs(opts.now);
     let mut human = format!(
         "This is the mail system at host {}.\r\n\r\n\
@@ -731,15 +733,17 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
             r.last_error.as_deref().unwrap_or("failed")
         ));
     }
-    let mut status = format!(
-        "Reporting-MTA: dns; {}\r\nX-Mailhop-Queue-ID: {}\r\nArrival-Date: {}\r\n",
-        opts.hostname,
-        original.id,
-        rfc2822(original.arrival)
-    );
+    // RFC 3464 §2.1: the status part is 7bit header-style fields, folded
+    // like header fields; `dsn::part` writes it whole, as a raw part.
+    let mut per_message: dsn::Fields = vec![
+        ("Reporting-MTA", format!("dns; {}", opts.hostname)),
+        ("X-Mailhop-Queue-ID", original.id.clone()),
+        ("Arrival-Date", rfc2822(original.arrival)),
+    ];
     if let Some(envid) = &original.dsn_envid {
-        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+        per_message.push(("Original-Envelope-Id", envid.clone()));
     }
+    let mut per_recipient = Vec::with_capacity(failed.len());
     for r in failed {
         let err = r.last_error.clone().unwrap_or_default();
         // The enhanced status code (RFC 3463) of the reply, or of our own
@@ -757,25 +761,22 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
             })
             .unwrap_or("5.0.0")
             .to_string();
-        status.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {code}\r\n",
-            r.address
-        ));
+        let mut fields: dsn::Fields = vec![
+            ("Final-Recipient", dsn::recipient(&r.address)),
+            ("Action", "failed".into()),
+            ("Status", code),
+        ];
         if err.len() >= 3 && err.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-            status.push_str(&format!(
-                "Diagnostic-Code: smtp; {}\r\n",
-                err.replace(['\r', '\n'], " ")
-            ));
+            fields.push(("Diagnostic-Code", format!("smtp; {err}")));
         }
-        status.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(now)));
+        fields.push(("Last-Attempt-Date", rfc2822(now)));
+        per_recipient.push(fields);
     }
+    let status = dsn::part(&per_message, &per_recipient);
     let headers = String::from_utf8_lossy(&original.header).into_owned();
     let parts = vec![
         MimePart::new("text/plain", BodyPart::Text(human.into())),
-        MimePart::new(
-            ContentType::new("message/delivery-status"),
-            BodyPart::Text(status.into()),
-        ),
+        MimePart::raw(BodyPart::Binary(status.into())),
         MimePart::new(
             ContentType::new("text/rfc822-headers"),
             BodyPart::Text(headers.into()),

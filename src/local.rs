@@ -197,6 +197,50 @@ pub fn expand_path(template: &str, local_name: &str, home: Option<&Path>) -> Opt
     Some(PathBuf::from(out))
 }
 
+/// Local recipients that share one mailbox, and that mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxGroup<'a> {
+    pub path: PathBuf,
+    /// In order of mention; all of them are delivered by one copy.
+    pub recipients: Vec<&'a str>,
+}
+
+/// Local recipients grouped by the mailbox each resolves to (with
+/// `resolve`, typically [`expand_path`] plus the user's home), in order of
+/// first mention, plus those that do not resolve. One copy per group is
+/// all a message needs: a `[local] path` without `%u` (a capture
+/// mailbox) or aliases to one user must not write a copy per name, which
+/// is how 80,000 names in `Cc:` once made 17,846 copies. Paths are
+/// compared component-wise (`/a/./b/` is `/a/b`); symlinks are not
+/// followed, so two names for one file still get one copy each.
+pub fn group_by_mailbox<'a, E>(
+    recipients: impl IntoIterator<Item = &'a str>,
+    mut resolve: impl FnMut(&str) -> Result<PathBuf, E>,
+) -> (Vec<MailboxGroup<'a>>, Vec<(&'a str, E)>) {
+    let mut groups: Vec<MailboxGroup<'a>> = Vec::new();
+    let mut index: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    for rcpt in recipients {
+        match resolve(rcpt) {
+            Ok(path) => {
+                let path: PathBuf = path.components().collect();
+                match index.get(&path) {
+                    Some(&i) => groups[i].recipients.push(rcpt),
+                    None => {
+                        index.insert(path.clone(), groups.len());
+                        groups.push(MailboxGroup {
+                            path,
+                            recipients: vec![rcpt],
+                        });
+                    }
+                }
+            }
+            Err(e) => failed.push((rcpt, e)),
+        }
+    }
+    (groups, failed)
+}
+
 fn chown(path: &Path, owner: Option<Owner>) -> io::Result<()> {
     if let Some(o) = owner {
         std::os::unix::fs::chown(path, Some(o.uid), Some(o.gid))?;
@@ -582,6 +626,45 @@ pub fn save_to_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recipients_sharing_a_mailbox_get_one_copy() {
+        let capture = |_: &str| -> Result<PathBuf, String> { Ok(PathBuf::from("/srv/capture/")) };
+        let rcpts = ["a@x", "b@x", "c@x"];
+        let (groups, failed) = group_by_mailbox(rcpts.iter().copied(), capture);
+        assert!(failed.is_empty());
+        assert_eq!(
+            groups,
+            vec![MailboxGroup {
+                path: PathBuf::from("/srv/capture"),
+                recipients: vec!["a@x", "b@x", "c@x"],
+            }]
+        );
+
+        let per_user = |r: &str| {
+            let name = r.split('@').next().unwrap_or(r);
+            expand_path("/var/mail/./%u", name, None).ok_or_else(|| format!("bad {r}"))
+        };
+        let rcpts = [
+            "root@h",
+            "alice@h",
+            "root@localhost",
+            "../x@h",
+            "alice@other",
+        ];
+        let (groups, failed) = group_by_mailbox(rcpts.iter().copied(), per_user);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].path, PathBuf::from("/var/mail/root"));
+        assert_eq!(groups[0].recipients, vec!["root@h", "root@localhost"]);
+        assert_eq!(groups[1].recipients, vec!["alice@h", "alice@other"]);
+        assert_eq!(failed, vec![("../x@h", "bad ../x@h".to_string())]);
+
+        // Linear: a thousand names into one capture mailbox is one group.
+        let names: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+        let (groups, _) = group_by_mailbox(names.iter().map(String::as_str), capture);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].recipients.len(), 1000);
+    }
 
     fn lf(data: &[u8]) -> Vec<u8> {
         let mut w = LfWriter::new(Vec::new());

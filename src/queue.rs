@@ -198,11 +198,7 @@ impl Meta {
         let header = data[split + 2..].to_vec();
         let mut lines = text.lines();
         let first = lines.next().ok_or("empty")?;
-        let version: u32 = first
-            .strip_prefix(MAGIC)
-            .map(str::trim)
-            .and_then(|v| v.parse().ok())
-            .ok_or("not a mailhop queue file")?;
+        let version = parse_version(first)?;
         if version > VERSION {
             return Err(format!("written by a newer mailhop (format {version})"));
         }
@@ -224,12 +220,23 @@ impl Meta {
             header,
         };
         let num = |v: &str, k: &str| v.parse::<u64>().map_err(|_| format!("bad {k}: {v}"));
+        let mut seen_id = false;
         for line in lines {
-            let Some((k, v)) = line.split_once(": ") else {
-                continue;
-            };
+            // Every line `to_bytes` writes is `key: value`; anything else
+            // is damage, not a newer version's addition.
+            let (k, v) = line
+                .split_once(": ")
+                .ok_or_else(|| format!("not a key: value line: {}", line_excerpt(line)))?;
             match k {
-                "id" => m.id = unescape(v),
+                "id" => {
+                    if std::mem::replace(&mut seen_id, true) {
+                        return Err("more than one id".into());
+                    }
+                    m.id = unescape(v);
+                    if !valid_id(&m.id) {
+                        return Err(format!("not a queue id: {}", line_excerpt(&m.id)));
+                    }
+                }
                 "arrival" => m.arrival = num(v, k)?,
                 "sender" => m.sender = unescape(v),
                 "account" => m.account = Some(unescape(v)),
@@ -237,10 +244,16 @@ impl Meta {
                 "attempts" => m.attempts = u32::try_from(num(v, k)?).unwrap_or(u32::MAX),
                 "next-attempt" => m.next_attempt = num(v, k)?,
                 "last-error" => m.last_error = Some(unescape(v)),
-                "hold" => m.hold = v == "1",
-                "eight-bit" => m.eight_bit = v == "1",
+                "hold" => m.hold = flag(v, k)?,
+                "eight-bit" => m.eight_bit = flag(v, k)?,
                 "dsn-notify" => m.dsn_notify = Some(unescape(v)),
-                "dsn-ret" => m.dsn_ret_full = Some(v == "full"),
+                "dsn-ret" => {
+                    m.dsn_ret_full = Some(match v {
+                        "full" => true,
+                        "hdrs" => false,
+                        _ => return Err(format!("bad dsn-ret: {}", line_excerpt(v))),
+                    })
+                }
                 "dsn-envid" => m.dsn_envid = Some(unescape(v)),
                 "rcpt" => {
                     let mut parts = v.splitn(3, ' ');
@@ -266,6 +279,46 @@ impl Meta {
             return Err("no id".into());
         }
         Ok(m)
+    }
+}
+
+/// The format version from the first line, which must be exactly
+/// `mailhop-queue N` with N a plain positive decimal number: a file that
+/// only looks similar was not written by `to_bytes`.
+fn parse_version(first: &str) -> Result<u32, String> {
+    let not_ours = || "not a mailhop queue file".to_string();
+    let digits = first
+        .strip_prefix(MAGIC)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .ok_or_else(not_ours)?;
+    let canonical = !digits.is_empty()
+        && digits.len() <= 9
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !canonical {
+        return Err(format!("bad format version: {}", line_excerpt(digits)));
+    }
+    digits.parse().map_err(|_| not_ours())
+}
+
+/// `0` or `1`, as `to_bytes` writes booleans.
+fn flag(v: &str, key: &str) -> Result<bool, String> {
+    match v {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(format!("bad {key}: {}", line_excerpt(v))),
+    }
+}
+
+/// A damaged file's text, quoted and cut short for an error message.
+fn line_excerpt(s: &str) -> String {
+    const MAX: usize = 40;
+    let mut chars = s.chars();
+    let head: String = chars.by_ref().take(MAX).collect();
+    if chars.next().is_some() {
+        format!("{head:?}…")
+    } else {
+        format!("{head:?}")
     }
 }
 
@@ -934,6 +987,77 @@ mod tests {
                 .contains("newer")
         );
         assert!(Meta::parse(b"garbage").is_err());
+    }
+
+    #[test]
+    fn meta_parse_is_strict_about_version_and_id() {
+        let id = new_id(SystemTime::now());
+        let good = meta(&id).to_bytes();
+        assert!(Meta::parse(&good).is_ok());
+        let with_first = |first: &str| {
+            let text = String::from_utf8_lossy(&good).into_owned();
+            let rest = text.split_once('\n').unwrap().1;
+            format!("{first}\n{rest}").into_bytes()
+        };
+        for bad in [
+            "mailhop-queue",
+            "mailhop-queue ",
+            "mailhop-queue1",
+            "mailhop-queue  1",
+            "mailhop-queue +1",
+            "mailhop-queue 01",
+            "mailhop-queue 0",
+            "mailhop-queue 1 ",
+            "mailhop-queue 1x",
+            "mailhop-queue -1",
+            "mailhop-queuex 1",
+            " mailhop-queue 1",
+            "mailhop-queue 99999999999999999999",
+        ] {
+            let e = Meta::parse(&with_first(bad)).unwrap_err();
+            assert!(!e.contains("newer"), "{bad:?}: {e}");
+        }
+        let text = String::from_utf8_lossy(&good).into_owned();
+        for (from, to) in [
+            (format!("id: {id}\n"), "id: x\n".to_string()),
+            (format!("id: {id}\n"), "id: ../../etc/passwd\n".to_string()),
+            (
+                format!("id: {id}\n"),
+                format!("id: {}\n", id.to_lowercase()),
+            ),
+            (format!("id: {id}\n"), format!("id: {id}\nid: {id}\n")),
+            (format!("id: {id}\n"), String::new()),
+            ("hold: 1\n".to_string(), "hold: yes\n".to_string()),
+            (
+                "dsn-ret: hdrs\n".to_string(),
+                "dsn-ret: headers\n".to_string(),
+            ),
+            (
+                "hold: 1\n".to_string(),
+                "hold: 1\nno separator\n".to_string(),
+            ),
+        ] {
+            assert!(text.contains(&from), "{from}");
+            let damaged = text.replacen(&from, &to, 1);
+            assert!(Meta::parse(damaged.as_bytes()).is_err(), "{damaged}");
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_exactly() {
+        // Whatever parses serialises back to the same bytes, so a record
+        // is never silently rewritten into something else on update.
+        let id = new_id(SystemTime::now());
+        let mut m = meta(&id);
+        for sender in ["", "a b%c\r\n@x", "j\u{f6}rg@ex\u{e4}mple.org"] {
+            m.sender = sender.into();
+            m.dsn_ret_full = None;
+            m.account = None;
+            let bytes = m.to_bytes();
+            let parsed = Meta::parse(&bytes).unwrap();
+            assert_eq!(parsed, m);
+            assert_eq!(parsed.to_bytes(), bytes);
+        }
     }
 
     #[test]

@@ -27,9 +27,22 @@ use crate::message::header::{Field, Header, fold};
 
 /// The headers `scrub = "privacy"` removes, every instance, in any case.
 ///
-/// - `User-Agent`, `X-Mailer`: the mail software and its version.
+/// - `User-Agent`, `X-Mailer`: the mail software and its version
+///   (PHPMailer in WordPress, Drupal, Symfony Mailer all set `X-Mailer`).
+/// - `X-Newsreader`, `X-MimeOLE`: the same for older clients (Pan, slrn,
+///   Outlook Express), with version numbers that identify unpatched hosts.
+/// - `X-Powered-By`: PHP frameworks copy PHP's `expose_php` banner
+///   (`PHP/8.1.2`) into mail as well as into HTTP responses.
 /// - `X-Originating-IP`: the submitting client's address.
-/// - `X-PHP-Originating-Script`: the uid and path of the PHP script.
+/// - `X-Forwarded-For`: web applications copy the HTTP visitor's address
+///   chain (and internal proxy addresses) into contact-form mail.
+/// - `X-PHP-Originating-Script`: the uid and path of the PHP script
+///   (PHP's `mail.add_x_header`).
+/// - `X-PHP-Script`: the older patched-PHP form of the same, with the
+///   host name, script path and visitor address.
+/// - `X-Source`, `X-Source-Args`, `X-Source-Dir`: cPanel-style hosting
+///   records the sending program, its command line and its directory
+///   (document root, user name).
 /// - `X-Cron-Env`: cronie writes one per environment variable, secrets
 ///   included.
 /// - `Received`: mailhop adds none, so every one present at intake was
@@ -37,8 +50,16 @@ use crate::message::header::{Field, Header, fold};
 pub const PRIVACY_PRESET: &[&str] = &[
     "User-Agent",
     "X-Mailer",
+    "X-Newsreader",
+    "X-MimeOLE",
+    "X-Powered-By",
     "X-Originating-IP",
+    "X-Forwarded-For",
     "X-PHP-Originating-Script",
+    "X-PHP-Script",
+    "X-Source",
+    "X-Source-Args",
+    "X-Source-Dir",
     "X-Cron-Env",
     "Received",
 ];
@@ -683,6 +704,14 @@ mod tests {
               X-PHP-Originating-Script: 33:mail.php\r\n\
               X-Cron-Env: <SHELL=/bin/sh>\r\n\
               X-Cron-Env: <API_TOKEN=secret>\r\n\
+              X-Powered-By: PHP/8.1.2\r\n\
+              X-Newsreader: Pan 0.149\r\n\
+              X-MimeOLE: Produced By Microsoft MimeOLE V6.00\r\n\
+              X-Forwarded-For: 198.51.100.4, 10.0.0.2\r\n\
+              X-PHP-Script: www.example.org/contact.php for 198.51.100.4\r\n\
+              X-Source: /usr/bin/php\r\n\
+              X-Source-Args: /usr/bin/php /home/alice/public_html/mail.php\r\n\
+              X-Source-Dir: example.org:/public_html\r\n\
               Subject: hi\r\n",
         );
         let report = scrub(&mut h, &Settings::default());
@@ -690,7 +719,7 @@ mod tests {
         assert_eq!(
             report,
             Report {
-                removed: 9,
+                removed: 17,
                 ..Report::default()
             }
         );

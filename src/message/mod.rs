@@ -3,6 +3,7 @@
 //! (`address`), and finishing envelope and header (`prepare`).
 
 pub mod address;
+pub mod dsn;
 pub mod header;
 pub mod intake;
 pub mod prepare;

@@ -107,6 +107,9 @@ pub enum PrepareError {
     BadRecipient { address: String, reason: String },
     /// The `-f` sender cannot be parsed.
     BadSender { address: String, reason: String },
+    /// More envelope recipients than [`Limits::max_recipients`], counted
+    /// after alias expansion and deduplication.
+    TooManyRecipients { max: usize },
 }
 
 impl fmt::Display for PrepareError {
@@ -129,6 +132,11 @@ impl fmt::Display for PrepareError {
                     "bad sender address given with -f \"{address}\": {reason}"
                 )
             }
+            PrepareError::TooManyRecipients { max } => write!(
+                f,
+                "too many recipients: a message may have at most {max} \
+                 (after alias expansion); split the list or send to a mailing list"
+            ),
         }
     }
 }
@@ -145,6 +153,90 @@ const QUALIFIED_FIELDS: [&str; 3] = ["Reply-To", "Sender", "Resent-From"];
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The default for [`Limits::max_recipients`]: Postfix's
+/// `smtpd_recipient_limit`. A message to more people than this is a
+/// mistake or an attack (80,000 bare names in `Cc:` once made 17,846
+/// local copies), and smarthosts refuse far fewer anyway.
+pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
+
+/// Bounds on what one message may ask for; the app layer fills them in
+/// from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most final envelope recipients (after alias expansion and
+    /// deduplication); more is refused with
+    /// [`PrepareError::TooManyRecipients`].
+    pub max_recipients: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
+        }
+    }
+}
+
+/// RFC 5321 §4.5.3.1.1-3: the longest local part, domain and path
+/// (`<local@domain>`, brackets included) an SMTP server must accept.
+/// Longer ones are refused at intake rather than by the smarthost later,
+/// when the caller is gone.
+const MAX_LOCAL_PART: usize = 64;
+const MAX_DOMAIN: usize = 255;
+const MAX_PATH: usize = 256;
+
+/// Why `addr_spec` is too long to be an SMTP path, if it is.
+fn length_error(addr_spec: &str) -> Option<String> {
+    let (local, domain) = match addr_spec.rsplit_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (addr_spec, None),
+    };
+    if local.len() > MAX_LOCAL_PART {
+        return Some(format!(
+            "the local part is {} octets long; RFC 5321 allows at most {MAX_LOCAL_PART}",
+            local.len()
+        ));
+    }
+    if let Some(d) = domain.filter(|d| d.len() > MAX_DOMAIN) {
+        return Some(format!(
+            "the domain is {} octets long; RFC 5321 allows at most {MAX_DOMAIN}",
+            d.len()
+        ));
+    }
+    let path = addr_spec.len() + 2;
+    (path > MAX_PATH).then(|| {
+        format!(
+            "the address is {path} octets long with its angle brackets; \
+             RFC 5321 allows at most {MAX_PATH}"
+        )
+    })
+}
+
+/// The most characters of caller-supplied text an error message or a
+/// `-v` note repeats: enough to find it, never a 500 KB field.
+const SHOWN_CHARS: usize = 80;
+
+/// `text`, cut to [`SHOWN_CHARS`] characters plus "…" when longer.
+fn shown(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.by_ref().take(SHOWN_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Like [`shown`] for raw field bytes, decoding only what is shown.
+fn shown_bytes(bytes: &[u8]) -> String {
+    let head = bytes.get(..SHOWN_CHARS * 4).unwrap_or(bytes);
+    let text = shown(&String::from_utf8_lossy(head));
+    if head.len() < bytes.len() && !text.ends_with('…') {
+        text + "…"
+    } else {
+        text
+    }
 }
 
 /// Indexes of the fields in the first (topmost) Resent- block, if the
@@ -253,11 +345,11 @@ impl<D: Directory> Prep<'_, D> {
                 }
             }
             if changed {
-                let old = lossy(&field.unfolded_value());
+                let old = shown_bytes(&field.unfolded_value());
                 let value = address::render_list(&out);
                 self.notes.push(format!(
                     "{name}: \"{old}\" rewritten to \"{}\"",
-                    lossy(&value)
+                    shown_bytes(&value)
                 ));
                 header.replace_at(i, folded_field(name, &value));
             }
@@ -292,6 +384,143 @@ impl<D: Directory> Prep<'_, D> {
     }
 }
 
+/// At most this many "recipient a -> b" notes; a summary line stands for
+/// the rest, so `-v` output stays readable and bounded.
+const MAX_RECIPIENT_NOTES: usize = 50;
+
+/// The envelope recipients as they are collected: in order of first
+/// mention, deduplicated case-insensitively, capped.
+struct Recipients {
+    list: Vec<String>,
+    seen: HashSet<String>,
+    max: usize,
+    /// Recipients rewritten by expansion or qualification.
+    rewritten: usize,
+}
+
+impl Recipients {
+    /// Adds the final addresses for one mentioned mailbox.
+    fn add<D: Directory>(&mut self, p: &mut Prep<'_, D>, m: &Mailbox) -> Result<(), PrepareError> {
+        let mentioned = m.addr_spec();
+        let bad = |address: &str, reason: String| PrepareError::BadRecipient {
+            address: shown(address),
+            reason,
+        };
+        if let Some(why) = length_error(&mentioned) {
+            return Err(bad(&mentioned, why));
+        }
+        let targets = if p.is_local(m) {
+            p.dir.expand(m).map_err(|why| bad(&mentioned, why))?
+        } else {
+            vec![mentioned.clone()]
+        };
+        for t in targets {
+            let t = p.qualify(&t);
+            if let Some(why) = length_error(&t) {
+                return Err(bad(&t, why));
+            }
+            if !self.seen.insert(t.to_ascii_lowercase()) {
+                continue;
+            }
+            if self.list.len() >= self.max {
+                return Err(PrepareError::TooManyRecipients { max: self.max });
+            }
+            if t != mentioned {
+                self.rewritten += 1;
+                if self.rewritten <= MAX_RECIPIENT_NOTES {
+                    p.notes
+                        .push(format!("recipient {} -> {}", shown(&mentioned), shown(&t)));
+                }
+            }
+            self.list.push(t);
+        }
+        Ok(())
+    }
+
+    /// Adds every mailbox of one address-list value, entry by entry, so
+    /// a huge list is never held whole and stops at the cap.
+    fn add_list<D: Directory>(
+        &mut self,
+        p: &mut Prep<'_, D>,
+        value: &[u8],
+        source: impl Fn() -> String,
+    ) -> Result<(), PrepareError> {
+        let bad = |e: address::AddressError| PrepareError::BadRecipient {
+            address: source(),
+            reason: e.to_string(),
+        };
+        for item in address::addresses(value).map_err(bad)? {
+            match item.map_err(bad)? {
+                Address::Mailbox(m) => self.add(p, &m)?,
+                Address::Group { members, .. } => {
+                    for m in &members {
+                        self.add(p, m)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The header fields `-t` reads recipients from: the first Resent- block's
+/// Resent-To/Cc/Bcc if there are any, else To, Cc and Bcc.
+fn recipient_fields(header: &Header) -> Vec<usize> {
+    let fields = header.fields();
+    let in_block = |range: std::ops::Range<usize>| -> Vec<usize> {
+        range
+            .filter(|&i| RESENT_RECIPIENT_FIELDS.iter().any(|n| fields[i].is(n)))
+            .collect()
+    };
+    let resent = first_resent_block(header).map(in_block).unwrap_or_default();
+    if !resent.is_empty() {
+        return resent;
+    }
+    (0..fields.len())
+        .filter(|&i| RECIPIENT_FIELDS.iter().any(|n| fields[i].is(n)))
+        .collect()
+}
+
+/// Step 1 of `prepare`: the envelope recipients from the command line and,
+/// with `-t`, the header; expanded, qualified, deduplicated and capped.
+/// Memory stays linear in the input: nothing is copied per address.
+fn collect_recipients<D: Directory>(
+    p: &mut Prep<'_, D>,
+    header: &Header,
+    req: &Request<'_>,
+    limits: &Limits,
+) -> Result<Vec<String>, PrepareError> {
+    let mut acc = Recipients {
+        list: Vec::new(),
+        seen: HashSet::new(),
+        max: limits.max_recipients,
+        rewritten: 0,
+    };
+    for arg in req.recipients {
+        acc.add_list(p, arg.as_bytes(), || shown(arg))?;
+    }
+    if req.extract_recipients {
+        for i in recipient_fields(header) {
+            let field = &header.fields()[i];
+            let value = field.unfolded_value();
+            let source = || format!("{}: {}", lossy(field.name()), shown_bytes(&value));
+            acc.add_list(p, &value, source)?;
+        }
+    }
+    if acc.rewritten > MAX_RECIPIENT_NOTES {
+        p.notes.push(format!(
+            "... and {} more recipients rewritten",
+            acc.rewritten - MAX_RECIPIENT_NOTES
+        ));
+    }
+    if acc.list.is_empty() {
+        return Err(PrepareError::NoRecipients {
+            extract: req.extract_recipients,
+        });
+    }
+    Ok(acc.list)
+}
+
 /// A mailbox for a bare addr-spec we produced ourselves.
 fn plain_mailbox(addr_spec: &str) -> Mailbox {
     match address::parse_mailbox(addr_spec.as_bytes()) {
@@ -311,12 +540,24 @@ fn plain_mailbox(addr_spec: &str) -> Mailbox {
     }
 }
 
-/// Finishes envelope and header. See the module comment.
+/// Finishes envelope and header with the default [`Limits`]. See the
+/// module comment.
 pub fn prepare<D: Directory>(
+    header: Header,
+    req: &Request<'_>,
+    ctx: &Context<'_>,
+    dir: &D,
+) -> Result<Prepared, PrepareError> {
+    prepare_with_limits(header, req, ctx, dir, &Limits::default())
+}
+
+/// Finishes envelope and header within `limits`. See the module comment.
+pub fn prepare_with_limits<D: Directory>(
     mut header: Header,
     req: &Request<'_>,
     ctx: &Context<'_>,
     dir: &D,
+    limits: &Limits,
 ) -> Result<Prepared, PrepareError> {
     let mut p = Prep {
         dir,
@@ -325,74 +566,7 @@ pub fn prepare<D: Directory>(
     };
 
     // 1. Recipients: argv, plus the header fields with -t.
-    let mut wanted: Vec<(String, Mailbox)> = Vec::new();
-    for arg in req.recipients {
-        let items = address::parse_address_list(arg.as_bytes()).map_err(|e| {
-            PrepareError::BadRecipient {
-                address: arg.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        for m in mailboxes(items) {
-            wanted.push((arg.clone(), m));
-        }
-    }
-    if req.extract_recipients {
-        let fields: Vec<&Field> = match first_resent_block(&header) {
-            Some(range) => header.fields()[range]
-                .iter()
-                .filter(|f| RESENT_RECIPIENT_FIELDS.iter().any(|n| f.is(n)))
-                .collect(),
-            None => Vec::new(),
-        };
-        let fields = if fields.is_empty() {
-            header
-                .fields()
-                .iter()
-                .filter(|f| RECIPIENT_FIELDS.iter().any(|n| f.is(n)))
-                .collect()
-        } else {
-            fields
-        };
-        for f in fields {
-            let value = f.unfolded_value();
-            let items =
-                address::parse_address_list(&value).map_err(|e| PrepareError::BadRecipient {
-                    address: format!("{}: {}", lossy(f.name()), lossy(&value)),
-                    reason: e.to_string(),
-                })?;
-            for m in mailboxes(items) {
-                wanted.push((lossy(&value), m));
-            }
-        }
-    }
-
-    let mut recipients = Vec::new();
-    let mut seen = HashSet::new();
-    for (source, m) in &wanted {
-        let targets = if p.is_local(m) {
-            dir.expand(m).map_err(|reason| PrepareError::BadRecipient {
-                address: source.clone(),
-                reason,
-            })?
-        } else {
-            vec![m.addr_spec()]
-        };
-        for t in targets {
-            let t = p.qualify(&t);
-            if seen.insert(t.to_ascii_lowercase()) {
-                if t != m.addr_spec() {
-                    p.notes.push(format!("recipient {} -> {t}", m.addr_spec()));
-                }
-                recipients.push(t);
-            }
-        }
-    }
-    if recipients.is_empty() {
-        return Err(PrepareError::NoRecipients {
-            extract: req.extract_recipients,
-        });
-    }
+    let recipients = collect_recipients(&mut p, &header, req, limits)?;
 
     // 2. To/Cc carry the real addresses too, not only the envelope: cron's
     // "To: root" must arrive as the aliased address.
@@ -455,12 +629,15 @@ fn choose_sender<D: Directory>(
     let given: Option<Mailbox> = match sender {
         Some(s) if address::is_null_sender(s) => None,
         Some(s) => {
-            Some(
-                address::parse_mailbox(s.as_bytes()).map_err(|e| PrepareError::BadSender {
-                    address: s.to_string(),
-                    reason: e.to_string(),
-                })?,
-            )
+            let bad = |reason: String| PrepareError::BadSender {
+                address: shown(s),
+                reason,
+            };
+            let m = address::parse_mailbox(s.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            if let Some(why) = length_error(&m.addr_spec()) {
+                return Err(bad(why));
+            }
+            Some(m)
         }
         None => Some(plain_mailbox(ctx.user)),
     };
@@ -544,6 +721,13 @@ fn rewrite_sender<D: Directory>(
     } else {
         send_as.clone()
     };
+    // Qualifying can push a local part that was just short enough over.
+    if let Some(why) = length_error(&envelope) {
+        return Err(PrepareError::BadSender {
+            address: shown(&envelope),
+            reason: why,
+        });
+    }
     if !null_sender && envelope != sender_box.addr_spec() {
         p.notes.push(format!(
             "envelope sender {} -> {envelope}",
@@ -563,7 +747,8 @@ fn rewrite_sender<D: Directory>(
             let mut m = plain_mailbox(&send_as);
             m.display_name = name.map(header::encode_phrase);
             header.push(folded_field("From", &m.render()));
-            p.notes.push(format!("added From: {}", lossy(&m.render())));
+            p.notes
+                .push(format!("added From: {}", shown_bytes(&m.render())));
             from_address = Some(send_as);
         }
         Some(i) => {
@@ -586,11 +771,11 @@ fn rewrite_sender<D: Directory>(
                                 .clone()
                                 .or_else(|| f.comment_name.as_deref().map(header::encode_phrase));
                         }
-                        let old = lossy(&field.unfolded_value());
+                        let old = shown_bytes(&field.unfolded_value());
                         header.replace_at(i, folded_field("From", &m.render()));
                         p.notes.push(format!(
                             "From: \"{old}\" rewritten to \"{}\"",
-                            lossy(&m.render())
+                            shown_bytes(&m.render())
                         ));
                         // Replies should still reach the real author, but
                         // only if that was a full address outside this host:
@@ -606,7 +791,7 @@ fn rewrite_sender<D: Directory>(
                             }
                             header.push(folded_field("Reply-To", &reply.render()));
                             p.notes
-                                .push(format!("added Reply-To: {}", lossy(&reply.render())));
+                                .push(format!("added Reply-To: {}", shown_bytes(&reply.render())));
                         }
                         from_address = Some(send_as);
                     }
@@ -1076,6 +1261,173 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("loop -> loop2"), "{e}");
+    }
+
+    fn extract(h: &str, limits: &Limits) -> Result<Prepared, PrepareError> {
+        let header = Header::parse(h.as_bytes()).unwrap();
+        let req = Request {
+            extract_recipients: true,
+            ..Request::default()
+        };
+        prepare_with_limits(header, &req, &ctx(FromPolicy::Keep), &Dir::new(), limits)
+    }
+
+    /// `n` distinct remote addresses, comma separated: 979 KB at 100,000.
+    fn many(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("u{i}@example.org"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn hundred_thousand_addresses_with_t_are_linear() {
+        // Each address used to copy the whole field (24 GB for this one);
+        // now the field is read once, entry by entry.
+        let h = format!("From: a@x.org\r\nTo: {}\r\n", many(100_000));
+        assert!(h.len() > 1_500_000, "{}", h.len());
+        let roomy = Limits {
+            max_recipients: 200_000,
+        };
+        let p = extract(&h, &roomy).unwrap();
+        assert_eq!(p.recipients.len(), 100_000);
+        assert_eq!(p.recipients[99_999], "u99999@example.org");
+        // With the default cap it is a refusal, and a short one.
+        let e = extract(&h, &Limits::default()).unwrap_err();
+        assert_eq!(e, PrepareError::TooManyRecipients { max: 1000 });
+        assert!(e.to_string().contains("at most 1000"), "{e}");
+    }
+
+    #[test]
+    fn recipient_cap_counts_final_distinct_recipients() {
+        let limits = Limits { max_recipients: 3 };
+        let ok = extract("To: a@x, b@x, c@x, A@X, b@x\r\n", &limits).unwrap();
+        assert_eq!(ok.recipients, vec!["a@x", "b@x", "c@x"]);
+        let e = extract("To: a@x, b@x\r\nCc: c@x, d@x\r\n", &limits).unwrap_err();
+        assert_eq!(e, PrepareError::TooManyRecipients { max: 3 });
+        // Alias expansion counts: one name for four people is four.
+        let mut dir = Dir::new();
+        dir.aliases.insert("team", vec!["a@x", "b@x", "c@x", "d@x"]);
+        let rcpt = vec!["team".to_string()];
+        let req = Request {
+            recipients: &rcpt,
+            ..Request::default()
+        };
+        let e = prepare_with_limits(hdr(""), &req, &ctx(FromPolicy::Keep), &dir, &limits);
+        assert_eq!(e.unwrap_err(), PrepareError::TooManyRecipients { max: 3 });
+        // 80,000 bare names in Cc: refused, not 80,000 local copies.
+        let names: Vec<String> = (0..80_000).map(|i| format!("n{i}")).collect();
+        let h = format!("Cc: {}\r\n", names.join(", "));
+        let e = extract(&h, &Limits::default()).unwrap_err();
+        assert_eq!(e, PrepareError::TooManyRecipients { max: 1000 });
+        assert_eq!(DEFAULT_MAX_RECIPIENTS, 1000);
+    }
+
+    fn argv_error(rcpt: &str) -> Option<PrepareError> {
+        let rcpt = vec![rcpt.to_string()];
+        let req = Request {
+            recipients: &rcpt,
+            ..Request::default()
+        };
+        prepare(hdr(""), &req, &ctx(FromPolicy::Keep), &Dir::new()).err()
+    }
+
+    #[test]
+    fn rfc5321_length_limits() {
+        let l64 = "l".repeat(64);
+        let d = |n: usize| format!("{}.org", "d".repeat(n - 4));
+        assert_eq!(argv_error(&format!("{l64}@x.org")), None);
+        let e = argv_error(&format!("{l64}l@x.org")).unwrap();
+        assert!(e.to_string().contains("local part is 65 octets"), "{e}");
+        // Octets, not characters.
+        let e = argv_error(&format!("{}@x.org", "ö".repeat(33))).unwrap();
+        assert!(e.to_string().contains("66 octets"), "{e}");
+        let e = argv_error(&format!("a@{}", d(256))).unwrap();
+        assert!(e.to_string().contains("domain is 256 octets"), "{e}");
+        // 64 + 1 + 189 = 254, which with <> is the 256 limit.
+        assert_eq!(argv_error(&format!("{l64}@{}", d(189))), None);
+        let e = argv_error(&format!("{l64}@{}", d(190))).unwrap();
+        assert!(e.to_string().contains("257 octets"), "{e}");
+        // A bare name qualifies; the limit applies to the result too.
+        let e = argv_error(&l64.repeat(2)).unwrap();
+        assert!(matches!(e, PrepareError::BadRecipient { .. }), "{e}");
+
+        // From the header with -t.
+        let e = extract(&format!("To: ok@x, {l64}l@x.org\r\n"), &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("local part is 65"), "{e}");
+
+        // And -f.
+        let rcpt = vec!["a@b.org".to_string()];
+        let long_sender = format!("{l64}l@x.org");
+        let req = Request {
+            sender: Some(&long_sender),
+            recipients: &rcpt,
+            ..Request::default()
+        };
+        let e = prepare(hdr(""), &req, &ctx(FromPolicy::Keep), &Dir::new()).unwrap_err();
+        assert!(
+            matches!(&e, PrepareError::BadSender { reason, .. } if reason.contains("65 octets")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_and_notes_show_bounded_excerpts() {
+        // An unterminated quote in a 500 KB To: field.
+        let h = format!("To: \"{}\r\n", "x".repeat(500_000));
+        let e = extract(&h, &Limits::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.len() < 400, "{} bytes: {}", text.len(), &text[..400]);
+        assert!(text.contains("unterminated quoted string"), "{text}");
+        assert!(text.contains('…'), "{text}");
+        // Long argv recipient and long -f sender.
+        let e = argv_error(&format!("<{}", "y".repeat(100_000))).unwrap();
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        // A long header rewritten with -v notes: each note is short.
+        let mut dir = Dir::new();
+        dir.aliases.insert("root", vec!["admin@example.net"]);
+        let h = format!("To: root, {}\r\n", many(900));
+        let req = Request {
+            extract_recipients: true,
+            ..Request::default()
+        };
+        let header = Header::parse(h.as_bytes()).unwrap();
+        let p = prepare(header, &req, &ctx(FromPolicy::Keep), &dir).unwrap();
+        assert!(
+            p.notes.iter().any(|n| n.starts_with("To: ")),
+            "{:?}",
+            p.notes
+        );
+        for n in &p.notes {
+            assert!(n.len() < 400, "{n}");
+        }
+        // So are the recipient notes, and their number.
+        let names: Vec<String> = (0..500).map(|i| format!("n{i}")).collect();
+        let p = extract(&format!("To: {}\r\n", names.join(", ")), &Limits::default()).unwrap();
+        assert!(
+            p.notes.len() <= MAX_RECIPIENT_NOTES + 5,
+            "{}",
+            p.notes.len()
+        );
+        assert!(
+            p.notes.iter().any(|n| n.contains("450 more recipients")),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn shown_cuts_at_characters() {
+        assert_eq!(shown("short"), "short");
+        let cut = shown(&"ä".repeat(100));
+        assert_eq!(cut.chars().count(), SHOWN_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        let bytes = "é".repeat(1000);
+        assert_eq!(
+            shown_bytes(bytes.as_bytes()).chars().count(),
+            SHOWN_CHARS + 1
+        );
+        assert_eq!(shown_bytes(b"abc"), "abc");
     }
 
     #[test]
