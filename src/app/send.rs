@@ -59,6 +59,9 @@ pub(super) struct Spooled {
     pub(super) body: Body,
     /// Why the body is not in the spool, when it is not.
     pub(super) spool_error: Option<String>,
+    /// Save the message as a dead letter when it is refused: the caller
+    /// piped it in and keeps no copy. An SMTP client keeps its own.
+    pub(super) keep_refused: bool,
 }
 
 impl Spooled {
@@ -132,6 +135,14 @@ pub(super) fn refuse_logged(
     message: String,
     summary: &str,
 ) -> Failure {
+    if !spooled.keep_refused {
+        log_line(
+            env,
+            Severity::Err,
+            format!("{summary} status=refused ({})", log::field(&message)).trim_start(),
+        );
+        return Failure::new(exit, message);
+    }
     let saved = match save_dead_letter(env, spooled, sender) {
         Ok(p) => format!("the message was saved in {}", p.display()),
         Err(e) => format!("THE MESSAGE COULD NOT BE SAVED: {e}"),
@@ -159,7 +170,8 @@ fn anonymous_file() -> io::Result<File> {
 
 /// Reads stdin into a spool file. The header block stays in memory (at most
 /// 1 MiB); the body never does.
-pub(super) fn intake_stdin(
+pub(super) fn intake(
+    source: &mut Source<'_>,
     ignore_dots: bool,
     spool: Option<&queue::Spool>,
     now: SystemTime,
@@ -181,17 +193,18 @@ pub(super) fn intake_stdin(
         // message can then not be queued, only sent or refused.
         None => Body::Temp(anonymous_file().map_err(cannot)?),
     };
-    let stdin = io::stdin().lock();
-    let intake = intake::read_message(stdin, ignore_dots, body.file()).map_err(|e| {
-        Failure::new(
-            Exit::TempFail,
-            format!("{e}; nothing was delivered, try again"),
-        )
-    })?;
+    let intake =
+        intake::read_message(&mut *source.input, ignore_dots, body.file()).map_err(|e| {
+            Failure::new(
+                Exit::TempFail,
+                format!("{e}; nothing was delivered, try again"),
+            )
+        })?;
     Ok(Spooled {
         intake,
         body,
         spool_error,
+        keep_refused: source.keep_refused,
     })
 }
 
@@ -270,9 +283,33 @@ pub(super) struct Queued {
     cause: Option<Cause>,
 }
 
-/// `sendmail` in its default mode: intake, prepare, scrub, sign, route,
-/// commit, attempt, report. Each stage is a function below.
+/// Where a message comes from, and who keeps it if it is refused.
+pub(super) struct Source<'a> {
+    /// The message: LF or CRLF lines; a lone dot ends it unless
+    /// `ignore_dots` (sendmail's -i; an SMTP server hands over the
+    /// un-stuffed DATA and sets it).
+    pub(super) input: &'a mut dyn Read,
+    /// The caller keeps no copy (a pipe): a refused message is saved as a
+    /// dead letter. An SMTP client keeps its own and gets a reply instead.
+    pub(super) keep_refused: bool,
+}
+
+/// `sendmail` in its default mode: the message on standard input.
 pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut source = Source {
+        input: &mut input,
+        keep_refused: true,
+    };
+    submit(env, args, &mut source)
+}
+
+/// The send pipeline, for a message from any source: intake, prepare,
+/// scrub, sign, route, commit, attempt, report. Each stage is a function
+/// below. `Ok(Exit::Ok)` means every recipient was delivered or is durably
+/// queued; an error says why not, with its exit status.
+pub(super) fn submit(env: &Env, args: &SendArgs, source: &mut Source<'_>) -> Result<Exit, Failure> {
     let (aliases, alias_warnings) = load_aliases(env)?;
     if env.verbose > 0 {
         for w in &alias_warnings {
@@ -283,7 +320,7 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         config::QueueMode::Never => None,
         _ => spool_for(env),
     };
-    let mut spooled = intake_stdin(args.ignore_dots, spool.as_ref(), env.now)?;
+    let mut spooled = intake(source, args.ignore_dots, spool.as_ref(), env.now)?;
     let raw_sender = args.sender.clone().unwrap_or_else(|| env.user.clone());
     if spooled.intake.empty {
         return Err(Failure::new(
