@@ -166,7 +166,7 @@ fn fail2ban() {
 #[test]
 fn php_mail_function_through_sendmail_path() {
     let Ok(php) = which("php") else {
-        eprintln!("php-cli is not installed; skipping (scripts/test installs it)");
+        crate::util::prerequisite_missing("php-cli is not installed (scripts/test installs it)");
         return;
     };
     let w = World::new("");

@@ -3,7 +3,8 @@
 //! users who must be able to queue mail but not list, read or delete each
 //! other's. Needs root (to create the users and the group, and to write
 //! /etc/mailhop.toml, which the setgid binary insists on); skipped
-//! otherwise, and skipped if a real /etc/mailhop.toml exists.
+//! otherwise, and skipped if a real /etc/mailhop.toml exists (failed
+//! instead of skipped when env `CI` is set).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -82,11 +83,12 @@ impl Drop for Cleanup {
 }
 
 impl SetgidInstall {
-    /// `None` (and a note on stderr) when not root, or when a real
+    /// `None` (after [`crate::util::prerequisite_missing`], which fails
+    /// the test when CI is set) when not root, or when a real
     /// /etc/mailhop.toml exists.
     pub(crate) fn new() -> Option<SetgidInstall> {
         if nix::unistd::geteuid().as_raw() != 0 {
-            eprintln!("not root: cannot create users or a setgid install; skipping");
+            crate::util::prerequisite_missing("not root: cannot create users or a setgid install");
             return None;
         }
         // A test that failed while holding the lock poisons it; the file
@@ -94,7 +96,9 @@ impl SetgidInstall {
         let serial = SYSTEM_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
         let system_config = Path::new("/etc/mailhop.toml");
         if system_config.exists() {
-            eprintln!("/etc/mailhop.toml exists (a real install?); not touching it; skipping");
+            crate::util::prerequisite_missing(
+                "/etc/mailhop.toml exists (a real install?); not touching it",
+            );
             return None;
         }
         assert!(sh("groupadd", &["-f", "mailhop"]), "groupadd");

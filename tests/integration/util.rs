@@ -214,3 +214,30 @@ pub fn assert_queued_for_a_person(w: &World, r: &Run, why: &str) {
     assert!(w.mailq().contains(why), "mailq shows why: {}", w.mailq());
     assert!(w.dead().is_empty(), "no dead letter");
 }
+
+/// A test that cannot run here (no php, not root, …) calls this and then
+/// returns: it says why on stderr, or, when env `CI` is set (non-empty),
+/// fails, so CI never counts a test that did not run as passed.
+pub fn prerequisite_missing(why: &str) {
+    missing_under(std::env::var_os("CI").as_deref(), why);
+}
+
+/// [`prerequisite_missing`] with the value of `CI` passed in, so its tests
+/// need not change the environment of a multi-threaded process.
+fn missing_under(ci: Option<&std::ffi::OsStr>, why: &str) {
+    let in_ci = ci.is_some_and(|v| !v.is_empty());
+    assert!(!in_ci, "prerequisite missing and CI is set: {why}");
+    eprintln!("prerequisite missing, test skipped: {why}");
+}
+
+#[test]
+fn missing_prerequisite_is_a_note_outside_ci() {
+    missing_under(None, "nothing");
+    missing_under(Some(std::ffi::OsStr::new("")), "CI set but empty");
+}
+
+#[test]
+#[should_panic(expected = "prerequisite missing and CI is set: php")]
+fn missing_prerequisite_fails_in_ci() {
+    missing_under(Some(std::ffi::OsStr::new("true")), "php");
+}
