@@ -71,6 +71,7 @@ pub const KEYS: &[&str] = &[
     "local.transport",
     "local.path",
     "local.capture",
+    "local.max_recipients",
     "queue",
     "queue.mode",
     "queue.dir",
@@ -223,6 +224,10 @@ pub struct Local {
     /// Deliver every recipient locally, remote ones included (developer
     /// capture of what an application sends).
     pub capture: bool,
+    /// Most recipients one message may have (after alias expansion), like
+    /// Postfix's `smtpd_recipient_limit`: a bound on what one message can
+    /// make mailhop write.
+    pub max_recipients: usize,
 }
 
 impl Default for Local {
@@ -231,6 +236,7 @@ impl Default for Local {
             transport: LocalTransport::Maildir,
             path: "~/Maildir".to_string(),
             capture: false,
+            max_recipients: crate::message::prepare::DEFAULT_MAX_RECIPIENTS,
         }
     }
 }
@@ -272,23 +278,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Where the configuration comes from, in order of precedence: `-C FILE`,
-/// then the user's file (which replaces the system file for that user),
-/// then `/etc/mailhop.toml`. Returns `None` when no file exists.
-pub fn locate(explicit: Option<&Path>, user_config_dir: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        return Some(p.to_path_buf());
-    }
-    if let Some(dir) = user_config_dir {
-        let user = dir.join("mailhop").join("config.toml");
-        if user.exists() {
-            return Some(user);
-        }
-    }
-    let system = Path::new(SYSTEM_FILE);
-    system.exists().then(|| system.to_path_buf())
-}
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -655,6 +644,7 @@ struct RawLocal {
     path: Option<Spanned<String>>,
     #[serde(default)]
     capture: bool,
+    max_recipients: Option<Spanned<i64>>,
 }
 
 impl Default for RawLocal {
@@ -663,6 +653,7 @@ impl Default for RawLocal {
             transport: LocalTransport::Maildir,
             path: None,
             capture: false,
+            max_recipients: None,
         }
     }
 }
@@ -1104,10 +1095,27 @@ impl Checker<'_> {
                 LocalTransport::Maildir => Local::default().path,
             },
         };
+        let max_recipients = match &raw.max_recipients {
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1 => v,
+                _ => {
+                    return self.err(
+                        n.span(),
+                        format!(
+                            "[local] max_recipients must be at least 1 (it is {}); the default is {}",
+                            n.get_ref(),
+                            crate::message::prepare::DEFAULT_MAX_RECIPIENTS
+                        ),
+                    );
+                }
+            },
+            None => crate::message::prepare::DEFAULT_MAX_RECIPIENTS,
+        };
         Ok(Local {
             transport: raw.transport,
             path,
             capture: raw.capture,
+            max_recipients,
         })
     }
 
@@ -1624,21 +1632,6 @@ path = "~/Maildir"
         assert!(pattern_matches("root", "root"));
         assert!(pattern_matches("a*b*c", "axxbyyc"));
         assert!(!pattern_matches("a*b*c", "axxbyy"));
-    }
-
-    #[test]
-    fn locate_prefers_explicit_then_user() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            locate(Some(Path::new("/x.toml")), Some(dir.path())),
-            Some(PathBuf::from("/x.toml"))
-        );
-        std::fs::create_dir_all(dir.path().join("mailhop")).unwrap();
-        std::fs::write(dir.path().join("mailhop/config.toml"), "").unwrap();
-        assert_eq!(
-            locate(None, Some(dir.path())),
-            Some(dir.path().join("mailhop/config.toml"))
-        );
     }
 
     #[test]

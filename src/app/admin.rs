@@ -64,7 +64,7 @@ pub(super) fn dkim_check(
 pub(super) fn import(from: &cli::ImportFrom) -> Exit {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| {
-            eprintln!("mailhop: cannot read {}: {e}", p.display());
+            errln!("mailhop: cannot read {}: {e}", p.display());
             exit::from_io(e.kind()).max_config()
         })
     };
@@ -98,7 +98,7 @@ pub(super) fn import(from: &cli::ImportFrom) -> Exit {
                     match candidates.into_iter().find(|p| p.exists()) {
                         Some(p) => p,
                         None => {
-                            eprintln!(
+                            errln!(
                                 "mailhop: no msmtp configuration found; name the file: mailhop import msmtp FILE"
                             );
                             return Exit::NoInput;
@@ -115,23 +115,25 @@ pub(super) fn import(from: &cli::ImportFrom) -> Exit {
     };
     match result {
         Ok(imported) => {
-            print!("{}", imported.toml);
+            out!("{}", imported.toml);
             for w in &imported.warnings {
-                eprintln!("mailhop: warning: {w}");
+                errln!("mailhop: warning: {w}");
             }
             for p in &imported.password_files {
-                eprintln!(
+                errln!(
                     "mailhop: account {}: create its password file {} with:\n    {}",
-                    p.account, p.path, p.command_hint
+                    p.account,
+                    p.path,
+                    p.command_hint
                 );
             }
-            eprintln!(
+            errln!(
                 "mailhop: then check the result with `mailhop check --offline -C FILE`, and the smarthost with `mailhop check -C FILE`"
             );
             Exit::Ok
         }
         Err(e) => {
-            eprintln!("mailhop: {e}");
+            errln!("mailhop: {e}");
             Exit::DataErr
         }
     }
@@ -141,6 +143,19 @@ pub(super) fn import(from: &cli::ImportFrom) -> Exit {
 /// interactively (device code for Microsoft, a browser and a loopback
 /// redirect with PKCE for Google) and stores it in the token file.
 pub(super) fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
+    // The system file's token is every user's: a user who signed in would
+    // have every other user's mail sent as them.
+    if env.uses_system_config() && env.uid != 0 {
+        return Err(Failure::new(
+            Exit::NoPerm,
+            format!(
+                "the accounts of {} are shared by every user; sign in for them as root \
+                 (sudo mailhop oauth login {account}), or use your own configuration \
+                 (-C FILE or ~/.config/mailhop/config.toml)",
+                crate::config::SYSTEM_FILE
+            ),
+        ));
+    }
     let a = named_account(env, account)?;
     let o = a.oauth.as_ref().ok_or_else(|| {
         Failure::new(

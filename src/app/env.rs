@@ -1,9 +1,11 @@
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::cli::SendArgs;
 use crate::config::{self, Config};
-use crate::exit::Exit;
+use crate::exit::{self, Exit};
 use crate::log::{self, Severity};
 use crate::queue;
 
@@ -37,77 +39,204 @@ pub(super) struct Env {
     pub(super) now: SystemTime,
 }
 
-pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
-    let uid = nix::unistd::getuid();
-    let euid = nix::unistd::geteuid().as_raw();
-    let pw = nix::unistd::User::from_uid(uid).ok().flatten();
-    let user = pw
-        .as_ref()
-        .map(|u| u.name.clone())
-        .unwrap_or_else(|| format!("uid{}", uid.as_raw()));
-    let gecos_name = pw.as_ref().and_then(|u| {
-        let g = u.gecos.to_string_lossy();
-        let first = g.split(',').next().unwrap_or("").trim().to_string();
-        (!first.is_empty()).then_some(first)
-    });
-    let home = pw.as_ref().map(|u| u.dir.clone());
+/// Who runs us, from the kernel and the password database, gathered once.
+#[derive(Debug, Clone)]
+pub(super) struct Identity {
+    /// The real uid: who is asking.
+    pub(super) uid: u32,
+    pub(super) euid: u32,
+    pub(super) user: String,
+    pub(super) gecos_name: Option<String>,
+    /// From the password database, never $HOME: in a set-group-ID process
+    /// the environment is the caller's.
+    pub(super) home: Option<PathBuf>,
+}
 
-    // The setgid install: see SECURITY in mailhop(8).
-    let mut privileged = nix::unistd::getuid() != nix::unistd::geteuid()
-        || nix::unistd::getgid() != nix::unistd::getegid();
-    // With the elevated gid the environment is the caller's, not ours: the
-    // user's config directory comes from the password database.
-    let user_config_dir = if privileged {
-        home.as_ref().map(|h| h.join(".config"))
-    } else {
-        dirs::config_dir()
+impl Identity {
+    pub(super) fn current() -> Identity {
+        let uid = nix::unistd::getuid();
+        let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+        let gecos_name = pw.as_ref().and_then(|u| {
+            let g = u.gecos.to_string_lossy();
+            let first = g.split(',').next().unwrap_or("").trim().to_string();
+            (!first.is_empty()).then_some(first)
+        });
+        Identity {
+            uid: uid.as_raw(),
+            euid: nix::unistd::geteuid().as_raw(),
+            user: pw
+                .as_ref()
+                .map(|u| u.name.clone())
+                .unwrap_or_else(|| format!("uid{}", uid.as_raw())),
+            gecos_name,
+            home: pw.map(|u| u.dir),
+        }
+    }
+}
+
+/// Whether this process still holds an identity it was not started with
+/// (the set-group-ID `mailhop` install).
+pub(super) fn elevated() -> bool {
+    nix::unistd::getuid() != nix::unistd::geteuid()
+        || nix::unistd::getgid() != nix::unistd::getegid()
+}
+
+/// The configuration this invocation reads: its path (for messages) and
+/// text. `None`: no file, the built-in defaults.
+struct ConfigText {
+    path: PathBuf,
+    text: String,
+}
+
+/// Chooses and reads the configuration. The choice between the user's file
+/// and the system's is made from one open(2) of the user's file, made with
+/// the caller's own group: there is no test of a path that a later open
+/// could see differently (a swapped symlink), and the caller cannot make us
+/// open, with the mailhop group, a file it could not open itself. When the
+/// user's file is used, the group is given up for good before its first
+/// byte is read, so nothing it names is opened with the group either.
+fn read_config(
+    args: &SendArgs,
+    user_config_dir: Option<&Path>,
+) -> Result<Option<ConfigText>, Failure> {
+    let read = |path: &Path, file: io::Result<File>| {
+        let mut text = String::new();
+        file.and_then(|mut f| f.read_to_string(&mut text))
+            .map(|_| ConfigText {
+                path: path.to_path_buf(),
+                text,
+            })
+            .map_err(|e| {
+                Failure::new(
+                    exit::from_io(e.kind()).max_config(),
+                    format!(
+                        "{}: cannot read the configuration file: {e}",
+                        path.display()
+                    ),
+                )
+            })
     };
-    if privileged {
-        let user_config = user_config_dir
-            .as_ref()
-            .map(|d| d.join("mailhop").join("config.toml"))
-            .is_some_and(|p| p.exists());
+    if let Some(path) = args.common.config.as_deref() {
+        // -C is the caller's: the group was given up already.
+        return read(path, File::open(path)).map(Some);
+    }
+    if let Some(dir) = user_config_dir {
+        let path = dir.join("mailhop").join("config.toml");
+        // Not there, or not the caller's to read (a link to a file of the
+        // group's, a $HOME that is someone else's): not the user's file.
+        match as_caller(|| File::open(&path)).and_then(|opened| opened) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::NotADirectory
+                        | io::ErrorKind::PermissionDenied
+                ) => {}
+            opened => {
+                give_up_group("your own configuration file", args.common.verbose)?;
+                return read(&path, opened).map(Some);
+            }
+        }
+    }
+    let system = Path::new(config::SYSTEM_FILE);
+    match File::open(system) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        opened => read(system, opened).map(Some),
+    }
+}
+
+/// Gives up the elevated group for good, if it is still held, because of
+/// `why` (something the caller chose).
+fn give_up_group(why: &str, verbose: u8) -> Result<(), Failure> {
+    if !elevated() {
+        return Ok(());
+    }
+    drop_privileges().map_err(|e| {
+        Failure::new(
+            Exit::OsErr,
+            format!("cannot drop the mailhop group for {why}: {e}"),
+        )
+    })?;
+    if verbose > 0 {
+        errln!(
+            "mailhop: {why} given: running with your own rights and your own queue, \
+             not the system's"
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f` with the caller's own effective ids, then takes the elevated
+/// ones back: for files the caller names or owns (~/Maildir,
+/// ~/dead.letter, the user's configuration), which must be opened with no
+/// more rights than the caller has. Outside a set-id process it just runs
+/// `f`. If the ids cannot be switched, `f` does not run and the error says
+/// why.
+pub(super) fn as_caller<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid, setegid, seteuid};
+    let (egid, euid) = (getegid(), geteuid());
+    if egid == getgid() && euid == getuid() {
+        return Ok(f());
+    }
+    setegid(getgid()).map_err(io::Error::from)?;
+    if let Err(e) = seteuid(getuid()) {
+        let _ = setegid(egid);
+        return Err(e.into());
+    }
+    let result = f();
+    // Taking the ids back cannot fail for ids we were started with; should
+    // it, we go on with the caller's, which is the safe direction.
+    let _ = seteuid(euid);
+    let _ = setegid(egid);
+    Ok(result)
+}
+
+pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
+    let id = Identity::current();
+    // The setgid install: see SECURITY in mailhop(8). With the elevated
+    // group the environment is the caller's, not ours: the user's config
+    // directory comes from the password database.
+    if elevated() {
         let why = if args.common.config.is_some() {
             Some("-C")
         } else if args.common.log_file.is_some() {
             Some("-X")
-        } else if user_config {
-            Some("your own configuration file")
         } else if std::env::var_os("MAILHOP_PASSWORD").is_some() {
             Some("MAILHOP_PASSWORD")
         } else {
             None
         };
         if let Some(why) = why {
-            drop_privileges().map_err(|e| {
-                Failure::new(
-                    Exit::OsErr,
-                    format!("cannot drop the mailhop group for {why}: {e}"),
-                )
-            })?;
-            privileged = false;
-            if args.common.verbose > 0 {
-                eprintln!(
-                    "mailhop: {why} given: running with your own rights and your own queue, \
-                     not the system's"
-                );
-            }
+            give_up_group(why, args.common.verbose)?;
         }
     }
-
-    let explicit = args.common.config.as_deref();
-    let config = match config::locate(explicit, user_config_dir.as_deref()) {
-        Some(path) => config::load(&path).map_err(|e| {
+    let setid = elevated();
+    let user_config_dir = if setid {
+        id.home.as_ref().map(|h| h.join(".config"))
+    } else {
+        dirs::config_dir()
+    };
+    let config = match read_config(args, user_config_dir.as_deref())? {
+        Some(c) => config::parse(&c.path, &c.text).map_err(|e| {
             Failure::new(
                 Exit::Config,
                 format!(
                     "{e}\n(see mailhop.toml(5); check the file with `mailhop check --offline -C {}`)",
-                    path.display()
+                    c.path.display()
                 ),
             )
         })?,
         None => Config::defaults(),
     };
+    // Still elevated only with the system's configuration.
+    let privileged = elevated();
+    let Identity {
+        uid,
+        euid,
+        user,
+        gecos_name,
+        home,
+    } = id;
     let state_dir = if privileged {
         home.as_ref().map(|h| h.join(".local").join("state"))
     } else {
@@ -147,7 +276,7 @@ pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         gecos_name,
         home,
         euid,
-        uid: uid.as_raw(),
+        uid,
         privileged,
         // Looked up only when a secret or key file is checked: on a
         // machine without the group, NSS falls through to slow modules.
@@ -170,6 +299,12 @@ pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
 }
 
 impl Env {
+    /// Whether the configuration is the system's file, shared by every
+    /// user of the machine (not -C, not the user's own).
+    pub(super) fn uses_system_config(&self) -> bool {
+        self.config.source.as_deref() == Some(Path::new(config::SYSTEM_FILE))
+    }
+
     /// The `mailhop` group's gid, if the group exists.
     pub(super) fn mailhop_gid(&self) -> Option<u32> {
         *self.mailhop_gid.get_or_init(|| {
@@ -247,7 +382,7 @@ pub(super) fn log_line(env: &Env, severity: Severity, line: &str) {
             .map(|t| t.to_string())
             .unwrap_or_default();
         if let Err(e) = log::to_file(path, &ts, &env.tag, line) {
-            eprintln!("mailhop: cannot write log file {}: {e}", path.display());
+            errln!("mailhop: cannot write log file {}: {e}", path.display());
         }
     }
 }

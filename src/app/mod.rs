@@ -13,6 +13,35 @@
 //! oauth, password), `lookup` (aliases and accounts for `message`),
 //! `stamp` (Date and Message-ID), `failure` (errors to exit codes).
 
+// Standard output and error may be closed or a pipe whose reader left
+// (`mailq | head -2`): writing to them must never panic, and never affect
+// delivery. These replace print!/eprintln! throughout `app`; a failed write
+// is dropped, like the output of any Unix tool whose reader has gone.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod admin;
 mod check;
 mod env;
@@ -48,20 +77,31 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
         Ok(i) => i,
         Err(CliError::Clap { text, is_error }) => {
             if is_error {
-                eprint!("{text}");
+                err!("{text}");
                 return Exit::Usage;
             }
-            print!("{text}");
+            out!("{text}");
             return Exit::Ok;
         }
         Err(e) => {
-            eprintln!("mailhop: {e}");
+            errln!("mailhop: {e}");
             return Exit::Usage;
         }
     };
+    // The set-group-ID install: only sending, -bv and the queue commands
+    // use the mailhop group (for the spool and the files the system
+    // configuration names). Every other command gives it up for good
+    // before it touches a file (see SECURITY in mailhop(8)).
+    if !needs_group(&invocation)
+        && env::elevated()
+        && let Err(e) = env::drop_privileges()
+    {
+        errln!("mailhop: cannot drop the mailhop group: {e}");
+        return Exit::OsErr;
+    }
     match invocation {
         Invocation::Version => {
-            print!("{}", cli::clap_command().render_version());
+            out!("{}", cli::clap_command().render_version());
             // What this build can do; optional features list here as they
             // are added (cargo features), so bug reports say what ran.
             let mut features = String::from(
@@ -71,7 +111,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             if cfg!(feature = "keyring") {
                 features.push_str(", keyring");
             }
-            println!("features: {features}");
+            outln!("features: {features}");
             Exit::Ok
         }
         Invocation::Import(from) => import(&from),
@@ -113,12 +153,12 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             let alg = match algorithm.parse::<crate::dkim::Algorithm>() {
                 Ok(a) => a,
                 Err(e) => {
-                    eprintln!("mailhop: --algorithm: {e}");
+                    errln!("mailhop: --algorithm: {e}");
                     return Exit::Usage;
                 }
             };
             if alg == crate::dkim::Algorithm::Ed25519Sha256 && bits.is_some() {
-                eprintln!("mailhop: --bits is for RSA keys; Ed25519 keys have a fixed size");
+                errln!("mailhop: --bits is for RSA keys; Ed25519 keys have a fixed size");
                 return Exit::Usage;
             }
             let bits = bits.unwrap_or(crate::dkim::DEFAULT_RSA_BITS);
@@ -126,7 +166,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             match crate::dkim::keygen(&domain, &selector, alg, bits, out.as_deref(), &mut stdout) {
                 Ok(()) => Exit::Ok,
                 Err(e) => {
-                    eprintln!("mailhop: {e}");
+                    errln!("mailhop: {e}");
                     dkim_exit(&e)
                 }
             }
@@ -185,7 +225,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             if select.is_none()
                 && let Some(i) = interval.filter(|i| !i.is_empty())
             {
-                eprintln!(
+                errln!(
                     "mailhop: -q{i}: mailhop is not a daemon; flushing the queue once (schedule `mailhop queue run` with the timer or cron)"
                 );
             }
@@ -197,9 +237,23 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
     }
 }
 
+/// The commands that may keep the set-group-ID group: the ones that read
+/// the system configuration to send (sendmail, -bv) or work on the shared
+/// spool (mailq, -q, `mailhop queue`).
+fn needs_group(invocation: &Invocation) -> bool {
+    matches!(
+        invocation,
+        Invocation::Send(_)
+            | Invocation::Verify(_)
+            | Invocation::ListQueue(_)
+            | Invocation::Queue(_)
+            | Invocation::RunQueue { .. }
+    )
+}
+
 fn warn_all(args: &SendArgs) {
     for w in &args.warnings {
-        eprintln!("{w}");
+        errln!("{w}");
     }
 }
 
@@ -209,7 +263,7 @@ fn with_env(args: &SendArgs, f: impl FnOnce(&Env, &SendArgs) -> Result<Exit, Fai
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mailhop: {}", e.message);
+            errln!("mailhop: {}", e.message);
             e.exit
         }
     }

@@ -18,7 +18,7 @@ use {
 /// one set of completions); without the `keyring` feature it explains.
 #[cfg(not(feature = "keyring"))]
 pub(super) fn password_cmd(_action: cli::PasswordAction) -> Exit {
-    eprintln!(
+    errln!(
         "mailhop: this build has no keyring support (it was built without the `keyring` \
          cargo feature); set `password_command` or `password_file` for the account instead"
     );
@@ -45,9 +45,9 @@ pub(super) fn password_cmd(action: cli::PasswordAction) -> Exit {
 pub(super) fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Exit, Failure> {
     use crate::credentials::{CredentialError, keyring_store};
     let a = named_account(env, account)?;
-    if env.privileged {
-        // Sends with this configuration never read the keyring (see
-        // obtain_password), so storing would only mislead.
+    if env.privileged || env.uses_system_config() {
+        // Sends with the system configuration run setgid and never read
+        // the keyring (see obtain_password), so storing would only mislead.
         return Err(Failure::new(
             Exit::NoPerm,
             "a setgid mailhop with the system configuration does not use the keyring \
@@ -65,9 +65,7 @@ pub(super) fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Ex
         None
     };
     if let Some(key) = shadowed {
-        eprintln!(
-            "mailhop: note: account {account} has {key}, which is used instead of the keyring"
-        );
+        errln!("mailhop: note: account {account} has {key}, which is used instead of the keyring");
     }
     let fail = |e: CredentialError| {
         let exit = match e {
@@ -83,10 +81,10 @@ pub(super) fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Ex
     if set {
         let secret = read_new_password(account)?;
         keyring_store::set(service, account, &secret).map_err(fail)?;
-        eprintln!("mailhop: stored the password for account {account} in the keyring");
+        errln!("mailhop: stored the password for account {account} in the keyring");
     } else {
         keyring_store::delete(service, account).map_err(fail)?;
-        eprintln!("mailhop: removed the password for account {account} from the keyring");
+        errln!("mailhop: removed the password for account {account} from the keyring");
     }
     Ok(Exit::Ok)
 }
@@ -109,7 +107,7 @@ pub(super) fn read_new_password(account: &str) -> Result<crate::credentials::Sec
         let mut quiet = saved.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
         quiet.local_flags.insert(LocalFlags::ECHONL);
-        eprint!("Password for account {account}: ");
+        err!("Password for account {account}: ");
         termios::tcsetattr(fd, SetArg::TCSAFLUSH, &quiet).map_err(|e| io_fail(e.into()))?;
         Some(saved)
     } else {

@@ -36,18 +36,18 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
                 .filter(|m| mine(m))
                 .collect();
             for d in &damaged {
-                eprintln!("mailhop: {d}");
+                errln!("mailhop: {d}");
             }
             if *json {
-                println!("{}", queue_json(&spool, &items, &failed));
+                outln!("{}", queue_json(&spool, &items, &failed));
             } else {
-                print!("{}", mailq_text(&spool, &items, &failed));
+                out!("{}", mailq_text(&spool, &items, &failed));
             }
             // Items that could not be read are not "an empty queue".
             if damaged.is_empty() {
                 Ok(Exit::Ok)
             } else {
-                eprintln!(
+                errln!(
                     "mailhop: {} queued item(s) could not be read (see above); the listing is incomplete",
                     damaged.len()
                 );
@@ -96,7 +96,7 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
             for line in &report.lines {
                 log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
                 if env.verbose > 0 {
-                    eprintln!("mailhop: {line}");
+                    errln!("mailhop: {line}");
                 }
             }
             Ok(Exit::Ok)
@@ -124,7 +124,7 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
                 let result = manage_item(&spool, &id, action, &mine);
                 match result {
                     Ok(what) => {
-                        println!("mailhop: {id}: {what}");
+                        outln!("mailhop: {id}: {what}");
                         log_line(
                             env,
                             Severity::Info,
@@ -132,7 +132,7 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
                         );
                     }
                     Err(f) => {
-                        eprintln!("mailhop: {}", f.message);
+                        errln!("mailhop: {}", f.message);
                         status = f.exit;
                     }
                 }
@@ -245,9 +245,10 @@ pub(super) fn mailq_text(
             &m.sender
         };
         out.push_str(&format!(
-            "{:<30}{mark} {size:>8} {:<20}  {sender}\n",
+            "{:<30}{mark} {size:>8} {:<20}  {}\n",
             m.id,
-            arrival_text(m.arrival)
+            arrival_text(m.arrival),
+            log::printable(sender)
         ));
         let mut last: Option<&str> = None;
         for r in m
@@ -259,7 +260,7 @@ pub(super) fn mailq_text(
             if err != last
                 && let Some(e) = err
             {
-                out.push_str(&format!("{indent}({})\n", e.replace(['\r', '\n'], " ")));
+                out.push_str(&format!("{indent}({})\n", log::printable(e)));
             }
             last = err;
             let failed_mark = if matches!(
@@ -270,7 +271,10 @@ pub(super) fn mailq_text(
             } else {
                 ""
             };
-            out.push_str(&format!("{indent}{}{failed_mark}\n", r.address));
+            out.push_str(&format!(
+                "{indent}{}{failed_mark}\n",
+                log::printable(&r.address)
+            ));
         }
         out.push('\n');
     }

@@ -35,7 +35,7 @@ pub(super) fn connect_and_login(
             };
             let _ = crate::oauth::invalidate(o);
             if env.verbose > 0 {
-                eprintln!(
+                errln!(
                     "mailhop: the server refused the cached token ({}); refreshing it once",
                     e.detail
                 );

@@ -95,17 +95,24 @@ pub(super) fn save_dead_letter(
             Err(e) => tries.push(e.to_string()),
         }
     }
+    // ~/dead.letter and /var/tmp are the caller's ground: written with the
+    // caller's own ids, so a symlink there cannot reach the spool.
     if let Some(home) = &env.home {
         let path = home.join("dead.letter");
         let mut msg = spooled.original().map_err(|e| e.to_string())?;
-        match local::deliver_mbox(&path, sender, &mut msg, env.now, None) {
-            Ok(()) => return Ok(path),
+        match as_caller(|| local::deliver_mbox(&path, sender, &mut msg, env.now, None)) {
+            Ok(Ok(())) => return Ok(path),
+            Ok(Err(e)) => tries.push(e.to_string()),
             Err(e) => tries.push(e.to_string()),
         }
     }
     let mut msg = spooled.original().map_err(|e| e.to_string())?;
-    match local::save_to_dir(Path::new("/var/tmp"), &mut msg, env.now) {
-        Ok(p) => Ok(p),
+    match as_caller(|| local::save_to_dir(Path::new("/var/tmp"), &mut msg, env.now)) {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => {
+            tries.push(e.to_string());
+            Err(tries.join("; "))
+        }
         Err(e) => {
             tries.push(e.to_string());
             Err(tries.join("; "))
@@ -313,7 +320,7 @@ pub(super) fn submit(env: &Env, args: &SendArgs, source: &mut Source<'_>) -> Res
     let (aliases, alias_warnings) = load_aliases(env)?;
     if env.verbose > 0 {
         for w in &alias_warnings {
-            eprintln!("mailhop: {w}");
+            errln!("mailhop: {w}");
         }
     }
     let spool = match env.config.queue.mode {
@@ -397,16 +404,20 @@ fn prepare_message(
         extract_recipients: args.extract_recipients,
         recipients: &args.recipients,
     };
-    let prepared = prepare::prepare(header, &req, &ctx, lookup).map_err(|e| {
-        let code = match e {
-            prepare::PrepareError::NoRecipients { extract: false } => Exit::Usage,
-            _ => Exit::DataErr,
-        };
-        Refusal::new(code, e.to_string())
-    })?;
+    let limits = prepare::Limits {
+        max_recipients: env.config.local.max_recipients,
+    };
+    let prepared =
+        prepare::prepare_with_limits(header, &req, &ctx, lookup, &limits).map_err(|e| {
+            let code = match e {
+                prepare::PrepareError::NoRecipients { extract: false } => Exit::Usage,
+                _ => Exit::DataErr,
+            };
+            Refusal::new(code, e.to_string())
+        })?;
     if env.verbose > 0 {
         for n in &prepared.notes {
-            eprintln!("mailhop: {n}");
+            errln!("mailhop: {n}");
         }
     }
     Ok(prepared)
@@ -430,12 +441,13 @@ fn scrub_header(env: &Env, prepared: &mut prepare::Prepared) {
         return;
     }
     for w in &scrubbed.warnings {
-        eprintln!("mailhop: {w}");
+        errln!("mailhop: {w}");
     }
     if scrubbed.removed + scrubbed.replaced > 0 {
-        eprintln!(
+        errln!(
             "mailhop: scrubbed the header: {} field(s) removed, {} rewritten",
-            scrubbed.removed, scrubbed.replaced
+            scrubbed.removed,
+            scrubbed.replaced
         );
     }
 }
@@ -455,7 +467,7 @@ fn encode_body(
                 && prepare::label_eight_bit(&mut prepared.header, stats.valid_utf8)
                 && env.verbose > 0
             {
-                eprintln!("mailhop: labelled the 8-bit body as text/plain; charset=utf-8");
+                errln!("mailhop: labelled the 8-bit body as text/plain; charset=utf-8");
             }
             Ok(None)
         }
@@ -463,7 +475,7 @@ fn encode_body(
             let body = reencode_qp(&mut spooled.body, spool, env.now)?;
             prepare::apply_quoted_printable(&mut prepared.header, stats.valid_utf8);
             if env.verbose > 0 {
-                eprintln!(
+                errln!(
                     "mailhop: re-encoded the body as quoted-printable (a line was {} octets, over the 998 limit)",
                     stats.longest_line
                 );
@@ -521,10 +533,25 @@ fn deliver_locals(env: &Env, sub: &mut Submission, local: &[String], results: &m
     let head = [sub.header.as_slice(), b"\r\n"].concat();
     let sender = sub.prepared.sender.clone();
     let body = sub.body().file();
-    for r in local {
-        match deliver_local(env, r, &sender, &head, body) {
-            Ok(where_) => results.delivered.push(format!("{r} ({where_})")),
-            Err((code, msg)) => results.failed.push((r.clone(), code, msg)),
+    // One copy per mailbox, however many names lead there.
+    let (groups, unresolved) = local::group_by_mailbox(local.iter().map(String::as_str), |r| {
+        resolve_local(env, r).map(|m| m.path)
+    });
+    for (r, (code, msg)) in unresolved {
+        results.failed.push((r.to_string(), code, msg));
+    }
+    for group in groups {
+        let written = group
+            .recipients
+            .first()
+            .ok_or((Exit::Software, String::new()))
+            .and_then(|first| resolve_local(env, first))
+            .and_then(|mailbox| write_local(env, &mailbox, &sender, &head, body));
+        for r in group.recipients {
+            match &written {
+                Ok(where_) => results.delivered.push(format!("{r} ({where_})")),
+                Err((code, msg)) => results.failed.push((r.to_string(), *code, msg.clone())),
+            }
         }
     }
 }
@@ -686,7 +713,7 @@ fn settle(
                 summary, meta.id
             );
             log_line(env, Severity::Err, &line);
-            eprintln!("mailhop: {line}");
+            errln!("mailhop: {line}");
         }
         return;
     }
@@ -695,7 +722,7 @@ fn settle(
     if matches!(cause, Some(Cause::Temporary | Cause::NeedsAdmin)) {
         deliver::reschedule(&mut meta, unix_secs(env.now));
         if let Err(e) = spool.make_durable(draft, &meta) {
-            eprintln!("mailhop: {e}");
+            errln!("mailhop: {e}");
         }
     }
     results.queued = Some(Queued {
@@ -773,7 +800,7 @@ fn report(
 ) -> Result<Exit, Failure> {
     if env.verbose > 0 {
         for d in &results.delivered {
-            eprintln!("mailhop: delivered to {d}");
+            errln!("mailhop: delivered to {d}");
         }
     }
     if let Some(q) = &results.queued {
@@ -851,20 +878,20 @@ fn status_text(results: &Results) -> String {
 /// smarthost, a refused login, a certificate), once, on one line: cron
 /// mails it. A message that merely waits for a busy server stays quiet.
 fn tell_queued(env: &Env, q: &Queued) {
-    let rcpts = q.recipients.join(", ");
+    let rcpts = log::printable(&q.recipients.join(", ")).into_owned();
     match q.cause {
-        Some(Cause::NoSmarthost) => eprintln!(
+        Some(Cause::NoSmarthost) => errln!(
             "mailhop: mail for {rcpts} is held in the queue: no smarthost is configured \
              (add an [[account]] to {}, then run `sendmail -q`)",
             config_name(env)
         ),
-        Some(Cause::NeedsAdmin) => eprintln!(
+        Some(Cause::NeedsAdmin) => errln!(
             "mailhop: mail for {rcpts} is queued as {} and will be retried: {}; \
              once that is fixed, `sendmail -q` sends it (`mailq` shows it)",
             q.id,
             log::field(q.reason.as_deref().unwrap_or_default())
         ),
-        _ if env.verbose > 0 => eprintln!(
+        _ if env.verbose > 0 => errln!(
             "mailhop: queued as {} for {rcpts}{}",
             q.id,
             q.reason
@@ -921,19 +948,18 @@ pub(super) fn reencode_qp(
     Ok(out)
 }
 
-/// Delivers to one local recipient through the `[local]` transport.
-pub(super) fn deliver_local(
-    env: &Env,
-    rcpt: &str,
-    sender: &str,
-    head: &[u8],
-    body: &mut File,
-) -> Result<String, (Exit, String)> {
+/// Where a local recipient's mail goes, and who owns what is created.
+struct LocalMailbox {
+    path: PathBuf,
+    owner: Option<Owner>,
+}
+
+/// Resolves a local recipient through `[local] path`.
+fn resolve_local(env: &Env, rcpt: &str) -> Result<LocalMailbox, (Exit, String)> {
     let local_name = rcpt.rsplit_once('@').map_or(rcpt, |(l, _)| l);
     let settings = &env.config.local;
-    let needs_home = settings.path.starts_with('~');
     let user = nix::unistd::User::from_name(local_name).ok().flatten();
-    if needs_home && user.is_none() {
+    if settings.path.starts_with('~') && user.is_none() {
         return Err((
             Exit::NoUser,
             format!(
@@ -962,18 +988,43 @@ pub(super) fn deliver_local(
         }
         _ => None,
     };
+    Ok(LocalMailbox { path, owner })
+}
+
+/// Writes one copy into a local mailbox. A mailbox in a home directory is
+/// the user's ground (a `~/Maildir` may be a symlink into the spool), so
+/// it is written with the caller's own ids, never the mailhop group; a
+/// path the system configuration names is written as configured.
+fn write_local(
+    env: &Env,
+    mailbox: &LocalMailbox,
+    sender: &str,
+    head: &[u8],
+    body: &mut File,
+) -> Result<String, (Exit, String)> {
     body.seek(SeekFrom::Start(0))
         .map_err(|e| (Exit::IoErr, e.to_string()))?;
     let mut msg = io::Cursor::new(head).chain(&mut *body);
-    let result = match settings.transport {
-        LocalTransport::Maildir => {
-            local::deliver_maildir(&path, &mut msg, &env.hostname, env.now, owner)
-                .map(|p| p.display().to_string())
+    let path = &mailbox.path;
+    let mut write = || {
+        match env.config.local.transport {
+            LocalTransport::Maildir => {
+                local::deliver_maildir(path, &mut msg, &env.hostname, env.now, mailbox.owner)
+                    .map(|p| p.display().to_string())
+            }
+            LocalTransport::Mbox => {
+                local::deliver_mbox(path, sender, &mut msg, env.now, mailbox.owner)
+                    .map(|()| path.display().to_string())
+            }
         }
-        LocalTransport::Mbox => local::deliver_mbox(&path, sender, &mut msg, env.now, owner)
-            .map(|()| path.display().to_string()),
+        .map_err(|e| (exit::from_io(e.kind()), e.to_string()))
     };
-    result.map_err(|e| (exit::from_io(e.kind()), e.to_string()))
+    if env.config.local.path.starts_with('~') {
+        as_caller(write)
+            .map_err(|e| (Exit::OsErr, format!("cannot switch to your own ids: {e}")))?
+    } else {
+        write()
+    }
 }
 
 /// Signs the finished message with every `[[dkim]]` entry for the From
@@ -1017,14 +1068,14 @@ pub(super) fn dkim_sign(
         for w in warnings {
             log_line(env, Severity::Warning, &format!("dkim: {}", log::field(&w)));
             if env.verbose > 0 {
-                eprintln!("mailhop: {w}");
+                errln!("mailhop: {w}");
             }
         }
         body.seek(SeekFrom::Start(0))
             .map_err(|e| Failure::new(Exit::IoErr, format!("cannot read the spooled body: {e}")))?;
         let sig = crate::dkim::sign(s, &key, header, body, now).map_err(fail)?;
         if env.verbose > 0 {
-            eprintln!(
+            errln!(
                 "mailhop: signed with DKIM d={} s={} a={}",
                 s.signing_domain(),
                 s.selector,

@@ -14,7 +14,7 @@ use super::lookup::*;
 pub(super) fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     let (aliases, warnings) = load_aliases(env)?;
     for w in &warnings {
-        eprintln!("mailhop: {w}");
+        errln!("mailhop: {w}");
     }
     let lookup = Lookup {
         env,
@@ -121,7 +121,7 @@ pub(super) fn verify_local_path(env: &Env, local_name: &str) -> Result<String, S
 /// the inline map and report.
 pub(super) fn newaliases(env: &Env, _args: &SendArgs) -> Result<Exit, Failure> {
     let Some(file) = &env.config.aliases.file else {
-        println!(
+        outln!(
             "mailhop: no aliases file is configured ([aliases] file in {}); {} inline aliases",
             config_name(env),
             env.config.aliases.map.len()
@@ -138,12 +138,12 @@ pub(super) fn newaliases(env: &Env, _args: &SendArgs) -> Result<Exit, Failure> {
     let warnings = crate::aliases::validate(&source, &text)
         .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
     for w in &warnings {
-        eprintln!("mailhop: {w}");
+        errln!("mailhop: {w}");
     }
     let count = Aliases::parse(&source, &text)
         .map(|p| p.aliases.len())
         .unwrap_or(0);
-    println!(
+    outln!(
         "mailhop: {source}: {count} aliases, no errors (nothing to rebuild: mailhop reads the file directly)"
     );
     Ok(Exit::Ok)

@@ -394,10 +394,21 @@ fn scan_delimited(
     close: u8,
     unterminated: fn(usize, String) -> AddressError,
 ) -> Result<usize, AddressError> {
+    // RFC 5322 qtext and dtext exclude control characters (the obsolete
+    // forms allow them, but an address that writes an escape sequence to
+    // the terminal of whoever runs mailq is no address to accept); CR and
+    // LF can only be folding, and tab is white space.
+    let control = |b: u8| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f;
     let mut i = start + 1;
     while let Some(&b) = src.get(i) {
+        if control(b) {
+            return Err(error(AddressError::ControlCharacter, src, i));
+        }
         if b == b'\\' {
             i += 1;
+            if src.get(i).is_some_and(|&n| control(n)) {
+                return Err(error(AddressError::ControlCharacter, src, i));
+            }
         } else if b == close {
             return Ok(i + 1);
         }
@@ -1078,6 +1089,24 @@ mod tests {
         assert!(matches!(e, AddressError::InvalidUtf8(0, _)), "{e}");
         let e = parse_mailbox(b"<j@\xffx>").unwrap_err();
         assert!(matches!(e, AddressError::InvalidUtf8(3, _)), "{e}");
+    }
+
+    #[test]
+    fn control_characters_in_quotes_are_refused() {
+        for bad in [
+            &b"\"\x1b]0;T\x07\"@example.com"[..],
+            b"\"a\\\x1b\"@example.com",
+            b"a@[1.2\x7f]",
+        ] {
+            assert!(
+                matches!(
+                    parse_address_list(bad),
+                    Err(AddressError::ControlCharacter(..))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_address_list(b"\"a\tb\"@example.com").is_ok());
     }
 
     #[test]

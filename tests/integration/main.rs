@@ -4,6 +4,7 @@
 // The whole crate is test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacker;
 mod callers;
 mod certs;
 mod core;
