@@ -10,7 +10,6 @@ use super::failure::*;
 use super::lookup::*;
 use super::queue_cmd::*;
 use super::relay::*;
-use super::stamp::*;
 
 /// `mailhop check`: validates the configuration, then walks each account's
 /// smarthost step by step (DNS, TCP, greeting and EHLO, TLS and the
@@ -133,14 +132,15 @@ pub(super) fn check_account(
             return Exit::TempFail;
         }
     }
-    let transcript: transport::Transcript = if env.verbose > 0 {
-        Some(Box::new(io::stderr()))
-    } else {
-        None
-    };
-    let mut session = match transport::Session::connect(&s, transcript) {
+    // The dialogue is kept, so that when the connection fails (a
+    // certificate, say) the lines that did happen are still shown.
+    let dialogue = Dialogue::default();
+    let mut session = match transport::Session::connect(&s, dialogue.transcript(env.verbose > 0)) {
         Ok(session) => session,
         Err(e) => {
+            for line in dialogue.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
             let _ = writeln!(out, "  connection: FAILED during {}: {}", e.stage, e.detail);
             return exit_for(&e);
         }
@@ -200,41 +200,94 @@ pub(super) fn check_account(
             let _ = writeln!(out, "  login: not configured (no user)");
         }
     }
-    if let Some(to) = &c.send_test {
-        let msgid = message_id(env.now, &env.hostname);
-        let text = format!(
-            "From: mailhop <{from}>\r\nTo: <{to}>\r\nSubject: mailhop test from {host}\r\n\
-             Date: {date}\r\nMessage-ID: {msgid}\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/plain; charset=utf-8\r\n\r\n\
-             This is a test message sent by `mailhop check` on {host}\r\n\
-             through account {name} ({smarthost}).\r\n",
-            from = a.from,
-            host = env.hostname,
-            date = rfc5322_date(env.now),
-            name = a.name,
-            smarthost = s.host,
-        );
-        let rcpts = vec![to.clone()];
-        let dsn = transport::Dsn::default();
-        let envelope = transport::Envelope {
-            sender: &a.from,
-            recipients: &rcpts,
-            size: text.len() as u64,
-            eight_bit: false,
-            dsn: &dsn,
-        };
-        let mut body = text.as_bytes();
-        match session.send(&envelope, &mut body) {
-            Ok(o) => {
-                let reply = o.reply.map(|r| r.one_line()).unwrap_or_default();
-                let _ = writeln!(out, "  test message: accepted for {to}: {reply}");
-            }
-            Err(e) => {
-                let _ = writeln!(out, "  test message: FAILED: {}", e.detail);
-                return exit_for(&e);
-            }
+    session.quit();
+    match &c.send_test {
+        Some(to) => send_test(env, a, to, out),
+        None => Exit::Ok,
+    }
+}
+
+/// `--send-test`: a test message through the very pipeline real mail
+/// takes (rewriting, scrubbing, DKIM signing, the account's selection),
+/// so that it proves DKIM and DMARC at the receiver. It is not queued and
+/// not kept as a dead letter: the answer is wanted now.
+fn send_test(env: &Env, a: &config::Account, to: &str, out: &mut dyn Write) -> Exit {
+    let text = format!(
+        "From: mailhop <{from}>\r\nTo: <{to}>\r\nSubject: mailhop test from {host}\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         This is a test message sent by `mailhop check` on {host}\r\n\
+         through account {name} ({smarthost}).\r\n",
+        from = a.from,
+        host = env.hostname,
+        name = a.name,
+        smarthost = a.smtp.host,
+    );
+    let args = cli::SendArgs {
+        sender: Some(a.from.clone()),
+        recipients: vec![to.to_string()],
+        ignore_dots: true,
+        ..cli::SendArgs::default()
+    };
+    let mut input = text.as_bytes();
+    let mut source = super::send::Source {
+        input: &mut input,
+        keep_refused: false,
+        may_queue: false,
+    };
+    match super::send::submit(env, &args, &mut source) {
+        Ok(_) => {
+            let _ = writeln!(out, "  test message: accepted for {to}");
+            Exit::Ok
+        }
+        Err(f) => {
+            let _ = writeln!(out, "  test message: FAILED: {}", f.message);
+            f.exit
         }
     }
-    session.quit();
-    Exit::Ok
+}
+
+/// The SMTP dialogue of a check, kept in memory (and shown on standard
+/// error with -v as it happens). Credentials never reach it: the
+/// transport writes `AUTH PLAIN ***`.
+#[derive(Default, Clone)]
+struct Dialogue(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+struct DialogueWriter {
+    buffer: Dialogue,
+    echo: bool,
+}
+
+impl Write for DialogueWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // At most 64 KiB kept: a check's dialogue before the login is a few
+        // lines; a server that sends more is not worth remembering.
+        let mut kept = self.buffer.0.borrow_mut();
+        let room = (64 * 1024usize).saturating_sub(kept.len());
+        kept.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        if self.echo {
+            let _ = io::stderr().write_all(bytes);
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Dialogue {
+    fn transcript(&self, echo: bool) -> transport::Transcript {
+        Some(Box::new(DialogueWriter {
+            buffer: self.clone(),
+            echo,
+        }))
+    }
+
+    /// The dialogue's lines, control characters escaped.
+    fn lines(&self) -> Vec<String> {
+        let kept = self.0.borrow();
+        String::from_utf8_lossy(&kept)
+            .lines()
+            .map(|l| crate::log::printable(l).into_owned())
+            .collect()
+    }
 }

@@ -299,6 +299,9 @@ pub(super) struct Source<'a> {
     /// The caller keeps no copy (a pipe): a refused message is saved as a
     /// dead letter. An SMTP client keeps its own and gets a reply instead.
     pub(super) keep_refused: bool,
+    /// What cannot go now may wait in the queue. `mailhop check
+    /// --send-test` wants the answer now instead.
+    pub(super) may_queue: bool,
 }
 
 /// `sendmail` in its default mode: the message on standard input.
@@ -308,6 +311,7 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     let mut source = Source {
         input: &mut input,
         keep_refused: true,
+        may_queue: true,
     };
     submit(env, args, &mut source)
 }
@@ -325,6 +329,7 @@ pub(super) fn submit(env: &Env, args: &SendArgs, source: &mut Source<'_>) -> Res
     }
     let spool = match env.config.queue.mode {
         config::QueueMode::Never => None,
+        _ if !source.may_queue => None,
         _ => spool_for(env),
     };
     let mut spooled = intake(source, args.ignore_dots, spool.as_ref(), env.now)?;

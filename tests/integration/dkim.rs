@@ -1012,3 +1012,37 @@ fn dkim_check_command_through_the_binary() {
     assert_eq!(r.code, 75, "{r:?}");
     assert!(r.stdout.contains("UNKNOWN"), "{}", r.stdout);
 }
+
+/// `mailhop check --send-test` goes through the pipeline real mail takes:
+/// its test message carries the same DKIM signature, which verifies.
+#[test]
+fn check_send_test_is_signed_like_real_mail() {
+    let w = crate::util::World::new("");
+    let (key, name, txt) = keygen_via_binary(w.dir.path(), "t2026", "ed25519-sha256");
+    let server =
+        crate::smtpd::Smtpd::start(&crate::smtpd::SmtpdOptions::default(), &w.path("spool"));
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    w.write_config(&format!(
+        "{cfg}[[account]]\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         from = \"shop@example.com\"\n\
+         [[dkim]]\ndomain = \"example.com\"\nselector = \"t2026\"\nkey_file = \"{}\"\n\
+         algorithm = \"ed25519-sha256\"\n",
+        server.port,
+        key.display(),
+    ));
+    let r = w.run("mailhop", &["check", "--send-test", "b@example.net"], b"");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("test message: accepted for b@example.net"),
+        "{}",
+        r.stdout
+    );
+    let got = server.wait_messages(1);
+    let ok = verify(&got[0].data, &[(name, txt)]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert!(
+        w.queued().is_empty() && w.dead().is_empty(),
+        "a test is neither queued nor kept"
+    );
+}

@@ -386,6 +386,11 @@ fn certificate_from_another_ca_is_diagnosed() {
     // Both test CAs are called "mailhop test CA", so the name matches a
     // trusted CA and only the signature tells them apart: say so.
     assert!(check.stdout.contains("same name"), "{check:?}");
+    // The dialogue up to the failure is shown, not dropped: the greeting,
+    // EHLO and STARTTLS happened.
+    for line in ["<- 220", "-> EHLO", "-> STARTTLS"] {
+        assert!(check.stdout.contains(line), "{line}: {check:?}");
+    }
 
     // Under mode "never" a certificate problem cannot wait in the queue: a
     // temporary failure, the message kept as a dead letter.
