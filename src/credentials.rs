@@ -217,6 +217,9 @@ pub enum CredentialError {
 const KEYRING_HINT: &str = "the keyring needs a desktop session (D-Bus Secret Service); for cron and servers use \
      password_file";
 
+// One arm per error variant, each a sentence saying what went wrong and
+// what to do: long, but flat, and splitting it would only scatter the
+// wording of one error type.
 impl fmt::Display for CredentialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -489,6 +489,9 @@ pub enum DkimError {
     Resolver { reason: String },
 }
 
+// One arm per error variant, each a sentence saying what went wrong and
+// what to do: long, but flat, and splitting it would only scatter the
+// wording of one error type.
 impl fmt::Display for DkimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -184,3 +184,34 @@ pub(super) fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
         }
     }
 }
+
+/// `mailhop dkim keygen`: a new key in `out` (created, never replaced),
+/// and the DNS record to publish on standard output.
+pub(super) fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    bits: Option<u32>,
+    out: Option<&Path>,
+) -> Exit {
+    let alg = match algorithm.parse::<crate::dkim::Algorithm>() {
+        Ok(a) => a,
+        Err(e) => {
+            errln!("mailhop: --algorithm: {e}");
+            return Exit::Usage;
+        }
+    };
+    if alg == crate::dkim::Algorithm::Ed25519Sha256 && bits.is_some() {
+        errln!("mailhop: --bits is for RSA keys; Ed25519 keys have a fixed size");
+        return Exit::Usage;
+    }
+    let bits = bits.unwrap_or(crate::dkim::DEFAULT_RSA_BITS);
+    let mut stdout = io::stdout().lock();
+    match crate::dkim::keygen(domain, selector, alg, bits, out, &mut stdout) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            errln!("mailhop: {e}");
+            dkim_exit(&e)
+        }
+    }
+}

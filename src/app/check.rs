@@ -55,7 +55,9 @@ pub(super) fn check(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure> {
     Ok(status)
 }
 
-/// Checks one account; returns its status.
+/// Checks one account; returns its status. Each step is a function that
+/// prints its lines and returns `Err` with the exit status when the
+/// account cannot go further.
 pub(super) fn check_account(
     env: &Env,
     a: &config::Account,
@@ -73,79 +75,118 @@ pub(super) fn check_account(
         "account {}: {} port {} ({mode}), sends as {}",
         a.name, s.host, s.port, a.from
     );
-    // The secret source, without revealing the secret.
+    let mut steps = || -> Result<Exit, Exit> {
+        secret_source(env, a, &s, out)?;
+        if c.offline {
+            let _ = writeln!(out, "  (offline: no network checks)");
+            return Ok(Exit::Ok);
+        }
+        resolve(&s, out)?;
+        let mut session = connect(env, &s, out)?;
+        login(env, a, &mut session, out)?;
+        session.quit();
+        Ok(match &c.send_test {
+            Some(to) => send_test(env, a, to, out),
+            None => Exit::Ok,
+        })
+    };
+    steps().unwrap_or_else(|e| e)
+}
+
+/// The secret source, without revealing the secret. OAuth tokens are
+/// checked at login, not here: obtaining one may mean a round trip to the
+/// token endpoint, and --offline means none.
+fn secret_source(
+    env: &Env,
+    a: &config::Account,
+    s: &transport::Settings,
+    out: &mut dyn Write,
+) -> Result<(), Exit> {
     if let Some(o) = &a.oauth {
-        let st = crate::oauth::status(o);
-        let expiry = match st.access_expires {
-            Some(t) => format!("cached access token valid until {}", arrival_text(t)),
-            None => "no cached access token".to_string(),
-        };
-        let refresh = match st.last_refresh {
-            Some(t) => format!("last refreshed {}", arrival_text(t)),
-            None => "never refreshed".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "  oauth: refresh token {}; {expiry}; {refresh}; scopes: {}",
-            if st.has_refresh_token {
-                "present"
-            } else {
-                "absent"
-            },
-            if st.scopes.is_empty() {
-                "-".to_string()
-            } else {
-                st.scopes.join(" ")
-            }
-        );
-        if let Some(problem) = &st.problem {
+        return oauth_status(o, out);
+    }
+    if s.username.is_none() || s.auth == transport::AuthMode::None {
+        return Ok(());
+    }
+    match obtain_secret(env, a) {
+        Ok(_) => {
+            let _ = writeln!(out, "  credentials: available");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  credentials: FAILED: {e}");
+            Err(Exit::Config)
+        }
+    }
+}
+
+fn oauth_status(o: &crate::oauth::Settings, out: &mut dyn Write) -> Result<(), Exit> {
+    let st = crate::oauth::status(o);
+    let expiry = match st.access_expires {
+        Some(t) => format!("cached access token valid until {}", arrival_text(t)),
+        None => "no cached access token".to_string(),
+    };
+    let refresh = match st.last_refresh {
+        Some(t) => format!("last refreshed {}", arrival_text(t)),
+        None => "never refreshed".to_string(),
+    };
+    let present = if st.has_refresh_token {
+        "present"
+    } else {
+        "absent"
+    };
+    let scopes = if st.scopes.is_empty() {
+        "-".to_string()
+    } else {
+        st.scopes.join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "  oauth: refresh token {present}; {expiry}; {refresh}; scopes: {scopes}"
+    );
+    match &st.problem {
+        Some(problem) => {
             let _ = writeln!(out, "  oauth: FAILED: {problem}");
-            return Exit::Config;
+            Err(Exit::Config)
         }
+        None => Ok(()),
     }
-    // OAuth tokens are checked at login below, not here: obtaining one may
-    // mean a round trip to the token endpoint, and --offline means none.
-    let needs_secret =
-        s.username.is_some() && s.auth != transport::AuthMode::None && a.oauth.is_none();
-    if needs_secret {
-        match obtain_secret(env, a) {
-            Ok(_) => {
-                let _ = writeln!(out, "  credentials: available");
-            }
-            Err(e) => {
-                let _ = writeln!(out, "  credentials: FAILED: {e}");
-                return Exit::Config;
-            }
-        }
-    }
-    if c.offline {
-        let _ = writeln!(out, "  (offline: no network checks)");
-        return Exit::Ok;
-    }
+}
+
+fn resolve(s: &transport::Settings, out: &mut dyn Write) -> Result<(), Exit> {
     match std::net::ToSocketAddrs::to_socket_addrs(&(s.host.trim_matches(['[', ']']), s.port)) {
         Ok(addrs) => {
             let list: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
             let _ = writeln!(out, "  DNS: {} resolves to {}", s.host, list.join(", "));
+            Ok(())
         }
         Err(e) => {
             let _ = writeln!(out, "  DNS: FAILED: cannot resolve {}: {e}", s.host);
-            return Exit::TempFail;
+            Err(Exit::TempFail)
         }
     }
-    // The dialogue is kept, so that when the connection fails (a
-    // certificate, say) the lines that did happen are still shown.
+}
+
+/// TCP, greeting, EHLO and TLS. The dialogue is kept, so that when the
+/// connection fails (a certificate, say) the lines that did happen are
+/// still shown.
+fn connect(
+    env: &Env,
+    s: &transport::Settings,
+    out: &mut dyn Write,
+) -> Result<transport::Session, Exit> {
     let dialogue = Dialogue::default();
-    let mut session = match transport::Session::connect(&s, dialogue.transcript(env.verbose > 0)) {
+    let session = match transport::Session::connect(s, dialogue.transcript(env.verbose > 0)) {
         Ok(session) => session,
         Err(e) => {
             for line in dialogue.lines() {
                 let _ = writeln!(out, "  {line}");
             }
             let _ = writeln!(out, "  connection: FAILED during {}: {}", e.stage, e.detail);
-            return exit_for(&e);
+            return Err(exit_for(&e));
         }
     };
-    let info = session.info().clone();
+    let info = session.info();
     if let Some(peer) = info.peer {
         let _ = writeln!(out, "  TCP: connected to {peer}");
     }
@@ -164,33 +205,43 @@ pub(super) fn check_account(
         })
         .collect();
     let _ = writeln!(out, "  EHLO: {}", ext.join(", "));
-    match (&info.tls_version, &info.tls_cipher) {
-        (Some(v), Some(cs)) => {
-            let trust = if s.fingerprint.is_some() {
-                "the configured tls_fingerprint".to_string()
-            } else if let Some(ca) = &s.ca_file {
-                format!("tls_ca_file {}", ca.display())
-            } else {
-                "the system's trusted CAs".to_string()
-            };
-            let _ = writeln!(
-                out,
-                "  TLS: {v}, {cs}; certificate verified against {trust}"
-            );
-            for (i, der) in info.peer_certificates.iter().enumerate() {
-                let fp = transport::format_fingerprint(&transport::ring_sha256(der));
-                let role = if i == 0 { "server" } else { "chain" };
-                let _ = writeln!(out, "    {role} certificate {i}: {fp}");
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  TLS: none (allowed only to loopback)");
-        }
+    tls_lines(s, info, out);
+    Ok(session)
+}
+
+fn tls_lines(s: &transport::Settings, info: &transport::Info, out: &mut dyn Write) {
+    let (Some(v), Some(cs)) = (&info.tls_version, &info.tls_cipher) else {
+        let _ = writeln!(out, "  TLS: none (allowed only to loopback)");
+        return;
+    };
+    let trust = if s.fingerprint.is_some() {
+        "the configured tls_fingerprint".to_string()
+    } else if let Some(ca) = &s.ca_file {
+        format!("tls_ca_file {}", ca.display())
+    } else {
+        "the system's trusted CAs".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "  TLS: {v}, {cs}; certificate verified against {trust}"
+    );
+    for (i, der) in info.peer_certificates.iter().enumerate() {
+        let fp = transport::format_fingerprint(&transport::ring_sha256(der));
+        let role = if i == 0 { "server" } else { "chain" };
+        let _ = writeln!(out, "    {role} certificate {i}: {fp}");
     }
+}
+
+fn login(
+    env: &Env,
+    a: &config::Account,
+    session: &mut transport::Session,
+    out: &mut dyn Write,
+) -> Result<(), Exit> {
     let mut secret = || obtain_secret_forced(env, a, false);
     if let Err(e) = session.authenticate(&mut secret) {
         let _ = writeln!(out, "  login: FAILED: {}", e.detail);
-        return exit_for(&e);
+        return Err(exit_for(&e));
     }
     match &session.info().authenticated_as {
         Some(u) => {
@@ -200,11 +251,7 @@ pub(super) fn check_account(
             let _ = writeln!(out, "  login: not configured (no user)");
         }
     }
-    session.quit();
-    match &c.send_test {
-        Some(to) => send_test(env, a, to, out),
-        None => Exit::Ok,
-    }
+    Ok(())
 }
 
 /// `--send-test`: a test message through the very pipeline real mail

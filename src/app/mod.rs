@@ -63,9 +63,9 @@ use crate::exit::Exit;
 pub use env::SYSTEM_SPOOL;
 pub use failure::exit_for;
 
-use admin::{dkim_check, import, oauth_login};
+use admin::{dkim_check, dkim_keygen, import, oauth_login};
 use env::{Env, gather_env};
-use failure::{Failure, dkim_exit};
+use failure::Failure;
 use password::password_cmd;
 use queue_cmd::{queue_cmd, queue_select_flush};
 use send::send;
@@ -99,44 +99,21 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
         errln!("mailhop: cannot drop the mailhop group: {e}");
         return Exit::OsErr;
     }
+    dispatch(invocation)
+}
+
+/// Runs one parsed command.
+fn dispatch(invocation: Invocation) -> Exit {
     match invocation {
-        Invocation::Version => {
-            out!("{}", cli::clap_command().render_version());
-            // What this build can do; optional features list here as they
-            // are added (cargo features), so bug reports say what ran.
-            let mut features = String::from(
-                "smtp (rustls, ring), queue, dkim (rsa-sha256, ed25519-sha256), scrub, \
-                 maildir, mbox",
-            );
-            if cfg!(feature = "keyring") {
-                features.push_str(", keyring");
-            }
-            outln!("features: {features}");
-            Exit::Ok
-        }
+        Invocation::Version => version(),
         Invocation::Import(from) => import(&from),
         Invocation::OAuth(cli::OAuthAction::Login { account, config }) => {
-            let args = SendArgs {
-                common: cli::Common {
-                    config,
-                    ..cli::Common::default()
-                },
-                ..SendArgs::default()
-            };
-            with_env(&args, |env, _| oauth_login(env, &account))
+            with_env(&args_with(config, false), |env, _| {
+                oauth_login(env, &account)
+            })
         }
         Invocation::Password(action) => password_cmd(action),
-        Invocation::Completions(shell) => {
-            let mut cmd = cli::clap_command();
-            let mut out = io::stdout().lock();
-            let shell = match shell {
-                cli::Shell::Bash => clap_complete::Shell::Bash,
-                cli::Shell::Zsh => clap_complete::Shell::Zsh,
-                cli::Shell::Fish => clap_complete::Shell::Fish,
-            };
-            clap_complete::generate(shell, &mut cmd, "mailhop", &mut out);
-            Exit::Ok
-        }
+        Invocation::Completions(shell) => completions(shell),
         Invocation::Send(args) => with_env(&args, send),
         Invocation::Verify(args) => with_env(&args, verify),
         Invocation::NewAliases(args) => with_env(&args, newaliases),
@@ -149,92 +126,88 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             algorithm,
             bits,
             out,
-        }) => {
-            let alg = match algorithm.parse::<crate::dkim::Algorithm>() {
-                Ok(a) => a,
-                Err(e) => {
-                    errln!("mailhop: --algorithm: {e}");
-                    return Exit::Usage;
-                }
-            };
-            if alg == crate::dkim::Algorithm::Ed25519Sha256 && bits.is_some() {
-                errln!("mailhop: --bits is for RSA keys; Ed25519 keys have a fixed size");
-                return Exit::Usage;
-            }
-            let bits = bits.unwrap_or(crate::dkim::DEFAULT_RSA_BITS);
-            let mut stdout = io::stdout().lock();
-            match crate::dkim::keygen(&domain, &selector, alg, bits, out.as_deref(), &mut stdout) {
-                Ok(()) => Exit::Ok,
-                Err(e) => {
-                    errln!("mailhop: {e}");
-                    dkim_exit(&e)
-                }
-            }
-        }
+        }) => dkim_keygen(&domain, &selector, &algorithm, bits, out.as_deref()),
         Invocation::Dkim(cli::DkimAction::Check {
             config,
             domain,
             selector,
             nameserver,
-        }) => {
-            let args = SendArgs {
-                common: cli::Common {
-                    config,
-                    ..cli::Common::default()
-                },
-                ..SendArgs::default()
-            };
-            with_env(&args, |env, _| {
-                dkim_check(env, domain, selector, nameserver)
-            })
-        }
-        Invocation::Queue(q) => {
-            let args = SendArgs {
-                common: cli::Common {
-                    config: q.config.clone(),
-                    verbose: u8::from(q.verbose),
-                    ..cli::Common::default()
-                },
-                ..SendArgs::default()
-            };
-            with_env(&args, |env, _| queue_cmd(env, &q.action))
-        }
-        Invocation::Check(c) => {
-            let args = SendArgs {
-                common: cli::Common {
-                    config: c.config.clone(),
-                    verbose: u8::from(c.verbose),
-                    ..cli::Common::default()
-                },
-                ..SendArgs::default()
-            };
-            with_env(&args, |env, _| check::check(env, &c))
-        }
-        Invocation::RunQueue { args, interval } => {
-            // `sendmail -q` attempts every queued message now, whatever its
-            // retry time, as Postfix's (`postqueue -f`), sendmail's and
-            // dma's do: it is what an administrator types after fixing the
-            // smarthost. Timers use `mailhop queue run` (only what is due).
-            // sendmail's -qIid, -qRrecipient and -qSsender select items by
-            // substring and deliver them now; -q with a time would start a
-            // daemon, which mailhop is not.
-            let select = interval.as_deref().and_then(|i| {
-                let (kind, value) = i.split_at_checked(1)?;
-                matches!(kind, "I" | "R" | "S").then(|| (kind.to_string(), value.to_string()))
-            });
-            if select.is_none()
-                && let Some(i) = interval.filter(|i| !i.is_empty())
-            {
-                errln!(
-                    "mailhop: -q{i}: mailhop is not a daemon; flushing the queue once (schedule `mailhop queue run` with the timer or cron)"
-                );
-            }
-            with_env(&args, |env, _| match select {
-                Some((kind, value)) => queue_select_flush(env, &kind, &value),
-                None => queue_cmd(env, &cli::QueueAction::Flush { ids: Vec::new() }),
-            })
-        }
+        }) => with_env(&args_with(config, false), |env, _| {
+            dkim_check(env, domain, selector, nameserver)
+        }),
+        Invocation::Queue(q) => with_env(&args_with(q.config.clone(), q.verbose), |env, _| {
+            queue_cmd(env, &q.action)
+        }),
+        Invocation::Check(c) => with_env(&args_with(c.config.clone(), c.verbose), |env, _| {
+            check::check(env, &c)
+        }),
+        Invocation::RunQueue { args, interval } => run_queue(&args, interval),
     }
+}
+
+/// The arguments of a `mailhop` subcommand that only names a
+/// configuration file and may be verbose.
+fn args_with(config: Option<std::path::PathBuf>, verbose: bool) -> SendArgs {
+    SendArgs {
+        common: cli::Common {
+            config,
+            verbose: u8::from(verbose),
+            ..cli::Common::default()
+        },
+        ..SendArgs::default()
+    }
+}
+
+fn version() -> Exit {
+    out!("{}", cli::clap_command().render_version());
+    // What this build can do; optional features list here as they are
+    // added (cargo features), so bug reports say what ran.
+    let mut features = String::from(
+        "smtp (rustls, ring), queue, dkim (rsa-sha256, ed25519-sha256), scrub, maildir, mbox",
+    );
+    if cfg!(feature = "keyring") {
+        features.push_str(", keyring");
+    }
+    outln!("features: {features}");
+    Exit::Ok
+}
+
+fn completions(shell: cli::Shell) -> Exit {
+    let mut cmd = cli::clap_command();
+    let shell = match shell {
+        cli::Shell::Bash => clap_complete::Shell::Bash,
+        cli::Shell::Zsh => clap_complete::Shell::Zsh,
+        cli::Shell::Fish => clap_complete::Shell::Fish,
+    };
+    // Into memory first: clap_complete panics on a closed pipe.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "mailhop", &mut script);
+    let _ = io::Write::write_all(&mut io::stdout(), &script);
+    Exit::Ok
+}
+
+/// `sendmail -q[…]`. It attempts every queued message now, whatever its
+/// retry time, as Postfix's (`postqueue -f`), sendmail's and dma's do: it
+/// is what an administrator types after fixing the smarthost. Timers use
+/// `mailhop queue run` (only what is due). sendmail's -qIid, -qRrecipient
+/// and -qSsender select items by substring and deliver them now; -q with a
+/// time would start a daemon, which mailhop is not.
+fn run_queue(args: &SendArgs, interval: Option<String>) -> Exit {
+    let select = interval.as_deref().and_then(|i| {
+        let (kind, value) = i.split_at_checked(1)?;
+        matches!(kind, "I" | "R" | "S").then(|| (kind.to_string(), value.to_string()))
+    });
+    if select.is_none()
+        && let Some(i) = interval.filter(|i| !i.is_empty())
+    {
+        errln!(
+            "mailhop: -q{i}: mailhop is not a daemon; flushing the queue once (schedule `mailhop queue run` with the timer or cron)"
+        );
+    }
+    with_env(args, |env, _| match select {
+        Some((kind, value)) => queue_select_flush(env, &kind, &value),
+        None => queue_cmd(env, &cli::QueueAction::Flush { ids: Vec::new() }),
+    })
 }
 
 /// The commands that may keep the set-group-ID group: the ones that read

@@ -27,119 +27,149 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
     })?;
     let mine = |m: &queue::Meta| sees_all(env) || m.uid == env.uid;
     match action {
-        A::List { json } => {
-            let (items, damaged) = spool.list().map_err(queue_failure)?;
-            let items: Vec<queue::Meta> = items.into_iter().filter(|m| mine(m)).collect();
-            let failed: Vec<queue::Meta> = spool
-                .list_failed()
-                .into_iter()
-                .filter(|m| mine(m))
-                .collect();
-            for d in &damaged {
-                errln!("mailhop: {d}");
-            }
-            if *json {
-                outln!("{}", queue_json(&spool, &items, &failed));
-            } else {
-                out!("{}", mailq_text(&spool, &items, &failed));
-            }
-            // Items that could not be read are not "an empty queue".
-            if damaged.is_empty() {
-                Ok(Exit::Ok)
-            } else {
-                errln!(
-                    "mailhop: {} queued item(s) could not be read (see above); the listing is incomplete",
-                    damaged.len()
-                );
-                Ok(Exit::IoErr)
-            }
-        }
-        A::Show { id, envelope } => {
-            let (meta, area) = spool.find(id).map_err(queue_failure)?;
-            if !mine(&meta) {
-                return Err(queue_failure(queue::QueueError::NotFound(id.clone())));
-            }
-            let mut out = io::stdout().lock();
-            if *envelope {
-                let text = String::from_utf8_lossy(&meta.to_bytes()).into_owned();
-                let _ = writeln!(out, "{}", text.split("\n\n").next().unwrap_or(""));
-            } else {
-                let mut data = spool.open_data(id, area).map_err(queue_failure)?;
-                let _ = out.write_all(&meta.header);
-                let _ = out.write_all(b"\r\n");
-                let _ = io::copy(&mut data, &mut out);
-            }
-            Ok(Exit::Ok)
-        }
-        A::Run | A::Flush { .. } => {
-            let (force, only) = match action {
-                A::Flush { ids } if !ids.is_empty() => (true, Some(ids.clone())),
-                A::Flush { .. } => (true, None),
-                _ => (false, None),
-            };
-            if let Some(ids) = &only
-                && let Some(bad) = ids.iter().find(|i| !queue::valid_id(i))
-            {
-                return Err(queue_failure(queue::QueueError::BadId(bad.clone())));
-            }
-            let opts = crate::deliver::RunOptions {
-                now: env.now,
-                force,
-                only,
-                max_age: env.config.queue.max_age,
-                bounce_to: env.config.queue.bounce_to.clone(),
-                hostname: env.hostname.clone(),
-                uid: (!sees_all(env)).then_some(env.uid),
-            };
-            let mut relay = SmtpRelay { env };
-            let report = crate::deliver::run(&spool, &mut relay, &opts).map_err(queue_failure)?;
-            for line in &report.lines {
-                log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
-                if env.verbose > 0 {
-                    errln!("mailhop: {line}");
-                }
-            }
-            Ok(Exit::Ok)
-        }
-        A::Delete(sel) | A::Hold(sel) | A::Release(sel) => {
-            let ids: Vec<String> = if sel.all {
-                let queued = spool.list().map_err(queue_failure)?.0;
-                // delete --all empties failed/ too; hold and release
-                // concern only what the runner could deliver.
-                let failed = match action {
-                    A::Delete(_) => spool.list_failed(),
-                    _ => Vec::new(),
-                };
-                queued
-                    .into_iter()
-                    .chain(failed)
-                    .filter(|m| mine(m))
-                    .map(|m| m.id)
-                    .collect()
-            } else {
-                sel.ids.clone()
-            };
-            let mut status = Exit::Ok;
-            for id in ids {
-                let result = manage_item(&spool, &id, action, &mine);
-                match result {
-                    Ok(what) => {
-                        outln!("mailhop: {id}: {what}");
-                        log_line(
-                            env,
-                            Severity::Info,
-                            &format!("queue: {id}: {what} by {}", log::field(&env.user)),
-                        );
-                    }
-                    Err(f) => {
-                        errln!("mailhop: {}", f.message);
-                        status = f.exit;
-                    }
-                }
-            }
-            Ok(status)
+        A::List { json } => list(&spool, *json, &mine),
+        A::Show { id, envelope } => show(&spool, id, *envelope, &mine),
+        A::Run | A::Flush { .. } => run(env, &spool, action),
+        A::Delete(sel) | A::Hold(sel) | A::Release(sel) => manage(env, &spool, action, sel, &mine),
+    }
+}
+
+/// `mailq`, `mailhop queue list [--json]`.
+fn list(
+    spool: &queue::Spool,
+    json: bool,
+    mine: &dyn Fn(&queue::Meta) -> bool,
+) -> Result<Exit, Failure> {
+    let (items, damaged) = spool.list().map_err(queue_failure)?;
+    let items: Vec<queue::Meta> = items.into_iter().filter(|m| mine(m)).collect();
+    let failed: Vec<queue::Meta> = spool
+        .list_failed()
+        .into_iter()
+        .filter(|m| mine(m))
+        .collect();
+    for d in &damaged {
+        errln!("mailhop: {d}");
+    }
+    if json {
+        outln!("{}", queue_json(spool, &items, &failed));
+    } else {
+        out!("{}", mailq_text(spool, &items, &failed));
+    }
+    // Items that could not be read are not "an empty queue".
+    if damaged.is_empty() {
+        Ok(Exit::Ok)
+    } else {
+        errln!(
+            "mailhop: {} queued item(s) could not be read (see above); the listing is incomplete",
+            damaged.len()
+        );
+        Ok(Exit::IoErr)
+    }
+}
+
+/// `mailhop queue show [--envelope] ID`.
+fn show(
+    spool: &queue::Spool,
+    id: &str,
+    envelope: bool,
+    mine: &dyn Fn(&queue::Meta) -> bool,
+) -> Result<Exit, Failure> {
+    let (meta, area) = spool.find(id).map_err(queue_failure)?;
+    if !mine(&meta) {
+        return Err(queue_failure(queue::QueueError::NotFound(id.to_string())));
+    }
+    let mut out = io::stdout().lock();
+    if envelope {
+        let text = String::from_utf8_lossy(&meta.to_bytes()).into_owned();
+        let _ = writeln!(out, "{}", text.split("\n\n").next().unwrap_or(""));
+    } else {
+        let mut data = spool.open_data(id, area).map_err(queue_failure)?;
+        let _ = out.write_all(&meta.header);
+        let _ = out.write_all(b"\r\n");
+        let _ = io::copy(&mut data, &mut out);
+    }
+    Ok(Exit::Ok)
+}
+
+/// A queue run: `mailhop queue run` (what is due), `flush` and
+/// `sendmail -q` (everything, or the named items).
+fn run(env: &Env, spool: &queue::Spool, action: &cli::QueueAction) -> Result<Exit, Failure> {
+    use cli::QueueAction as A;
+    let (force, only) = match action {
+        A::Flush { ids } if !ids.is_empty() => (true, Some(ids.clone())),
+        A::Flush { .. } => (true, None),
+        _ => (false, None),
+    };
+    if let Some(ids) = &only
+        && let Some(bad) = ids.iter().find(|i| !queue::valid_id(i))
+    {
+        return Err(queue_failure(queue::QueueError::BadId(bad.clone())));
+    }
+    let opts = crate::deliver::RunOptions {
+        now: env.now,
+        force,
+        only,
+        max_age: env.config.queue.max_age,
+        bounce_to: env.config.queue.bounce_to.clone(),
+        hostname: env.hostname.clone(),
+        uid: (!sees_all(env)).then_some(env.uid),
+    };
+    let mut relay = SmtpRelay { env };
+    let report = crate::deliver::run(spool, &mut relay, &opts).map_err(queue_failure)?;
+    for line in &report.lines {
+        log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
+        if env.verbose > 0 {
+            errln!("mailhop: {line}");
         }
     }
+    Ok(Exit::Ok)
+}
+
+/// `mailhop queue delete|hold|release`.
+fn manage(
+    env: &Env,
+    spool: &queue::Spool,
+    action: &cli::QueueAction,
+    sel: &cli::Selection,
+    mine: &dyn Fn(&queue::Meta) -> bool,
+) -> Result<Exit, Failure> {
+    use cli::QueueAction as A;
+    let ids: Vec<String> = if sel.all {
+        let queued = spool.list().map_err(queue_failure)?.0;
+        // delete --all empties failed/ too; hold and release
+        // concern only what the runner could deliver.
+        let failed = match action {
+            A::Delete(_) => spool.list_failed(),
+            _ => Vec::new(),
+        };
+        queued
+            .into_iter()
+            .chain(failed)
+            .filter(|m| mine(m))
+            .map(|m| m.id)
+            .collect()
+    } else {
+        sel.ids.clone()
+    };
+    let mut status = Exit::Ok;
+    for id in ids {
+        let result = manage_item(spool, &id, action, mine);
+        match result {
+            Ok(what) => {
+                outln!("mailhop: {id}: {what}");
+                log_line(
+                    env,
+                    Severity::Info,
+                    &format!("queue: {id}: {what} by {}", log::field(&env.user)),
+                );
+            }
+            Err(f) => {
+                errln!("mailhop: {}", f.message);
+                status = f.exit;
+            }
+        }
+    }
+    Ok(status)
 }
 
 /// One id of `queue delete|hold|release`: what was done, for the report.
