@@ -1,5 +1,7 @@
 //! The one log line per message: to syslog (facility mail, so journald and
-//! /var/log/mail.log see it) and optionally to a file. Lines carry envelope
+//! /var/log/mail.log see it) and optionally to a file; for mail to a
+//! smarthost, also Postfix's pickup, qmgr and per-recipient smtp lines,
+//! which Postfix log tools read. Lines carry envelope
 //! facts only; callers must never pass bodies or secrets, and `field`
 //! escapes values so a hostile address cannot forge extra log lines.
 
@@ -168,13 +170,16 @@ pub enum Program {
 }
 
 impl Program {
-    /// `mailhop` becomes `mailhop/smtp`.
+    /// `mailhop` becomes `mailhop/smtp`. The base is cut so that the
+    /// whole tag fits syslog's 32 characters with its program intact.
     pub fn tag(self, base: &str) -> String {
         let name = match self {
             Program::Pickup => "pickup",
             Program::Qmgr => "qmgr",
             Program::Smtp => "smtp",
         };
+        let room = 32 - 1 - name.len();
+        let base: String = tag_text(base).chars().take(room).collect();
         format!("{base}/{name}")
     }
 }
@@ -418,6 +423,9 @@ mod tests {
         );
         assert_eq!(Program::Smtp.tag("mailhop"), "mailhop/smtp");
         assert_eq!(tag_text(&Program::Qmgr.tag("mailhop")), "mailhop/qmgr");
+        let long = Program::Pickup.tag(&"x\n".repeat(40));
+        assert!(long.ends_with("/pickup") && long.len() == 32, "{long}");
+        assert_eq!(tag_text(&long), long);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
     })?;
     let mine = |m: &queue::Meta| sees_all(env) || m.uid == env.uid;
     match action {
+        A::Stats(args) => super::stats::queue_stats(env, &spool, args),
         A::List { json } => {
             let (items, damaged) = spool.list().map_err(queue_failure)?;
             let items: Vec<queue::Meta> = items.into_iter().filter(|m| mine(m)).collect();
@@ -93,6 +94,7 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
             };
             let mut relay = SmtpRelay { env };
             let report = crate::deliver::run(&spool, &mut relay, &opts).map_err(queue_failure)?;
+            super::stats::after_run(env, &spool, &report);
             for line in &report.lines {
                 log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
                 if env.verbose > 0 {

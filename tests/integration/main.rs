@@ -14,6 +14,7 @@ mod intake;
 #[cfg(feature = "keyring")]
 mod keyring;
 mod manpage;
+mod monitor;
 mod oauth;
 mod postfix;
 mod privilege;
