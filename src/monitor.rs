@@ -51,8 +51,9 @@ pub struct LastRun {
     pub accounts: BTreeMap<String, Tally>,
 }
 
-/// The runner's counters file: totals since the spool was made (monotonic,
-/// as Prometheus counters must be) and the last run's own numbers.
+/// The counters file: totals since it was made (monotonic, as Prometheus
+/// counters must be), of sendmail's attempts and queue runs, and the last
+/// queue run's own numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     #[serde(default)]
@@ -66,28 +67,42 @@ pub struct Counters {
 /// it was tampered with.
 const MAX_ACCOUNTS: usize = 1000;
 
-impl Counters {
-    /// Adds one run's per-recipient outcomes, and makes it the last run.
-    pub fn record(&mut self, at: u64, deliveries: &[Delivery]) {
-        let mut run = LastRun {
-            at,
-            accounts: BTreeMap::new(),
-        };
-        for d in deliveries {
-            let name = d.account.as_deref().unwrap_or(NO_ACCOUNT);
-            if run.accounts.len() < MAX_ACCOUNTS || run.accounts.contains_key(name) {
-                run.accounts
-                    .entry(name.to_string())
-                    .or_default()
-                    .add(d.verdict.fate);
-            }
+/// Per-account tallies of some per-recipient outcomes.
+fn tally(deliveries: &[Delivery]) -> BTreeMap<String, Tally> {
+    let mut out: BTreeMap<String, Tally> = BTreeMap::new();
+    for d in deliveries {
+        let name = d.account.as_deref().unwrap_or(NO_ACCOUNT);
+        if out.len() < MAX_ACCOUNTS || out.contains_key(name) {
+            out.entry(name.to_string()).or_default().add(d.verdict.fate);
         }
-        for (name, t) in &run.accounts {
+    }
+    out
+}
+
+impl Counters {
+    /// Adds one queue run's per-recipient outcomes to the totals, and makes
+    /// it the last run.
+    pub fn record(&mut self, at: u64, deliveries: &[Delivery]) {
+        let run = LastRun {
+            at,
+            accounts: tally(deliveries),
+        };
+        self.merge(&run.accounts);
+        self.last_run = Some(run);
+    }
+
+    /// Adds outcomes of a send outside a queue run (sendmail's own
+    /// attempt) to the totals only.
+    pub fn add(&mut self, deliveries: &[Delivery]) {
+        self.merge(&tally(deliveries));
+    }
+
+    fn merge(&mut self, accounts: &BTreeMap<String, Tally>) {
+        for (name, t) in accounts {
             if self.totals.len() < MAX_ACCOUNTS || self.totals.contains_key(name) {
                 self.totals.entry(name.clone()).or_default().merge(t);
             }
         }
-        self.last_run = Some(run);
     }
 }
 
@@ -101,7 +116,8 @@ pub struct AccountStats {
     pub deferred: u64,
     /// The age of its oldest message that is not held, in seconds.
     pub oldest_seconds: u64,
-    /// Recipients since the counters file was made.
+    /// Recipients since the counters file was made, by sendmail and by
+    /// queue runs.
     pub totals: Tally,
     /// Recipients in the last queue run.
     pub last_run: Tally,
@@ -250,7 +266,7 @@ pub fn prometheus(s: &QueueStats) -> String {
         &mut out,
         "mailhop_recipients_sent_total",
         counter,
-        "Recipients the smarthost accepted, by queue runs.",
+        "Recipients the smarthost accepted.",
         s,
         |a| a.totals.sent,
     );
@@ -258,7 +274,7 @@ pub fn prometheus(s: &QueueStats) -> String {
         &mut out,
         "mailhop_recipients_deferred_total",
         counter,
-        "Recipient attempts deferred, by queue runs.",
+        "Recipient attempts deferred.",
         s,
         |a| a.totals.deferred,
     );
@@ -266,7 +282,7 @@ pub fn prometheus(s: &QueueStats) -> String {
         &mut out,
         "mailhop_recipients_bounced_total",
         counter,
-        "Recipients that failed for good and were bounced, by queue runs.",
+        "Recipients that failed for good (bounced, or refused to the caller).",
         s,
         |a| a.totals.bounced,
     );
@@ -509,6 +525,9 @@ mod tests {
             ],
         );
         c.record(200, &[delivery(Some("a"), Fate::Delivered)]);
+        // sendmail's own attempts count in the totals, not as a run.
+        c.add(&[delivery(Some("c"), Fate::Delivered)]);
+        assert_eq!(c.totals["c"].sent, 1);
         assert_eq!(
             c.totals["a"],
             Tally {

@@ -791,6 +791,7 @@ fn report(
             sub.prepared.recipients.len(),
         );
         super::stats::log_deliveries(env, &results.deliveries);
+        super::stats::count_sent(env, spool, &results.deliveries);
     }
     if env.verbose > 0 {
         for d in &results.delivered {

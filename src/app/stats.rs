@@ -1,6 +1,7 @@
 //! What monitoring reads: `mailhop queue stats` (text, JSON, Prometheus),
-//! `mailhop check --queue` (a Nagios/Icinga plugin), the runner's counters
-//! file in the spool, and the Postfix-style per-recipient log lines. The
+//! `mailhop check --queue` (a Nagios/Icinga plugin), the counters file in
+//! the spool (updated by queue runs and by sendmail's own attempts), and
+//! the Postfix-style per-recipient log lines. The
 //! numbers and formats are `monitor`'s and `log`'s; this is the files and
 //! the output around them.
 
@@ -119,6 +120,20 @@ pub(super) fn after_run(env: &Env, spool: &queue::Spool, report: &crate::deliver
     }
 }
 
+/// After sendmail's own attempt: its outcomes added to the counters'
+/// totals. Best effort: a spool this caller cannot write is no reason to
+/// fail a message that was handled.
+pub(super) fn count_sent(env: &Env, spool: Option<&queue::Spool>, deliveries: &[Delivery]) {
+    let Some(spool) = spool.filter(|_| !deliveries.is_empty()) else {
+        return;
+    };
+    if let Err(e) = update_counters(spool.root(), |c| c.add(deliveries))
+        && env.verbose > 0
+    {
+        eprintln!("mailhop: cannot update the queue counters: {e}");
+    }
+}
+
 /// Reads, changes and atomically replaces the counters file, under its
 /// lock (flock on a file of its own, opened for writing so NFS's
 /// emulation can take it).
@@ -136,7 +151,10 @@ fn update_counters(root: &Path, change: impl FnOnce(&mut Counters)) -> std::io::
     let mut counters = read_counters(root).unwrap_or_default();
     change(&mut counters);
     let text = serde_json::to_vec(&counters).map_err(std::io::Error::other)?;
-    write_atomically(&root.join(COUNTERS), &text, 0o640)
+    // Not fsynced: after a crash the counters may lose the last counts,
+    // which Prometheus shows as it shows any lost scrape; every send
+    // would pay for the fsync.
+    write_atomically(&root.join(COUNTERS), &text, 0o640, false)
 }
 
 /// The counters file; none yet is all zeros.
@@ -154,7 +172,7 @@ fn read_counters(root: &Path) -> std::io::Result<Counters> {
 /// Writes `data` to a temporary file beside `path` and renames it over
 /// `path`: a reader (node_exporter) sees the old file or the new one,
 /// never half of one.
-fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+fn write_atomically(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -166,7 +184,9 @@ fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     tmp.write_all(data)?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -214,7 +234,7 @@ pub(super) fn queue_stats(
     };
     match &args.output {
         // World-readable: node_exporter runs as its own user.
-        Some(path) => write_atomically(path, text.as_bytes(), 0o644).map_err(|e| {
+        Some(path) => write_atomically(path, text.as_bytes(), 0o644, true).map_err(|e| {
             Failure::new(
                 crate::exit::from_io(e.kind()),
                 format!("cannot write {}: {e}", path.display()),
@@ -362,8 +382,8 @@ mod tests {
     fn atomic_output_is_world_readable() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mailhop.prom");
-        write_atomically(&p, b"a 1\n", 0o644).unwrap();
-        write_atomically(&p, b"a 2\n", 0o644).unwrap();
+        write_atomically(&p, b"a 1\n", 0o644, true).unwrap();
+        write_atomically(&p, b"a 2\n", 0o644, false).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"a 2\n");
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o644);

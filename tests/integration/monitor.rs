@@ -201,6 +201,8 @@ fn queue_stats_counts_the_queue_and_the_runs() {
         "{s}"
     );
     assert_eq!(s["accounts"]["relay"]["items"], 3, "{s}");
+    // sendmail's own attempts count in the totals; no queue run yet.
+    assert_eq!(s["accounts"]["relay"]["totals"]["deferred"], 3, "{s}");
     assert_eq!(s["last_run_at"], serde_json::Value::Null, "{s}");
 
     // The smarthost is back: a run delivers the two that are not held.
