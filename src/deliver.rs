@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::queue::{self, Claimed, Meta, QueueError, RcptState, Recipient, Spool};
 use crate::transport::{self, Envelope, Outcome};
@@ -101,24 +101,29 @@ pub struct Delivery {
     /// The queue id.
     pub id: String,
     pub account: Option<String>,
-    /// The smarthost's address, when a connection was made.
-    pub peer: Option<std::net::SocketAddr>,
     /// From arrival in the queue to the verdict.
     pub delay: Duration,
     pub verdict: Verdict,
-    /// The server's reply to the message's data, for a delivered one.
+    pub wire: Wire,
+}
+
+/// How one attempt went on the wire, for Postfix's `relay=`, `delays=`
+/// and the reply of a `status=sent` line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// The smarthost's address, when a connection was made.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The server's reply to the message's data.
     pub reply: Option<String>,
+    /// Connecting and logging in (or reusing the run's connection).
+    pub setup: Duration,
+    /// The transaction: MAIL to the reply after the data.
+    pub transfer: Duration,
 }
 
 impl Delivery {
     /// Records each verdict of one attempt at `meta`.
-    pub fn note(
-        out: &mut Vec<Delivery>,
-        meta: &Meta,
-        peer: Option<std::net::SocketAddr>,
-        verdicts: Vec<Verdict>,
-        reply: Option<String>,
-    ) {
+    pub fn note(out: &mut Vec<Delivery>, meta: &Meta, wire: Wire, verdicts: Vec<Verdict>) {
         let arrival = UNIX_EPOCH + Duration::from_secs(meta.arrival);
         let delay = SystemTime::now()
             .duration_since(arrival)
@@ -126,10 +131,9 @@ impl Delivery {
         out.extend(verdicts.into_iter().map(|verdict| Delivery {
             id: meta.id.clone(),
             account: meta.account.clone(),
-            peer,
             delay,
             verdict,
-            reply: reply.clone(),
+            wire: wire.clone(),
         }));
     }
 }
@@ -292,12 +296,12 @@ fn send_group(
         if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
             let why = expiry_reason(&claimed.meta, now);
             let v = decide(&mut claimed.meta, Event::Expired(&why));
-            Delivery::note(&mut report.deliveries, &claimed.meta, None, v, None);
+            Delivery::note(&mut report.deliveries, &claimed.meta, Wire::default(), v);
         } else if let Some(account) = account {
             send_one(&mut state, relay, account, &mut claimed, report);
         } else {
             let v = decide(&mut claimed.meta, Event::NoSmarthost);
-            Delivery::note(&mut report.deliveries, &claimed.meta, None, v, None);
+            Delivery::note(&mut report.deliveries, &claimed.meta, Wire::default(), v);
             note_deferred(&claimed.meta, report);
         }
         finish(spool, claimed, opts, retire, report)?;
@@ -317,17 +321,24 @@ fn send_one(
     claimed: &mut Claimed,
     report: &mut Report,
 ) {
+    let started = Instant::now();
     state.connect(relay, account);
+    let mut wire = Wire {
+        setup: started.elapsed(),
+        ..Wire::default()
+    };
     let Some(conn) = state.conn.as_mut() else {
         if let Some(e) = &state.connect_error {
             let v = decide(&mut claimed.meta, Event::Error(e));
-            Delivery::note(&mut report.deliveries, &claimed.meta, None, v, None);
+            Delivery::note(&mut report.deliveries, &claimed.meta, wire, v);
         }
         note_deferred(&claimed.meta, report);
         return;
     };
-    let peer = conn.peer();
+    wire.peer = conn.peer();
+    let sending = Instant::now();
     let result = send_message(conn.as_mut(), &claimed.meta, &mut claimed.data);
+    wire.transfer = sending.elapsed();
     state.dirty = true;
     let line = match &result {
         Ok(outcome) => {
@@ -357,14 +368,14 @@ fn send_one(
             format!("{}: {}", claimed.meta.id, e.detail)
         }
     };
-    let (verdicts, reply) = match &result {
-        Ok(outcome) => (
-            decide(&mut claimed.meta, Event::Sent(outcome)),
-            outcome.reply.as_ref().map(|r| r.one_line()),
-        ),
-        Err(e) => (decide(&mut claimed.meta, Event::Error(e)), None),
+    let verdicts = match &result {
+        Ok(outcome) => {
+            wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
+            decide(&mut claimed.meta, Event::Sent(outcome))
+        }
+        Err(e) => decide(&mut claimed.meta, Event::Error(e)),
     };
-    Delivery::note(&mut report.deliveries, &claimed.meta, peer, verdicts, reply);
+    Delivery::note(&mut report.deliveries, &claimed.meta, wire, verdicts);
     report.lines.push(line);
 }
 
@@ -478,10 +489,15 @@ pub fn attempt_noted(
     data: &mut File,
     noted: &mut Vec<Delivery>,
 ) -> Vec<Verdict> {
-    let mut peer = None;
+    let started = Instant::now();
+    let mut wire = Wire::default();
+    let mut connected = None;
     let result = relay.connect(account).and_then(|mut conn| {
-        peer = conn.peer();
+        connected = Some(started.elapsed());
+        wire.peer = conn.peer();
+        let sending = Instant::now();
         let sent = send_message(conn.as_mut(), meta, data);
+        wire.transfer = sending.elapsed();
         // QUIT only on a connection that still works; after an error the
         // server may be gone, and waiting for its reply would only delay.
         if sent.is_ok() {
@@ -489,14 +505,16 @@ pub fn attempt_noted(
         }
         sent
     });
-    let (verdicts, reply) = match &result {
-        Ok(outcome) => (
-            decide(meta, Event::Sent(outcome)),
-            outcome.reply.as_ref().map(|r| r.one_line()),
-        ),
-        Err(e) => (decide(meta, Event::Error(e)), None),
+    // A connection that failed took all the time there was.
+    wire.setup = connected.unwrap_or_else(|| started.elapsed());
+    let verdicts = match &result {
+        Ok(outcome) => {
+            wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
+            decide(meta, Event::Sent(outcome))
+        }
+        Err(e) => decide(meta, Event::Error(e)),
     };
-    Delivery::note(noted, meta, peer, verdicts.clone(), reply);
+    Delivery::note(noted, meta, wire, verdicts.clone());
     verdicts
 }
 
@@ -1151,7 +1169,7 @@ mod tests {
                 (
                     d.verdict.address.as_str(),
                     d.verdict.fate,
-                    d.reply.as_deref(),
+                    d.wire.reply.as_deref(),
                 )
             })
             .collect();
@@ -1179,7 +1197,7 @@ mod tests {
         assert!(
             rep.deliveries
                 .iter()
-                .all(|d| matches!(d.verdict.fate, Fate::Deferred(_)) && d.peer.is_none()),
+                .all(|d| matches!(d.verdict.fate, Fate::Deferred(_)) && d.wire.peer.is_none()),
             "{:?}",
             rep.deliveries
         );

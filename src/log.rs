@@ -220,15 +220,31 @@ pub struct RecipientLine<'a> {
     pub host: Option<&'a str>,
     /// Its address, if a connection was made.
     pub peer: Option<std::net::SocketAddr>,
+    /// From arrival to the verdict.
     pub delay: std::time::Duration,
+    /// How `delay` divides up, when known.
+    pub delays: Option<Delays>,
     pub status: Status,
     /// The server's reply, or why; what Postfix puts in parentheses.
     pub text: &'a str,
 }
 
-/// `QUEUEID: to=<a@b>, relay=host[1.2.3.4]:587, delay=0.84, dsn=2.0.0,
-/// status=sent (250 2.0.0 OK …)`: Postfix's smtp line, field for field,
-/// which is what pflogsumm, fail2ban filters and Postfix dashboards parse.
+/// The parts of a delivery's time that mailhop measures. Postfix's
+/// `delays=a/b/c/d` is time before the queue manager, in it, connection
+/// setup and transmission; mailhop has no queue manager, so `a` is the
+/// rest of `delay` (waiting in the queue) and `b` is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delays {
+    /// Connecting, TLS and login (or reusing a connection).
+    pub setup: std::time::Duration,
+    /// MAIL to the reply after the data.
+    pub transfer: std::time::Duration,
+}
+
+/// `QUEUEID: to=<a@b>, relay=host[1.2.3.4]:587, delay=0.84,
+/// delays=0.01/0/0.5/0.33, dsn=2.0.0, status=sent (250 2.0.0 OK …)`:
+/// Postfix's smtp line, field for field, which is what pflogsumm, fail2ban
+/// filters and Postfix dashboards parse.
 pub fn recipient_line(r: &RecipientLine<'_>) -> String {
     let relay = match (r.host, r.peer) {
         (Some(h), Some(p)) => format!("{}[{}]:{}", field(h), p.ip(), p.port()),
@@ -236,15 +252,34 @@ pub fn recipient_line(r: &RecipientLine<'_>) -> String {
         (Some(h), None) => field(h),
         (None, None) => "none".into(),
     };
+    let delays = r
+        .delays
+        .map(|d| {
+            let waited = r.delay.saturating_sub(d.setup).saturating_sub(d.transfer);
+            format!(
+                " delays={}/0/{}/{},",
+                seconds(waited),
+                seconds(d.setup),
+                seconds(d.transfer)
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "{}: to=<{}>, relay={relay}, delay={:.2}, dsn={}, status={} ({})",
+        "{}: to=<{}>, relay={relay}, delay={},{delays} dsn={}, status={} ({})",
         field(r.queue_id),
         angle_safe(r.to),
-        r.delay.as_secs_f64(),
+        seconds(r.delay),
         dsn_code(r.text, r.status),
         r.status.word(),
         field(r.text)
     )
+}
+
+/// Seconds as Postfix writes them: two decimals, trailing zeros dropped
+/// (`0.84`, `0.1`, `0`, `12`).
+fn seconds(d: std::time::Duration) -> String {
+    let text = format!("{:.2}", d.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// `QUEUEID: uid=1000 from=<s@x>`: Postfix's pickup line, by which log
@@ -374,6 +409,7 @@ mod tests {
             host: Some("smtp.office365.com"),
             peer: Some(peer),
             delay: std::time::Duration::from_millis(840),
+            delays: None,
             status: Status::Sent,
             text: "250 2.0.0 OK <x@y> [Hostname=Z]",
         };
@@ -382,6 +418,16 @@ mod tests {
             "ABC123: to=<a@b.example>, relay=smtp.office365.com[1.2.3.4]:587, delay=0.84, \
              dsn=2.0.0, status=sent (250 2.0.0 OK <x@y> [Hostname=Z])"
         );
+        r.delays = Some(Delays {
+            setup: std::time::Duration::from_millis(500),
+            transfer: std::time::Duration::from_millis(330),
+        });
+        assert!(
+            recipient_line(&r).contains(", delay=0.84, delays=0.01/0/0.5/0.33, dsn=2.0.0, "),
+            "{}",
+            recipient_line(&r)
+        );
+        r.delays = None;
         r.status = Status::Deferred;
         r.peer = None;
         r.text = "connection refused";
@@ -411,6 +457,17 @@ mod tests {
             "{line}"
         );
         assert_eq!(line.matches(", status=").count(), 1, "{line}");
+    }
+
+    #[test]
+    fn seconds_read_like_postfix() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(seconds(ms(0)), "0");
+        assert_eq!(seconds(ms(100)), "0.1");
+        assert_eq!(seconds(ms(12_000)), "12");
+        assert_eq!(seconds(ms(100_004)), "100");
+        assert_eq!(seconds(ms(2)), "0");
+        assert_eq!(seconds(ms(5)), "0.01");
     }
 
     #[test]

@@ -480,14 +480,13 @@ mod tests {
         Delivery {
             id: "X".into(),
             account: account.map(str::to_string),
-            peer: None,
             delay: Duration::ZERO,
             verdict: Verdict {
                 address: "r@y".into(),
                 fate,
                 reason: None,
             },
-            reply: None,
+            wire: crate::deliver::Wire::default(),
         }
     }
 

@@ -790,7 +790,7 @@ fn report(
             size,
             sub.prepared.recipients.len(),
         );
-        super::stats::log_deliveries(env, &results.deliveries);
+        super::stats::log_deliveries(env, &results.deliveries, Some(env.now));
         super::stats::count_sent(env, spool, &results.deliveries);
     }
     if env.verbose > 0 {

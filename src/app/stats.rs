@@ -49,9 +49,17 @@ pub(super) fn log_as(env: &Env, program: Program, severity: Severity, line: &str
     }
 }
 
-/// One Postfix smtp line per recipient verdict.
-pub(super) fn log_deliveries(env: &Env, deliveries: &[Delivery]) {
+/// One Postfix smtp line per recipient verdict. `arrived`, when given, is
+/// when the message arrived to the second's fraction (sendmail's own
+/// attempt): the queue keeps arrival in whole seconds, which would make a
+/// message delivered in 0.2 s look up to a second late.
+pub(super) fn log_deliveries(
+    env: &Env,
+    deliveries: &[Delivery],
+    arrived: Option<std::time::SystemTime>,
+) {
     for d in deliveries {
+        let delay = arrived.and_then(|t| t.elapsed().ok()).unwrap_or(d.delay);
         let host = d
             .account
             .as_deref()
@@ -63,15 +71,19 @@ pub(super) fn log_deliveries(env: &Env, deliveries: &[Delivery]) {
             Fate::Failed(_) => log::Status::Bounced,
         };
         let text = match status {
-            log::Status::Sent => d.reply.as_deref().or(d.verdict.reason.as_deref()),
+            log::Status::Sent => d.wire.reply.as_deref().or(d.verdict.reason.as_deref()),
             _ => d.verdict.reason.as_deref(),
         };
         let line = log::recipient_line(&log::RecipientLine {
             queue_id: &d.id,
             to: &d.verdict.address,
             host,
-            peer: d.peer,
-            delay: d.delay,
+            peer: d.wire.peer,
+            delay,
+            delays: Some(log::Delays {
+                setup: d.wire.setup,
+                transfer: d.wire.transfer,
+            }),
             status,
             text: text.unwrap_or("delivered"),
         });
@@ -109,7 +121,11 @@ pub(super) fn log_received(env: &Env, queue_id: &str, sender: &str, size: u64, n
 /// to the counters file. A counters file that cannot be written is said
 /// once; it never fails the run.
 pub(super) fn after_run(env: &Env, spool: &queue::Spool, report: &crate::deliver::Report) {
-    log_deliveries(env, &report.deliveries);
+    log_deliveries(env, &report.deliveries, None);
+    // No spool yet: nothing was ever queued, and there is nothing to count.
+    if !spool.root().is_dir() {
+        return;
+    }
     let now = unix_secs(env.now);
     if let Err(e) = update_counters(spool.root(), |c| c.record(now, &report.deliveries)) {
         let line = format!("cannot update the queue counters: {e}");
@@ -339,14 +355,13 @@ mod tests {
         Delivery {
             id: "Q".into(),
             account: Some(account.into()),
-            peer: None,
             delay: Duration::ZERO,
             verdict: Verdict {
                 address: "r@y".into(),
                 fate,
                 reason: None,
             },
-            reply: None,
+            wire: crate::deliver::Wire::default(),
         }
     }
 
