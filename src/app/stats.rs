@@ -127,7 +127,7 @@ pub(super) fn after_run(env: &Env, spool: &queue::Spool, report: &crate::deliver
         return;
     }
     let now = unix_secs(env.now);
-    if let Err(e) = update_counters(spool.root(), |c| c.record(now, &report.deliveries)) {
+    if let Err(e) = update_counters(spool, |c| c.record(now, &report.deliveries)) {
         let line = format!("cannot update the queue counters: {e}");
         log_line(env, Severity::Warning, &line);
         if env.verbose > 0 {
@@ -143,7 +143,7 @@ pub(super) fn count_sent(env: &Env, spool: Option<&queue::Spool>, deliveries: &[
     let Some(spool) = spool.filter(|_| !deliveries.is_empty()) else {
         return;
     };
-    if let Err(e) = update_counters(spool.root(), |c| c.add(deliveries))
+    if let Err(e) = update_counters(spool, |c| c.add(deliveries))
         && env.verbose > 0
     {
         eprintln!("mailhop: cannot update the queue counters: {e}");
@@ -152,15 +152,31 @@ pub(super) fn count_sent(env: &Env, spool: Option<&queue::Spool>, deliveries: &[
 
 /// Reads, changes and atomically replaces the counters file, under its
 /// lock (flock on a file of its own, opened for writing so NFS's
-/// emulation can take it).
-fn update_counters(root: &Path, change: impl FnOnce(&mut Counters)) -> std::io::Result<()> {
+/// emulation can take it). In the shared spool every user's sendmail (and
+/// the runner) takes the lock, so it is group-writable whatever the
+/// creator's umask; the file itself is replaced, never written in place.
+fn update_counters(
+    spool: &queue::Spool,
+    change: impl FnOnce(&mut Counters),
+) -> std::io::Result<()> {
+    let root = spool.root();
+    let (lock_mode, file_mode) = if spool.is_shared() {
+        (0o660, 0o640)
+    } else {
+        (0o600, 0o600)
+    };
     let lock = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o660)
+        .mode(lock_mode)
         .open(root.join(COUNTERS_LOCK))?;
+    // Only its owner (its creator) can change the mode; for everyone else
+    // it is already right or not theirs to fix.
+    if lock.metadata()?.permissions().mode() & 0o777 != lock_mode {
+        let _ = lock.set_permissions(std::fs::Permissions::from_mode(lock_mode));
+    }
     lock.lock()?;
     // A damaged file starts the counters again: Prometheus reads a counter
     // that went down as a reset, which is the truth.
@@ -170,7 +186,15 @@ fn update_counters(root: &Path, change: impl FnOnce(&mut Counters)) -> std::io::
     // Not fsynced: after a crash the counters may lose the last counts,
     // which Prometheus shows as it shows any lost scrape; every send
     // would pay for the fsync.
-    write_atomically(&root.join(COUNTERS), &text, 0o640, false)
+    // Its temporary file goes where the spool's sweeper removes debris.
+    let tmp = Some(root.join("tmp")).filter(|d| d.is_dir());
+    write_atomically(
+        &root.join(COUNTERS),
+        tmp.as_deref(),
+        &text,
+        file_mode,
+        false,
+    )
 }
 
 /// The counters file; none yet is all zeros.
@@ -185,12 +209,19 @@ fn read_counters(root: &Path) -> std::io::Result<Counters> {
     serde_json::from_slice(&text).map_err(std::io::Error::other)
 }
 
-/// Writes `data` to a temporary file beside `path` and renames it over
-/// `path`: a reader (node_exporter) sees the old file or the new one,
-/// never half of one.
-fn write_atomically(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
+/// Writes `data` to a temporary file (in `tmp_dir`, else beside `path`,
+/// on the same file system) and renames it over `path`: a reader
+/// (node_exporter) sees the old file or the new one, never half of one.
+fn write_atomically(
+    path: &Path,
+    tmp_dir: Option<&Path>,
+    data: &[u8],
+    mode: u32,
+    durable: bool,
+) -> std::io::Result<()> {
+    let dir = match (tmp_dir, path.parent()) {
+        (Some(d), _) => d,
+        (None, Some(d)) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
@@ -250,7 +281,7 @@ pub(super) fn queue_stats(
     };
     match &args.output {
         // World-readable: node_exporter runs as its own user.
-        Some(path) => write_atomically(path, text.as_bytes(), 0o644, true).map_err(|e| {
+        Some(path) => write_atomically(path, None, text.as_bytes(), 0o644, true).map_err(|e| {
             Failure::new(
                 crate::exit::from_io(e.kind()),
                 format!("cannot write {}: {e}", path.display()),
@@ -369,9 +400,10 @@ mod tests {
     fn counters_survive_runs_and_replace_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        let spool = queue::Spool::new(root, true);
         assert_eq!(read_counters(root).unwrap(), Counters::default());
-        update_counters(root, |c| c.record(1, &[d("a", Fate::Delivered)])).unwrap();
-        update_counters(root, |c| {
+        update_counters(&spool, |c| c.record(1, &[d("a", Fate::Delivered)])).unwrap();
+        update_counters(&spool, |c| {
             c.record(2, &[d("a", Fate::Deferred(Cause::Temporary))])
         })
         .unwrap();
@@ -385,10 +417,21 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec![COUNTERS, COUNTERS_LOCK]);
+        // Group-writable lock in the shared spool, whatever the umask.
+        let mode = |n: &str| {
+            std::fs::metadata(root.join(n))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode(COUNTERS_LOCK), mode(COUNTERS)), (0o660, 0o640));
         // A damaged file starts over rather than stopping the runner.
         std::fs::write(root.join(COUNTERS), b"{not json").unwrap();
         assert!(read_counters(root).is_err());
-        update_counters(root, |c| c.record(3, &[d("b", Fate::Delivered)])).unwrap();
+        spool.ensure().unwrap();
+        update_counters(&spool, |c| c.record(3, &[d("b", Fate::Delivered)])).unwrap();
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
         let c = read_counters(root).unwrap();
         assert_eq!(c.totals.keys().collect::<Vec<_>>(), vec!["b"]);
     }
@@ -397,8 +440,8 @@ mod tests {
     fn atomic_output_is_world_readable() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mailhop.prom");
-        write_atomically(&p, b"a 1\n", 0o644, true).unwrap();
-        write_atomically(&p, b"a 2\n", 0o644, false).unwrap();
+        write_atomically(&p, None, b"a 1\n", 0o644, true).unwrap();
+        write_atomically(&p, None, b"a 2\n", 0o644, false).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"a 2\n");
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o644);
