@@ -483,6 +483,25 @@ pub enum QueueAction {
     Release(Selection),
     /// Deliver every message that is due (same as sendmail -q)
     Run,
+    /// Queue statistics for monitoring: items, held, deferred, failed, the
+    /// oldest item's age, and the recipients the queue runs delivered, per
+    /// account
+    Stats(StatsArgs),
+}
+
+/// Options of `mailhop queue stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Args)]
+pub struct StatsArgs {
+    /// Print the statistics as JSON
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Print them in the Prometheus text exposition format
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Write to FILE atomically (a temporary file renamed over it), e.g. in
+    /// node_exporter's textfile collector directory
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Which items a hold/release/delete applies to.
@@ -514,6 +533,28 @@ pub struct CheckArgs {
     /// Show the SMTP dialogue (credentials are never shown)
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// Check the queue instead, as a Nagios/Icinga plugin: one status line
+    /// with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+    #[arg(long, requires_all = ["warn", "crit"], conflicts_with_all = ["account", "send_test", "offline"])]
+    pub queue: bool,
+    /// With --queue: WARNING when the oldest message is this old (30m, 6h,
+    /// 2d, or seconds)
+    #[arg(long, value_name = "AGE", value_parser = parse_age, requires = "queue")]
+    pub warn: Option<std::time::Duration>,
+    /// With --queue: CRITICAL when the oldest message is this old
+    #[arg(long, value_name = "AGE", value_parser = parse_age, requires = "queue")]
+    pub crit: Option<std::time::Duration>,
+    /// With --queue: WARNING when this many messages are queued
+    #[arg(long = "warn-count", value_name = "N", requires = "queue")]
+    pub warn_count: Option<u64>,
+    /// With --queue: CRITICAL when this many messages are queued
+    #[arg(long = "crit-count", value_name = "N", requires = "queue")]
+    pub crit_count: Option<u64>,
+}
+
+/// An AGE argument: `30m`, `6h`, `2d` or seconds.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    crate::monitor::parse_age(text)
 }
 
 /// Why the command line was not accepted.
@@ -1100,6 +1141,51 @@ mod tests {
     // ---- golden: real callers ----
 
     #[test]
+    fn check_queue_and_queue_stats_parse() {
+        let inv = parse(os(&[
+            "mailhop", "check", "--queue", "--warn", "30m", "--crit", "2d",
+        ]))
+        .unwrap();
+        let Invocation::Check(c) = inv else {
+            panic!("{inv:?}")
+        };
+        assert!(c.queue);
+        assert_eq!(c.warn, Some(std::time::Duration::from_secs(1800)));
+        assert_eq!(c.crit, Some(std::time::Duration::from_secs(172_800)));
+        assert!(parse(os(&["mailhop", "check", "--queue", "--warn", "6h"])).is_err());
+        assert!(parse(os(&["mailhop", "check", "--warn", "6h", "--crit", "7h"])).is_err());
+        assert!(
+            parse(os(&[
+                "mailhop", "check", "--queue", "--warn", "6x", "--crit", "7h"
+            ]))
+            .is_err()
+        );
+        let inv = parse(os(&[
+            "mailhop",
+            "queue",
+            "stats",
+            "--prometheus",
+            "--output",
+            "/var/lib/prometheus/node-exporter/mailhop.prom",
+        ]))
+        .unwrap();
+        let Invocation::Queue(q) = inv else {
+            panic!("{inv:?}")
+        };
+        assert_eq!(
+            q.action,
+            QueueAction::Stats(StatsArgs {
+                json: false,
+                prometheus: true,
+                output: Some(PathBuf::from(
+                    "/var/lib/prometheus/node-exporter/mailhop.prom"
+                )),
+            })
+        );
+        assert!(parse(os(&["mailhop", "queue", "stats", "--json", "--prometheus"])).is_err());
+    }
+
+    #[test]
     fn mailhop_check_parses() {
         let inv = parse(os(&[
             "mailhop",
@@ -1121,6 +1207,7 @@ mod tests {
                 send_test: Some("a@b.c".into()),
                 offline: false,
                 verbose: true,
+                ..CheckArgs::default()
             })
         );
         assert!(

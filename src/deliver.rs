@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::queue::{self, Claimed, Meta, QueueError, RcptState, Recipient, Spool};
 use crate::transport::{self, Envelope, Outcome};
@@ -26,6 +26,10 @@ pub trait Connection {
     ) -> Result<Outcome, transport::Error>;
     fn reset(&mut self) -> Result<(), transport::Error>;
     fn close(self: Box<Self>);
+    /// The smarthost's address, for the log's `relay=host[ip]:port`.
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// What the runner needs from the outside world.
@@ -50,6 +54,9 @@ impl Connection for transport::Session {
     }
     fn close(self: Box<Self>) {
         self.quit();
+    }
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.info().peer
     }
 }
 
@@ -83,6 +90,52 @@ pub struct Report {
     pub new_bounces: Vec<String>,
     /// One line per item that changed, for syslog.
     pub lines: Vec<String>,
+    /// What `decide` concluded for each recipient tried, for the
+    /// Postfix-style log lines and the counters of `queue stats`.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One recipient's verdict in a run, with what its log line needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The queue id.
+    pub id: String,
+    pub account: Option<String>,
+    /// From arrival in the queue to the verdict.
+    pub delay: Duration,
+    pub verdict: Verdict,
+    pub wire: Wire,
+}
+
+/// How one attempt went on the wire, for Postfix's `relay=`, `delays=`
+/// and the reply of a `status=sent` line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// The smarthost's address, when a connection was made.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The server's reply to the message's data.
+    pub reply: Option<String>,
+    /// Connecting and logging in (or reusing the run's connection).
+    pub setup: Duration,
+    /// The transaction: MAIL to the reply after the data.
+    pub transfer: Duration,
+}
+
+impl Delivery {
+    /// Records each verdict of one attempt at `meta`.
+    pub fn note(out: &mut Vec<Delivery>, meta: &Meta, wire: Wire, verdicts: Vec<Verdict>) {
+        let arrival = UNIX_EPOCH + Duration::from_secs(meta.arrival);
+        let delay = SystemTime::now()
+            .duration_since(arrival)
+            .unwrap_or_default();
+        out.extend(verdicts.into_iter().map(|verdict| Delivery {
+            id: meta.id.clone(),
+            account: meta.account.clone(),
+            delay,
+            verdict,
+            wire: wire.clone(),
+        }));
+    }
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -106,6 +159,7 @@ pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Re
         report.failed += more.failed;
         report.skipped_busy += more.skipped_busy;
         report.lines.extend(more.lines);
+        report.deliveries.extend(more.deliveries);
     }
     Ok(report)
 }
@@ -241,11 +295,13 @@ fn send_group(
         }
         if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
             let why = expiry_reason(&claimed.meta, now);
-            decide(&mut claimed.meta, Event::Expired(&why));
+            let v = decide(&mut claimed.meta, Event::Expired(&why));
+            Delivery::note(&mut report.deliveries, &claimed.meta, Wire::default(), v);
         } else if let Some(account) = account {
             send_one(&mut state, relay, account, &mut claimed, report);
         } else {
-            decide(&mut claimed.meta, Event::NoSmarthost);
+            let v = decide(&mut claimed.meta, Event::NoSmarthost);
+            Delivery::note(&mut report.deliveries, &claimed.meta, Wire::default(), v);
             note_deferred(&claimed.meta, report);
         }
         finish(spool, claimed, opts, retire, report)?;
@@ -265,15 +321,24 @@ fn send_one(
     claimed: &mut Claimed,
     report: &mut Report,
 ) {
+    let started = Instant::now();
     state.connect(relay, account);
+    let mut wire = Wire {
+        setup: started.elapsed(),
+        ..Wire::default()
+    };
     let Some(conn) = state.conn.as_mut() else {
         if let Some(e) = &state.connect_error {
-            decide(&mut claimed.meta, Event::Error(e));
+            let v = decide(&mut claimed.meta, Event::Error(e));
+            Delivery::note(&mut report.deliveries, &claimed.meta, wire, v);
         }
         note_deferred(&claimed.meta, report);
         return;
     };
+    wire.peer = conn.peer();
+    let sending = Instant::now();
     let result = send_message(conn.as_mut(), &claimed.meta, &mut claimed.data);
+    wire.transfer = sending.elapsed();
     state.dirty = true;
     let line = match &result {
         Ok(outcome) => {
@@ -303,10 +368,14 @@ fn send_one(
             format!("{}: {}", claimed.meta.id, e.detail)
         }
     };
-    match &result {
-        Ok(outcome) => decide(&mut claimed.meta, Event::Sent(outcome)),
+    let verdicts = match &result {
+        Ok(outcome) => {
+            wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
+            decide(&mut claimed.meta, Event::Sent(outcome))
+        }
         Err(e) => decide(&mut claimed.meta, Event::Error(e)),
     };
+    Delivery::note(&mut report.deliveries, &claimed.meta, wire, verdicts);
     report.lines.push(line);
 }
 
@@ -409,8 +478,26 @@ pub fn attempt(
     meta: &mut Meta,
     data: &mut File,
 ) -> Vec<Verdict> {
+    attempt_noted(relay, account, meta, data, &mut Vec::new())
+}
+
+/// `attempt`, recording each verdict in `noted` for the log lines.
+pub fn attempt_noted(
+    relay: &mut dyn Relay,
+    account: &str,
+    meta: &mut Meta,
+    data: &mut File,
+    noted: &mut Vec<Delivery>,
+) -> Vec<Verdict> {
+    let started = Instant::now();
+    let mut wire = Wire::default();
+    let mut connected = None;
     let result = relay.connect(account).and_then(|mut conn| {
+        connected = Some(started.elapsed());
+        wire.peer = conn.peer();
+        let sending = Instant::now();
         let sent = send_message(conn.as_mut(), meta, data);
+        wire.transfer = sending.elapsed();
         // QUIT only on a connection that still works; after an error the
         // server may be gone, and waiting for its reply would only delay.
         if sent.is_ok() {
@@ -418,10 +505,17 @@ pub fn attempt(
         }
         sent
     });
-    match &result {
-        Ok(outcome) => decide(meta, Event::Sent(outcome)),
+    // A connection that failed took all the time there was.
+    wire.setup = connected.unwrap_or_else(|| started.elapsed());
+    let verdicts = match &result {
+        Ok(outcome) => {
+            wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
+            decide(meta, Event::Sent(outcome))
+        }
         Err(e) => decide(meta, Event::Error(e)),
-    }
+    };
+    Delivery::note(noted, meta, wire, verdicts.clone());
+    verdicts
 }
 
 /// Why a recipient waits or failed, in the terms that decide what happens
@@ -1057,6 +1151,57 @@ mod tests {
             "later@y is refused again, nothing else sent"
         );
         assert_eq!(spool.list().unwrap().0[0].attempts, 2);
+    }
+
+    #[test]
+    fn each_recipient_verdict_is_recorded_for_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = enqueue(&spool, t0, "sender@x", &["good@y", "bad@y", "later@y"]);
+        let mut relay = Fake::default();
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        let mine: Vec<(&str, Fate, Option<&str>)> = rep
+            .deliveries
+            .iter()
+            .filter(|d| d.id == id)
+            .map(|d| {
+                (
+                    d.verdict.address.as_str(),
+                    d.verdict.fate,
+                    d.wire.reply.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mine,
+            vec![
+                ("good@y", Fate::Delivered, Some("250 ok")),
+                ("bad@y", Fate::Failed(Cause::UnknownUser), Some("250 ok")),
+                ("later@y", Fate::Deferred(Cause::Temporary), Some("250 ok")),
+            ]
+        );
+        // The bounce the run sent is recorded too, with its account.
+        assert_eq!(rep.deliveries.len(), 4, "{:?}", rep.deliveries);
+        assert!(
+            rep.deliveries
+                .iter()
+                .all(|d| d.account.as_deref() == Some("acct"))
+        );
+        // A group whose connection failed: deferred, no peer.
+        enqueue(&spool, t0, "s@x", &["c@y"]);
+        relay.down = true;
+        let mut o = opts(t0 + Duration::from_secs(61));
+        o.force = true;
+        let rep = run(&spool, &mut relay, &o).unwrap();
+        assert!(
+            rep.deliveries
+                .iter()
+                .all(|d| matches!(d.verdict.fate, Fate::Deferred(_)) && d.wire.peer.is_none()),
+            "{:?}",
+            rep.deliveries
+        );
+        assert_eq!(rep.deliveries.len(), 2, "later@y and c@y");
     }
 
     #[test]

@@ -32,6 +32,13 @@ pub enum Exit {
     NoPerm = 77,
     /// EX_CONFIG: the configuration is wrong.
     Config = 78,
+    /// Nagios/Icinga plugin WARNING; only `mailhop check --queue` uses it
+    /// (and the next two), as monitoring plugins must.
+    PluginWarning = 1,
+    /// Nagios/Icinga plugin CRITICAL.
+    PluginCritical = 2,
+    /// Nagios/Icinga plugin UNKNOWN.
+    PluginUnknown = 3,
 }
 
 impl Exit {
@@ -56,10 +63,14 @@ impl Exit {
             Exit::TempFail => "EX_TEMPFAIL",
             Exit::NoPerm => "EX_NOPERM",
             Exit::Config => "EX_CONFIG",
+            Exit::PluginWarning => "WARNING",
+            Exit::PluginCritical => "CRITICAL",
+            Exit::PluginUnknown => "UNKNOWN",
         }
     }
 
-    /// Every status, for the man page test and documentation.
+    /// Every sysexits status, for the man page test and documentation
+    /// (the plugin statuses are documented with `check --queue`).
     pub const ALL: [Exit; 13] = [
         Exit::Ok,
         Exit::Usage,

@@ -24,6 +24,7 @@ pub mod import;
 pub mod local;
 pub mod log;
 pub mod message;
+pub mod monitor;
 pub mod oauth;
 pub mod queue;
 pub mod scrub;

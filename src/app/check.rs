@@ -16,6 +16,9 @@ use super::relay::*;
 /// certificate, login, optionally a test message), saying in words what
 /// happened. The exit status is the worst step's.
 pub(super) fn check(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure> {
+    if c.queue {
+        return super::stats::check_queue(env, c);
+    }
     let mut out = io::stdout().lock();
     let mut status = Exit::Ok;
     let _ = writeln!(out, "configuration: {} is valid", config_name(env));

@@ -52,6 +52,7 @@ mod queue_cmd;
 mod relay;
 mod send;
 mod stamp;
+mod stats;
 mod verify;
 
 use std::ffi::OsString;

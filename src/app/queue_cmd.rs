@@ -27,6 +27,7 @@ pub(super) fn queue_cmd(env: &Env, action: &cli::QueueAction) -> Result<Exit, Fa
     })?;
     let mine = |m: &queue::Meta| sees_all(env) || m.uid == env.uid;
     match action {
+        A::Stats(args) => super::stats::queue_stats(env, &spool, args),
         A::List { json } => list(&spool, *json, &mine),
         A::Show { id, envelope } => show(&spool, id, *envelope, &mine),
         A::Run | A::Flush { .. } => run(env, &spool, action),
@@ -116,6 +117,7 @@ fn run(env: &Env, spool: &queue::Spool, action: &cli::QueueAction) -> Result<Exi
     };
     let mut relay = SmtpRelay { env };
     let report = crate::deliver::run(spool, &mut relay, &opts).map_err(queue_failure)?;
+    super::stats::after_run(env, spool, &report);
     for line in &report.lines {
         log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
         if env.verbose > 0 {

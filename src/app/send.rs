@@ -279,6 +279,8 @@ pub(super) struct Results {
     queued: Option<Queued>,
     /// The smarthost took something: older queued mail may go now too.
     reached_smarthost: bool,
+    /// Each remote recipient's verdict, for its Postfix-style log line.
+    deliveries: Vec<deliver::Delivery>,
 }
 
 /// The part of a message left in the queue.
@@ -620,7 +622,13 @@ fn deliver_remote(
         Some(a) if !(committed.is_ok() && mode == config::QueueMode::Always) => {
             let mut relay = SmtpRelay { env };
             let data = sub.body().file();
-            deliver::attempt(&mut relay, &a.name, &mut meta, data)
+            deliver::attempt_noted(
+                &mut relay,
+                &a.name,
+                &mut meta,
+                data,
+                &mut results.deliveries,
+            )
         }
         _ => Vec::new(),
     };
@@ -803,6 +811,20 @@ fn report(
     mut sub: Submission,
     results: Results,
 ) -> Result<Exit, Failure> {
+    // Postfix's lines are for mail that goes to a smarthost, now or later.
+    if !results.deliveries.is_empty() || results.queued.is_some() {
+        let body = sub.body().file().metadata().map(|m| m.len()).unwrap_or(0);
+        let size = sub.header.len() as u64 + 2 + body;
+        super::stats::log_received(
+            env,
+            sub.draft_id().unwrap_or_default(),
+            &sub.prepared.sender,
+            size,
+            sub.prepared.recipients.len(),
+        );
+        super::stats::log_deliveries(env, &results.deliveries, Some(env.now));
+        super::stats::count_sent(env, spool, &results.deliveries);
+    }
     if env.verbose > 0 {
         for d in &results.delivered {
             errln!("mailhop: delivered to {d}");

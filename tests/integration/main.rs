@@ -15,6 +15,7 @@ mod intake;
 #[cfg(feature = "keyring")]
 mod keyring;
 mod manpage;
+mod monitor;
 mod oauth;
 mod postfix;
 mod privilege;
