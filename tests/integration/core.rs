@@ -133,3 +133,70 @@ fn mailhop_with_sendmail_options_sends() {
         "-i: the lone dot did not end it"
     );
 }
+
+/// Writing to a closed stdout or stderr never affects delivery, and never
+/// aborts (issue #15.10).
+#[test]
+fn closed_stdout_and_stderr_are_harmless() {
+    use std::process::{Command, Stdio};
+    let w = World::new("");
+    // Several queued items, so mailq has more to print than a pipe's
+    // reader that has gone will take.
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    w.write_config(&cfg.replace("[queue]\n", "[queue]\nmode = \"always\"\n"));
+    for i in 0..30 {
+        let r = w.sendmail(
+            &["-oi", "b@example.net"],
+            format!("Subject: {i}\n\nx\n").as_bytes(),
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // mailq into a pipe whose reader is gone: a quiet exit, not SIGABRT.
+    let mut child = Command::new(crate::util::BIN)
+        .arg0_compat("mailq")
+        .args(["-C", w.config().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.code().is_some(),
+        "killed by a signal: {:?}",
+        out.status
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // sendmail -v with stderr closed still delivers.
+    let mut child = Command::new(crate::util::BIN)
+        .arg0_compat("sendmail")
+        .args(["-C", w.config().to_str().unwrap(), "-v", "-oi", "someone"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    drop(child.stderr.take());
+    std::io::Write::write_all(&mut stdin, b"Subject: quiet\n\nx\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(w.maildir("someone").len(), 1, "delivered");
+}
+
+/// `Command::arg0` under a name that does not clash with the tests'
+/// imports.
+trait Arg0 {
+    fn arg0_compat(&mut self, name: &str) -> &mut Self;
+}
+
+impl Arg0 for std::process::Command {
+    fn arg0_compat(&mut self, name: &str) -> &mut Self {
+        std::os::unix::process::CommandExt::arg0(self, name)
+    }
+}
