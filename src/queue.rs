@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -358,18 +358,22 @@ fn unescape(s: &str) -> String {
 }
 
 /// Queue ids: arrival time in hex (so a listing sorts by arrival) and 64
-/// random bits (so ids cannot be guessed). Only `[0-9A-F]`: always a safe
-/// file name.
-pub fn new_id(now: SystemTime) -> String {
+/// random bits from the operating system (ring's `SystemRandom`, so ids
+/// cannot be guessed). Only `[0-9A-F]`: always a safe file name. When the
+/// kernel gives no random bits there is no id: zeros would be guessable.
+pub fn new_id(now: SystemTime) -> io::Result<String> {
+    use ring::rand::SecureRandom;
     let d = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let mut rnd = [0u8; 8];
-    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd));
-    format!(
+    ring::rand::SystemRandom::new()
+        .fill(&mut rnd)
+        .map_err(|_| io::Error::other("the system's random number source failed"))?;
+    Ok(format!(
         "{:09X}{:05X}{:016X}",
         d.as_secs(),
         d.subsec_micros(),
         u64::from_be_bytes(rnd)
-    )
+    ))
 }
 
 /// Whether `id` has our format; anything else is refused before it can be
@@ -515,7 +519,7 @@ impl Spool {
     pub fn draft(&self, now: SystemTime) -> Result<Draft, QueueError> {
         self.ensure()?;
         for _ in 0..8 {
-            let id = new_id(now);
+            let id = new_id(now).map_err(|e| QueueError::io(&self.root, "make an id in", e))?;
             let path = self.data_path(&id);
             match OpenOptions::new()
                 .read(true)
@@ -930,6 +934,7 @@ pub fn backoff(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn meta(id: &str) -> Meta {
         Meta {
@@ -969,7 +974,7 @@ mod tests {
 
     #[test]
     fn meta_round_trips_and_tolerates_unknown_keys() {
-        let id = new_id(SystemTime::now());
+        let id = new_id(SystemTime::now()).unwrap();
         let m = meta(&id);
         let bytes = m.to_bytes();
         assert_eq!(Meta::parse(&bytes).unwrap(), m);
@@ -991,7 +996,7 @@ mod tests {
 
     #[test]
     fn meta_parse_is_strict_about_version_and_id() {
-        let id = new_id(SystemTime::now());
+        let id = new_id(SystemTime::now()).unwrap();
         let good = meta(&id).to_bytes();
         assert!(Meta::parse(&good).is_ok());
         let with_first = |first: &str| {
@@ -1047,7 +1052,7 @@ mod tests {
     fn meta_round_trips_exactly() {
         // Whatever parses serialises back to the same bytes, so a record
         // is never silently rewritten into something else on update.
-        let id = new_id(SystemTime::now());
+        let id = new_id(SystemTime::now()).unwrap();
         let mut m = meta(&id);
         for sender in ["", "a b%c\r\n@x", "j\u{f6}rg@ex\u{e4}mple.org"] {
             m.sender = sender.into();
@@ -1062,8 +1067,8 @@ mod tests {
 
     #[test]
     fn ids_are_safe_and_ordered() {
-        let a = new_id(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let b = new_id(UNIX_EPOCH + Duration::from_secs(1_700_000_001));
+        let a = new_id(UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+        let b = new_id(UNIX_EPOCH + Duration::from_secs(1_700_000_001)).unwrap();
         assert!(valid_id(&a) && valid_id(&b));
         assert!(a < b);
         assert!(!valid_id("../../etc/passwd") && !valid_id("") && !valid_id("abc"));
@@ -1128,7 +1133,7 @@ mod tests {
         let orphan = dir
             .path()
             .join("q")
-            .join(format!("{}.data", new_id(SystemTime::now())));
+            .join(format!("{}.data", new_id(SystemTime::now()).unwrap()));
         fs::write(&orphan, b"x").unwrap();
         let live = spool.draft(SystemTime::now()).unwrap();
         let later = SystemTime::now() + Duration::from_secs(7200);
