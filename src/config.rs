@@ -194,6 +194,9 @@ impl Default for Pacing {
     }
 }
 
+/// The largest `max_per_minute` and `max_connections`.
+pub const MAX_PACE_LIMIT: u32 = 10_000;
+
 /// The window `max_per_minute` counts in unless `pace_window` is set.
 pub const DEFAULT_PACE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -839,6 +842,24 @@ impl Checker<'_> {
     /// limit", to lift a provider default.
     fn pacing(&self, a: &RawAccount, id: &Identity) -> Result<Pacing, ConfigError> {
         let provider = provider_limits(&id.host);
+        // The shared state keeps one timestamp per message in the window,
+        // so the limit also bounds that file.
+        for (key, v) in [
+            ("max_per_minute", &a.max_per_minute),
+            ("max_connections", &a.max_connections),
+        ] {
+            if let Some(n) = v
+                && *n.get_ref() > MAX_PACE_LIMIT
+            {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "[[account]] \"{}\": {key} is at most {MAX_PACE_LIMIT} (0: no limit)",
+                        id.name
+                    ),
+                );
+            }
+        }
         let limit = |v: &Option<Spanned<u32>>, default: Option<u32>| match v {
             Some(n) if *n.get_ref() == 0 => None,
             Some(n) => Some(*n.get_ref()),
@@ -1416,7 +1437,9 @@ impl Account {
         if self.from.eq_ignore_ascii_case(&address) {
             return true;
         }
-        let local = address.rsplit_once('@').map_or(address.as_str(), |(l, _)| l);
+        let local = address
+            .rsplit_once('@')
+            .map_or(address.as_str(), |(l, _)| l);
         self.senders.iter().any(|p| {
             if p.contains('@') {
                 pattern_matches(p, &address)

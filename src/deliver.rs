@@ -699,11 +699,7 @@ fn queue_bounce(
         dsn_notify: None,
         dsn_ret_full: None,
         dsn_envid: None,
-        recipients: vec![Recipient {
-            address: to,
-            state: RcptState::Pending,
-            last_error: None,
-        }],
+        recipients: vec![Recipient::pending(to)],
         header,
     };
     spool.commit(&mut draft, &meta, true)?;
@@ -922,11 +918,7 @@ mod tests {
             dsn_envid: None,
             recipients: rcpts
                 .iter()
-                .map(|a| Recipient {
-                    address: a.to_string(),
-                    state: RcptState::Pending,
-                    last_error: None,
-                })
+                .map(|a| Recipient::pending(a.to_string()))
                 .collect(),
             header: b"Subject: t\r\n".to_vec(),
         };

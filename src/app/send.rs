@@ -545,14 +545,7 @@ fn new_meta(env: &Env, args: &SendArgs, sub: &Submission, remote: Vec<String>) -
         dsn_notify: args.dsn_notify.clone(),
         dsn_ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
         dsn_envid: args.envid.clone(),
-        recipients: remote
-            .into_iter()
-            .map(|address| queue::Recipient {
-                address,
-                state: queue::RcptState::Pending,
-                last_error: None,
-            })
-            .collect(),
+        recipients: remote.into_iter().map(queue::Recipient::pending).collect(),
         header: sub.header.clone(),
     }
 }
