@@ -1429,6 +1429,26 @@ impl Config {
 }
 
 impl Account {
+    /// One line for `mailhop check`: the fallbacks and the limits.
+    pub fn failover_and_limits(&self) -> String {
+        let fallbacks = match self.fallback.as_slice() {
+            [] => "no fallback".to_string(),
+            list => format!("fallback {}", list.join(", then ")),
+        };
+        let p = &self.pacing;
+        let window = p.window.as_secs();
+        let rate = match p.per_window {
+            Some(n) if window == 60 => format!("{n} messages per minute"),
+            Some(n) => format!("{n} messages per {window}s"),
+            None => "no message rate limit".to_string(),
+        };
+        let conns = match p.connections {
+            Some(n) => format!("{n} connection(s) at once"),
+            None => "no connection limit".to_string(),
+        };
+        format!("{fallbacks}; {rate}, {conns}")
+    }
+
     /// Whether this account may send as `address`: it is its `from`, or
     /// one of its `senders` patterns matches it (as `account_for` reads
     /// them). A catch-all `*` matches everything.
@@ -1923,6 +1943,14 @@ path = "~/Maildir"
             }
         );
         assert_eq!(c.accounts[1].pacing, Pacing::default());
+        assert_eq!(
+            c.accounts[0].failover_and_limits(),
+            "fallback backup; 30 messages per minute, 3 connection(s) at once"
+        );
+        assert_eq!(
+            c.accounts[1].failover_and_limits(),
+            "no fallback; no message rate limit, no connection limit"
+        );
         let set = format!(
             "{TWO}from = \"shop@example.com\"\nmax_per_minute = 5\nmax_connections = 0\npace_window = \"2s\"\n"
         );

@@ -74,6 +74,7 @@ pub(super) fn check_account(
         "account {}: {} port {} ({mode}), sends as {}",
         a.name, s.host, s.port, a.from
     );
+    let _ = writeln!(out, "  {}", a.failover_and_limits());
     // The secret source, without revealing the secret.
     if let Some(o) = &a.oauth {
         let st = crate::oauth::status(o);

@@ -580,19 +580,35 @@ fn deliver_remote(
     let verdicts = match account {
         Some(a) if !(committed.is_ok() && mode == config::QueueMode::Always) => {
             let mut relay = SmtpRelay { env };
+            // The limits are counted only when the item is queued: a send
+            // at a limit leaves it there ("queued by choice", exit 0).
+            let pace = committed.is_ok().then(|| spool.map(queue::Spool::pace));
             let data = sub.body().file();
-            deliver::attempt(&mut relay, &a.name, &mut meta, data)
+            match deliver::attempt_paced(
+                &mut relay,
+                pace.flatten().as_ref(),
+                &a.name,
+                &mut meta,
+                data,
+            ) {
+                deliver::Delivery::Paced => {
+                    keep_durably(spool, sub, &meta);
+                    Vec::new()
+                }
+                deliver::Delivery::Decided(v) => v,
+            }
         }
         _ => Vec::new(),
     };
-    let host = account.map_or("", |a| a.smtp.host.as_str());
     for v in &verdicts {
         match v.fate {
             Fate::Delivered => {
                 results.reached_smarthost = true;
-                results
-                    .delivered
-                    .push(format!("{} (via {host})", v.address));
+                results.delivered.push(format!(
+                    "{} (via {})",
+                    v.address,
+                    delivered_via(env, &meta, v)
+                ));
             }
             Fate::Failed(cause) => {
                 results.reached_smarthost = true;
@@ -617,6 +633,37 @@ fn deliver_remote(
     match committed {
         Ok(()) => settle(env, spool, sub, meta, waiting, results),
         Err(e) => fail_pending(&meta, account, &e, results),
+    }
+}
+
+/// Makes the item of a send that stopped at an account's limits durable:
+/// it was committed only to cover an attempt, and now waits for a runner.
+fn keep_durably(spool: Option<&queue::Spool>, sub: &mut Submission, meta: &queue::Meta) {
+    if let (Some(spool), Body::Draft(draft)) = (spool, sub.body())
+        && let Err(e) = spool.make_durable(draft, meta)
+    {
+        eprintln!("mailhop: {e}");
+    }
+}
+
+/// The smarthost that took a recipient, and the account when it was a
+/// fallback: `smtp.example.com`, `mail.backup.org (account backup, fallback
+/// for main)`.
+fn delivered_via(env: &Env, meta: &queue::Meta, v: &Verdict) -> String {
+    let via = meta
+        .recipients
+        .iter()
+        .find(|r| r.address == v.address)
+        .and_then(|r| r.via.as_deref())
+        .or(meta.account.as_deref())
+        .unwrap_or_default();
+    let host = env
+        .config
+        .account_named(via)
+        .map_or("", |a| a.smtp.host.as_str());
+    match meta.account.as_deref() {
+        Some(own) if own != via => format!("{host} (account {via}, fallback for {own})"),
+        _ => host.to_string(),
     }
 }
 
