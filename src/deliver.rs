@@ -101,15 +101,19 @@ fn secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the queue, then again over what the pass did not see: the
-/// bounces it queued (sent now rather than at the next timer tick), and
-/// items queued meanwhile by senders that found this runner holding
-/// their account's connections and left their message to it. Each item
-/// is looked at once per run.
+/// Runs the queue, then again over what no pass has handled yet: the
+/// bounces a pass queued (sent now rather than at the next timer tick),
+/// items queued meanwhile, and items that were busy or left because every
+/// connection slot was taken. That last look, after this runner gave its
+/// slots back, is what makes leaving an item safe: whoever holds a slot
+/// looks again when it lets go. Each item is handled once per run, and
+/// the run ends after a pass that handled nothing.
 pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Report, QueueError> {
     let pace = spool.pace();
     let mut seen = HashSet::new();
     let (mut report, _) = run_once(spool, relay, opts, &pace, &mut seen)?;
+    // A second pass, even after one that handled nothing: what was busy
+    // or left then may be free now that this runner has let go.
     loop {
         let bounces = std::mem::take(&mut report.new_bounces);
         // What arrived during the pass is due by the clock, not by the
@@ -122,7 +126,7 @@ pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Re
                 .map(|only| only.iter().chain(&bounces).cloned().collect()),
             ..opts.clone()
         };
-        let (more, looked_at) = run_once(spool, relay, &pass, &pace, &mut seen)?;
+        let (more, handled) = run_once(spool, relay, &pass, &pace, &mut seen)?;
         report.delivered += more.delivered;
         report.deferred += more.deferred;
         report.bounced += more.bounced;
@@ -130,14 +134,14 @@ pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Re
         report.skipped_busy += more.skipped_busy;
         report.lines.extend(more.lines);
         report.new_bounces = more.new_bounces;
-        if looked_at == 0 {
+        if handled == 0 {
             return Ok(report);
         }
     }
 }
 
-/// One pass over the due items not in `seen`; returns the report and
-/// how many items it looked at.
+/// One pass over the due items not in `seen` (the handled ones); returns
+/// the report and how many items it handled.
 fn run_once(
     spool: &Spool,
     relay: &mut dyn Relay,
@@ -154,7 +158,7 @@ fn run_once(
     }
     // Group due items by account, keeping arrival order within each.
     let mut groups: Vec<(Option<String>, Vec<Meta>)> = Vec::new();
-    let mut looked_at = 0;
+    let before = seen.len();
     for m in items {
         if m.hold || opts.uid.is_some_and(|u| u != m.uid) || seen.contains(&m.id) {
             continue;
@@ -168,8 +172,6 @@ fn run_once(
         if !opts.force && m.next_attempt > now && !expired {
             continue;
         }
-        seen.insert(m.id.clone());
-        looked_at += 1;
         let account = m.account.clone().or_else(|| relay.account_for(&m.sender));
         match groups.iter_mut().find(|(a, _)| *a == account) {
             Some((_, list)) => list.push(m),
@@ -182,9 +184,10 @@ fn run_once(
             account: account.as_deref(),
             pace: Some(pace),
         };
-        run_group(relay, opts, group, metas, &mut report)?;
+        run_group(relay, opts, group, metas, &mut report, seen)?;
     }
-    Ok((report, looked_at))
+    let handled = seen.len() - before;
+    Ok((report, handled))
 }
 
 /// A claim made ahead by the loader thread.
@@ -204,6 +207,7 @@ fn run_group(
     group: Group<'_>,
     metas: Vec<Meta>,
     report: &mut Report,
+    handled: &mut HashSet<String>,
 ) -> Result<(), QueueError> {
     let spool = group.spool;
     std::thread::scope(|scope| {
@@ -229,7 +233,7 @@ fn run_group(
             }
             first
         });
-        let sent = send_group(relay, opts, group, claims, &retire_tx, report);
+        let sent = send_group(relay, opts, group, claims, &retire_tx, report, handled);
         drop(retire_tx);
         let removed = match remover.join() {
             Ok(r) => r,
@@ -246,6 +250,7 @@ fn send_group(
     claims: mpsc::Receiver<Claim>,
     retire: &mpsc::Sender<Claimed>,
     report: &mut Report,
+    handled: &mut HashSet<String>,
 ) -> Result<(), QueueError> {
     let Group {
         spool,
@@ -270,6 +275,7 @@ fn send_group(
         if claimed.meta.account.is_none() {
             claimed.meta.account = account.map(str::to_string);
         }
+        handled.insert(claimed.meta.id.clone());
         if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
             let why = expiry_reason(&claimed.meta, now);
             decide(&mut claimed.meta, Event::Expired(&why));
@@ -277,9 +283,9 @@ fn send_group(
             let meta = &mut claimed.meta;
             match routes.deliver(relay, meta, &mut claimed.data, &mut report.lines) {
                 Delivery::Paced => {
-                    // Every connection slot is taken by other processes:
-                    // the runner among them takes this item and the rest
-                    // (it looks for new items before it ends).
+                    // Every connection slot is taken by other processes,
+                    // each of which looks again when it lets go (see `run`).
+                    handled.remove(&meta.id);
                     report.skipped_busy += 1;
                     report.lines.push(format!(
                         "{}: left for the process holding {}'s connections",
@@ -552,11 +558,19 @@ impl Route {
             return true;
         };
         loop {
-            let now = SystemTime::now();
-            match pace.take(&self.account, limit, self.pacing.window, now) {
+            match pace.take(&self.account, limit, self.pacing.window, &SystemTime::now) {
+                // A state that stays locked (its holder is stopped): the
+                // count is unknown, so the foreground queues and the
+                // runner asks again.
+                Err(e) if e.io_kind() == Some(io::ErrorKind::TimedOut) => {
+                    if at_limit == AtLimit::Queue {
+                        return false;
+                    }
+                }
                 Ok(None) | Err(_) => return true,
                 Ok(Some(_)) if at_limit == AtLimit::Queue => return false,
                 Ok(Some(until)) => {
+                    let now = SystemTime::now();
                     let wait = until.duration_since(now).unwrap_or_default();
                     std::thread::sleep(wait.clamp(Duration::from_millis(1), self.pacing.window));
                 }
@@ -1576,7 +1590,8 @@ mod tests {
         assert_eq!(relay.connects, 0, "no connection opened");
         drop(claimed);
         let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
-        assert_eq!((rep.delivered, rep.skipped_busy, rep.deferred), (0, 1, 0));
+        // Left in the first pass, and again in the last look.
+        assert_eq!((rep.delivered, rep.skipped_busy, rep.deferred), (0, 2, 0));
         assert_eq!(spool.read(&id).unwrap().attempts, 0, "not counted as a try");
         drop(held);
         let rep = run(&spool, &mut relay, &opts(t0)).unwrap();

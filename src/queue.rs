@@ -1032,17 +1032,19 @@ impl Pace {
     }
 
     /// Counts one message for `account` if fewer than `limit` were sent in
-    /// the `window` before `now`: `Ok(None)`. Otherwise nothing is counted
-    /// and the answer is when the next one may go.
+    /// the `window` before now: `Ok(None)`. Otherwise nothing is counted
+    /// and the answer is when the next one may go. `clock` is read once
+    /// the lock is held: a time read before waiting for it would be stale.
     pub fn take(
         &self,
         account: &str,
         limit: u32,
         window: Duration,
-        now: SystemTime,
+        clock: &dyn Fn() -> SystemTime,
     ) -> Result<Option<SystemTime>, QueueError> {
         let mut f = self.open("state")?;
         lock_within(&f, PACE_LOCK_WAIT).map_err(|e| QueueError::io(&self.dir, "lock", e))?;
+        let now = clock();
         let mut text = String::new();
         // A damaged file forgets recent sends (a few too many may go)
         // rather than stopping all mail.
@@ -1051,13 +1053,15 @@ impl Pace {
         let now_ms = millis(now);
         let from = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
         let sent = state.0.entry(account.to_string()).or_default();
-        sent.retain(|&t| t > from && t <= now_ms);
+        // Times after `now` (a clock that stepped back) still count.
+        sent.retain(|&t| t > from);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let next = if sent.len() >= limit {
             let oldest = sent[sent.len() - limit];
             Some(UNIX_EPOCH + Duration::from_millis(oldest) + window)
         } else {
             sent.push(now_ms);
+            sent.sort_unstable();
             None
         };
         state.0.retain(|_, v| !v.is_empty());
@@ -1457,24 +1461,30 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // Two handles, as two processes would have.
         let (a, b) = (spool.pace(), spool.pace());
-        assert_eq!(a.take("o365", 2, w, at(0)).unwrap(), None);
-        assert_eq!(b.take("o365", 2, w, at(1000)).unwrap(), None);
+        assert_eq!(a.take("o365", 2, w, &|| at(0)).unwrap(), None);
+        assert_eq!(b.take("o365", 2, w, &|| at(1000)).unwrap(), None);
         assert_eq!(
-            a.take("o365", 2, w, at(2000)).unwrap(),
+            a.take("o365", 2, w, &|| at(2000)).unwrap(),
             Some(at(10_000)),
             "full until the first send leaves the window"
         );
         assert_eq!(
-            b.take("other", 2, w, at(2000)).unwrap(),
+            b.take("other", 2, w, &|| at(2000)).unwrap(),
             None,
             "per account"
         );
-        assert_eq!(b.take("o365", 2, w, at(10_000)).unwrap(), None);
-        assert_eq!(a.take("o365", 2, w, at(10_001)).unwrap(), Some(at(11_000)));
+        assert_eq!(b.take("o365", 2, w, &|| at(10_000)).unwrap(), None);
+        assert_eq!(
+            a.take("o365", 2, w, &|| at(10_001)).unwrap(),
+            Some(at(11_000))
+        );
         // A damaged state file is forgotten, not fatal.
         fs::write(dir.path().join("pace").join("state"), b"\xff\x00junk").unwrap();
-        assert_eq!(a.take("o365", 1, w, at(10_002)).unwrap(), None);
-        assert_eq!(a.take("o365", 1, w, at(10_003)).unwrap(), Some(at(20_002)));
+        assert_eq!(a.take("o365", 1, w, &|| at(10_002)).unwrap(), None);
+        assert_eq!(
+            a.take("o365", 1, w, &|| at(10_003)).unwrap(),
+            Some(at(20_002))
+        );
     }
 
     #[test]
