@@ -712,9 +712,13 @@ fn settle(
     let (Some(spool), Body::Draft(draft)) = (spool, sub.body()) else {
         return;
     };
-    meta.recipients
-        .retain(|r| r.state == queue::RcptState::Pending);
-    if meta.recipients.is_empty() {
+    // Recipients a fallback took stay listed, so `mailq` can show it.
+    let own = meta.account.clone();
+    meta.recipients.retain(|r| {
+        r.state == queue::RcptState::Pending
+            || (r.state == queue::RcptState::Done && r.via.is_some() && r.via != own)
+    });
+    if meta.pending().next().is_none() {
         // Delivered (or refused for good): the item is done. Between the
         // server's 250 and this removal is the one window in which a crash
         // causes a duplicate; a removal that fails makes one certain, so
@@ -740,7 +744,7 @@ fn settle(
     }
     results.queued = Some(Queued {
         id: meta.id.clone(),
-        recipients: meta.recipients.iter().map(|r| r.address.clone()).collect(),
+        recipients: meta.pending().map(|r| r.address.clone()).collect(),
         reason: meta
             .last_error
             .clone()
