@@ -343,6 +343,8 @@ struct Route {
     out: Option<transport::Error>,
     /// The last transaction did not complete, so RSET before the next.
     dirty: bool,
+    /// The pace's count of the message being sent, to date when it went.
+    ticket: Option<queue::Ticket>,
 }
 
 /// A message's accounts: its own, then its fallbacks in order. The
@@ -388,6 +390,7 @@ impl<'a> Routes<'a> {
                 slot: None,
                 out: None,
                 dirty: false,
+                ticket: None,
             })
             .collect();
         Routes {
@@ -426,6 +429,7 @@ impl<'a> Routes<'a> {
             };
             let result = send_message(conn.as_mut(), meta, data);
             route.dirty = result.is_err();
+            route.went(self.pace);
             let e = match result {
                 Ok(outcome) => return Delivery::Decided(self.accepted(i, meta, &outcome, lines)),
                 Err(e) => e,
@@ -559,6 +563,10 @@ impl Route {
         };
         loop {
             match pace.take(&self.account, limit, self.pacing.window, &SystemTime::now) {
+                Ok(queue::Turn::Go(ticket)) => {
+                    self.ticket = Some(ticket);
+                    return true;
+                }
                 // A state that stays locked (its holder is stopped): the
                 // count is unknown, so the foreground queues and the
                 // runner asks again.
@@ -567,14 +575,22 @@ impl Route {
                         return false;
                     }
                 }
-                Ok(None) | Err(_) => return true,
-                Ok(Some(_)) if at_limit == AtLimit::Queue => return false,
-                Ok(Some(until)) => {
+                Err(_) => return true,
+                Ok(queue::Turn::Wait(_)) if at_limit == AtLimit::Queue => return false,
+                Ok(queue::Turn::Wait(until)) => {
                     let now = SystemTime::now();
                     let wait = until.duration_since(now).unwrap_or_default();
                     std::thread::sleep(wait.clamp(Duration::from_millis(1), self.pacing.window));
                 }
             }
+        }
+    }
+
+    /// The message this route counted has gone (or failed): it counts
+    /// from now, when the server has it.
+    fn went(&mut self, pace: Option<&queue::Pace>) {
+        if let (Some(pace), Some(ticket)) = (pace, self.ticket.take()) {
+            let _ = pace.sent(&self.account, ticket, &SystemTime::now);
         }
     }
 

@@ -1032,7 +1032,7 @@ impl Pace {
     }
 
     /// Counts one message for `account` if fewer than `limit` were sent in
-    /// the `window` before now: `Ok(None)`. Otherwise nothing is counted
+    /// the `window` before now: `Turn::Go`. Otherwise nothing is counted
     /// and the answer is when the next one may go. `clock` is read once
     /// the lock is held: a time read before waiting for it would be stale.
     pub fn take(
@@ -1041,29 +1041,58 @@ impl Pace {
         limit: u32,
         window: Duration,
         clock: &dyn Fn() -> SystemTime,
-    ) -> Result<Option<SystemTime>, QueueError> {
+    ) -> Result<Turn, QueueError> {
+        self.with_state(clock, |state, now_ms| {
+            let from = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+            let sent = state.0.entry(account.to_string()).or_default();
+            // Times after `now` (a clock that stepped back) still count.
+            sent.retain(|&t| t > from);
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if sent.len() >= limit {
+                let oldest = sent[sent.len() - limit];
+                return Turn::Wait(UNIX_EPOCH + Duration::from_millis(oldest) + window);
+            }
+            sent.push(now_ms);
+            sent.sort_unstable();
+            Turn::Go(Ticket { at_ms: now_ms })
+        })
+    }
+
+    /// The message `ticket` counted has been sent: it counts from now on,
+    /// when the server has it. The provider counts a message when it
+    /// arrives, which is later than when it was counted here; without
+    /// this the next window could open while it was still on its way.
+    pub fn sent(
+        &self,
+        account: &str,
+        ticket: Ticket,
+        clock: &dyn Fn() -> SystemTime,
+    ) -> Result<(), QueueError> {
+        self.with_state(clock, |state, now_ms| {
+            if let Some(sent) = state.0.get_mut(account)
+                && let Some(t) = sent.iter_mut().find(|t| **t == ticket.at_ms)
+            {
+                *t = now_ms.max(ticket.at_ms);
+                sent.sort_unstable();
+            }
+        })
+    }
+
+    /// Runs `change` on the state under its lock and writes it back.
+    fn with_state<T>(
+        &self,
+        clock: &dyn Fn() -> SystemTime,
+        change: impl FnOnce(&mut PaceState, u64) -> T,
+    ) -> Result<T, QueueError> {
         let mut f = self.open("state")?;
         lock_within(&f, PACE_LOCK_WAIT).map_err(|e| QueueError::io(&self.dir, "lock", e))?;
-        let now = clock();
+        let now_ms = millis(clock());
         let mut text = String::new();
         // A damaged file forgets recent sends (a few too many may go)
         // rather than stopping all mail.
         let _ = f.read_to_string(&mut text);
         let mut state = PaceState::parse(&text);
-        let now_ms = millis(now);
-        let from = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
-        let sent = state.0.entry(account.to_string()).or_default();
-        // Times after `now` (a clock that stepped back) still count.
-        sent.retain(|&t| t > from);
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next = if sent.len() >= limit {
-            let oldest = sent[sent.len() - limit];
-            Some(UNIX_EPOCH + Duration::from_millis(oldest) + window)
-        } else {
-            sent.push(now_ms);
-            sent.sort_unstable();
-            None
-        };
+        let answer = change(&mut state, now_ms);
         state.0.retain(|_, v| !v.is_empty());
         let out = state.to_text();
         use std::io::Seek as _;
@@ -1071,8 +1100,23 @@ impl Pace {
             .and_then(|()| f.seek(io::SeekFrom::Start(0)))
             .and_then(|_| f.write_all(out.as_bytes()))
             .map_err(|e| QueueError::io(&self.dir.join("state"), "write", e))?;
-        Ok(next)
+        Ok(answer)
     }
+}
+
+/// Whether a message may go now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// It is counted; tell `Pace::sent` when it has gone.
+    Go(Ticket),
+    /// The window is full until then.
+    Wait(SystemTime),
+}
+
+/// A message counted by `Pace::take`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ticket {
+    at_ms: u64,
 }
 
 /// `f`'s exclusive lock, waiting at most `max`: a short poll, because
@@ -1459,31 +1503,46 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let w = Duration::from_secs(10);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let go = |t: Result<Turn, QueueError>| matches!(t.unwrap(), Turn::Go(_));
         // Two handles, as two processes would have.
         let (a, b) = (spool.pace(), spool.pace());
-        assert_eq!(a.take("o365", 2, w, &|| at(0)).unwrap(), None);
-        assert_eq!(b.take("o365", 2, w, &|| at(1000)).unwrap(), None);
+        assert!(go(a.take("o365", 2, w, &|| at(0))));
+        assert!(go(b.take("o365", 2, w, &|| at(1000))));
         assert_eq!(
             a.take("o365", 2, w, &|| at(2000)).unwrap(),
-            Some(at(10_000)),
+            Turn::Wait(at(10_000)),
             "full until the first send leaves the window"
         );
-        assert_eq!(
-            b.take("other", 2, w, &|| at(2000)).unwrap(),
-            None,
-            "per account"
-        );
-        assert_eq!(b.take("o365", 2, w, &|| at(10_000)).unwrap(), None);
+        assert!(go(b.take("other", 2, w, &|| at(2000))), "per account");
+        assert!(go(b.take("o365", 2, w, &|| at(10_000))));
         assert_eq!(
             a.take("o365", 2, w, &|| at(10_001)).unwrap(),
-            Some(at(11_000))
+            Turn::Wait(at(11_000))
         );
         // A damaged state file is forgotten, not fatal.
         fs::write(dir.path().join("pace").join("state"), b"\xff\x00junk").unwrap();
-        assert_eq!(a.take("o365", 1, w, &|| at(10_002)).unwrap(), None);
+        assert!(go(a.take("o365", 1, w, &|| at(10_002))));
         assert_eq!(
             a.take("o365", 1, w, &|| at(10_003)).unwrap(),
-            Some(at(20_002))
+            Turn::Wait(at(20_002))
+        );
+    }
+
+    #[test]
+    fn a_sent_message_counts_from_when_it_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let pace = Spool::new(dir.path(), false).pace();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = Duration::from_secs(10);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let Turn::Go(ticket) = pace.take("o365", 1, w, &|| at(0)).unwrap() else {
+            panic!("the first may go");
+        };
+        // Counted at 0, on the server at 700.
+        pace.sent("o365", ticket, &|| at(700)).unwrap();
+        assert_eq!(
+            pace.take("o365", 1, w, &|| at(10_000)).unwrap(),
+            Turn::Wait(at(10_700))
         );
     }
 
