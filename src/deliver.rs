@@ -8,6 +8,13 @@
 //! recipients get an RFC 3464 delivery status notification, queued like
 //! any other message with the null sender; a bounce is never bounced, so a
 //! bounce that cannot be delivered moves to `failed/`.
+//!
+//! An account's `fallback` accounts take a message its own account fails
+//! temporarily, in the same attempt (`Routes`, shared by the runner and
+//! the foreground `attempt_paced`). Its limits (`max_per_minute`,
+//! `max_connections`) are counted in the spool's pace state by every
+//! mailhop process together: the runner waits for its turn on its one
+//! connection; the foreground leaves the message queued instead.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -18,6 +18,9 @@
 //! Each item's data file carries its lock (flock, via `File::try_lock`):
 //! two runners never deliver the same item at once. The data file is
 //! never replaced, so the lock is stable while the metadata changes.
+//!
+//! `pace/` holds the per-account limits' shared state (`Pace`): send
+//! times under a lock, and connection slots held as locks.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
