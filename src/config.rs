@@ -45,6 +45,10 @@ pub const KEYS: &[&str] = &[
     "account.connect_timeout",
     "account.timeout",
     "account.data_timeout",
+    "account.fallback",
+    "account.max_per_minute",
+    "account.max_connections",
+    "account.pace_window",
     "account.oauth",
     "account.oauth.provider",
     "account.oauth.flow",
@@ -161,6 +165,54 @@ pub struct Account {
     pub password_file: Option<PathBuf>,
     /// Token acquisition for `auth = "xoauth2"` (`[account.oauth]`).
     pub oauth: Option<crate::oauth::Settings>,
+    /// Accounts tried in order when this one fails temporarily; each may
+    /// send as this account's `from` (checked when the file is read).
+    pub fallback: Vec<String>,
+    /// How fast and how many at once this account may send.
+    pub pacing: Pacing,
+}
+
+/// An account's sending limits, shared by every mailhop process on the
+/// machine (the spool's pacing state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// At most this many messages per `window`; `None`: no limit.
+    pub per_window: Option<u32>,
+    /// The window `per_window` counts in: a minute, unless `pace_window`
+    /// says otherwise (tests use a short one).
+    pub window: Duration,
+    /// At most this many connections at once; `None`: no limit.
+    pub connections: Option<u32>,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            per_window: None,
+            window: DEFAULT_PACE_WINDOW,
+            connections: None,
+        }
+    }
+}
+
+/// The largest `max_per_minute` and `max_connections`.
+pub const MAX_PACE_LIMIT: u32 = 10_000;
+
+/// The window `max_per_minute` counts in unless `pace_window` is set.
+pub const DEFAULT_PACE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The limits a provider enforces on one mailbox, as (messages per
+/// minute, concurrent connections), by smarthost name. Office 365: 30
+/// messages a minute; a fourth connection gets "432 4.3.2
+/// STOREDRV.ClientSubmit; sender thread limit exceeded".
+const PROVIDER_LIMITS: &[(&str, u32, u32)] = &[("smtp.office365.com", 30, 3)];
+
+/// The provider's limits for `host`, if it is a known one.
+pub fn provider_limits(host: &str) -> Option<(u32, u32)> {
+    PROVIDER_LIMITS
+        .iter()
+        .find(|(h, _, _)| h.eq_ignore_ascii_case(host.trim_end_matches('.')))
+        .map(|&(_, m, c)| (m, c))
 }
 
 pub use crate::transport::{AuthMode, MinTls, TlsMode};
@@ -458,6 +510,11 @@ struct RawAccount {
     timeout: Option<Spanned<u64>>,
     data_timeout: Option<Spanned<u64>>,
     oauth: Option<Spanned<RawOAuth>>,
+    #[serde(default)]
+    fallback: Vec<Spanned<String>>,
+    max_per_minute: Option<Spanned<u32>>,
+    max_connections: Option<Spanned<u32>>,
+    pace_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -716,6 +773,10 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         let account = c.account(a, &accounts)?;
         accounts.push(account);
     }
+    // After all accounts are read: a fallback may be defined further down.
+    for (a, raw_account) in accounts.iter().zip(&raw.account) {
+        c.fallbacks(a, &raw_account.fallback, &accounts)?;
+    }
     Ok(Config {
         source: Some(path.to_path_buf()),
         hostname,
@@ -749,6 +810,7 @@ impl Checker<'_> {
             Some(o) => Some(self.account_oauth(o, &id.name, smtp.auth)?),
             None => None,
         };
+        let pacing = self.pacing(a, &id)?;
         Ok(Account {
             name: id.name,
             from: id.from,
@@ -757,7 +819,100 @@ impl Checker<'_> {
             password_command: a.password_command.clone(),
             password_file: a.password_file.clone(),
             oauth,
+            fallback: a
+                .fallback
+                .iter()
+                .map(|f| f.get_ref().trim().to_string())
+                .collect(),
+            pacing,
         })
+    }
+
+    /// `max_per_minute`, `max_connections` and `pace_window`; a known
+    /// provider's limits where the first two are not set. 0 means "no
+    /// limit", to lift a provider default.
+    fn pacing(&self, a: &RawAccount, id: &Identity) -> Result<Pacing, ConfigError> {
+        let provider = provider_limits(&id.host);
+        // The shared state keeps one timestamp per message in the window,
+        // so the limit also bounds that file.
+        for (key, v) in [
+            ("max_per_minute", &a.max_per_minute),
+            ("max_connections", &a.max_connections),
+        ] {
+            if let Some(n) = v
+                && *n.get_ref() > MAX_PACE_LIMIT
+            {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "[[account]] \"{}\": {key} is at most {MAX_PACE_LIMIT} (0: no limit)",
+                        id.name
+                    ),
+                );
+            }
+        }
+        let limit = |v: &Option<Spanned<u32>>, default: Option<u32>| match v {
+            Some(n) if *n.get_ref() == 0 => None,
+            Some(n) => Some(*n.get_ref()),
+            None => default,
+        };
+        let window = match &a.pace_window {
+            None => DEFAULT_PACE_WINDOW,
+            Some(w) => match parse_duration(w.get_ref()) {
+                Some(d) if !d.is_zero() && d <= Duration::from_secs(86_400) => d,
+                _ => {
+                    return self.err(
+                        w.span(),
+                        format!(
+                            "[[account]] \"{}\": pace_window \"{}\" is not a duration from 1s \
+                             to 1d (like \"60s\", \"5m\")",
+                            id.name,
+                            w.get_ref()
+                        ),
+                    );
+                }
+            },
+        };
+        Ok(Pacing {
+            per_window: limit(&a.max_per_minute, provider.map(|p| p.0)),
+            window,
+            connections: limit(&a.max_connections, provider.map(|p| p.1)),
+        })
+    }
+
+    /// Checks `a`'s fallbacks: each names another account, once, and may
+    /// send as `a`'s `from` (its own `from`, or a `senders` pattern that
+    /// matches it): a fallback must never turn a delay into SendAsDenied.
+    fn fallbacks(
+        &self,
+        a: &Account,
+        raw: &[Spanned<String>],
+        all: &[Account],
+    ) -> Result<(), ConfigError> {
+        for (i, f) in raw.iter().enumerate() {
+            let name = f.get_ref().trim();
+            let here = format!("[[account]] \"{}\": fallback \"{name}\"", a.name);
+            if name == a.name {
+                return self.err(f.span(), format!("{here} is this account itself"));
+            }
+            if raw[..i].iter().any(|o| o.get_ref().trim() == name) {
+                return self.err(f.span(), format!("{here} is listed twice"));
+            }
+            let Some(fb) = all.iter().find(|x| x.name == name) else {
+                return self.err(f.span(), format!("{here} is not an [[account]] name"));
+            };
+            if !fb.may_send_as(&a.from) {
+                return self.err(
+                    f.span(),
+                    format!(
+                        "{here} cannot send as \"{}\" (account \"{}\"'s from): give account \
+                         \"{name}\" the same from, or a senders pattern that matches it",
+                        a.from, a.name
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn account_identity(
@@ -1281,6 +1436,48 @@ impl Config {
     }
 }
 
+impl Account {
+    /// One line for `mailhop check`: the fallbacks and the limits.
+    pub fn failover_and_limits(&self) -> String {
+        let fallbacks = match self.fallback.as_slice() {
+            [] => "no fallback".to_string(),
+            list => format!("fallback {}", list.join(", then ")),
+        };
+        let p = &self.pacing;
+        let window = p.window.as_secs();
+        let rate = match p.per_window {
+            Some(n) if window == 60 => format!("{n} messages per minute"),
+            Some(n) => format!("{n} messages per {window}s"),
+            None => "no message rate limit".to_string(),
+        };
+        let conns = match p.connections {
+            Some(n) => format!("{n} connection(s) at once"),
+            None => "no connection limit".to_string(),
+        };
+        format!("{fallbacks}; {rate}, {conns}")
+    }
+
+    /// Whether this account may send as `address`: it is its `from`, or
+    /// one of its `senders` patterns matches it (as `account_for` reads
+    /// them). A catch-all `*` matches everything.
+    pub fn may_send_as(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        if self.from.eq_ignore_ascii_case(&address) {
+            return true;
+        }
+        let local = address
+            .rsplit_once('@')
+            .map_or(address.as_str(), |(l, _)| l);
+        self.senders.iter().any(|p| {
+            if p.contains('@') {
+                pattern_matches(p, &address)
+            } else {
+                pattern_matches(p, local)
+            }
+        })
+    }
+}
+
 /// `*` matches any run of characters; everything else is literal and
 /// case-insensitive (the caller lowercases both sides).
 pub fn pattern_matches(pattern: &str, text: &str) -> bool {
@@ -1699,6 +1896,69 @@ path = "~/Maildir"
         let mut keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
         keys.sort();
         assert_eq!(all, keys);
+    }
+
+    const TWO: &str = "[[account]]\nname = \"main\"\nhost = \"smtp.office365.com\"\n\
+                       from = \"shop@example.com\"\nfallback = [\"backup\"]\n\
+                       [[account]]\nname = \"backup\"\nhost = \"mail.example.org\"\n";
+
+    #[test]
+    fn fallbacks_must_send_as_the_primary() {
+        let same = format!("{TWO}from = \"shop@example.com\"\n");
+        let c = p(&same).unwrap();
+        assert_eq!(c.accounts[0].fallback, vec!["backup"]);
+        let pattern = format!("{TWO}from = \"relay@example.org\"\nsenders = [\"*@example.com\"]\n");
+        assert!(p(&pattern).is_ok());
+        let other = format!("{TWO}from = \"relay@example.org\"\n");
+        let e = err(&other);
+        assert!(
+            e.contains("\"main\"") && e.contains("\"backup\"") && e.contains("shop@example.com"),
+            "{e}"
+        );
+        assert!(e.contains(":5:"), "points at the fallback line: {e}");
+        let missing = same.replace("fallback = [\"backup\"]", "fallback = [\"nope\"]");
+        assert!(err(&missing).contains("not an [[account]]"));
+        let itself = same.replace("fallback = [\"backup\"]", "fallback = [\"main\"]");
+        assert!(err(&itself).contains("itself"));
+        let twice = same.replace("[\"backup\"]", "[\"backup\", \"backup\"]");
+        assert!(err(&twice).contains("twice"));
+    }
+
+    #[test]
+    fn pacing_defaults_for_known_providers_and_overrides() {
+        let c = p(&format!("{TWO}from = \"shop@example.com\"\n")).unwrap();
+        assert_eq!(
+            c.accounts[0].pacing,
+            Pacing {
+                per_window: Some(30),
+                window: Duration::from_secs(60),
+                connections: Some(3)
+            }
+        );
+        assert_eq!(c.accounts[1].pacing, Pacing::default());
+        assert_eq!(
+            c.accounts[0].failover_and_limits(),
+            "fallback backup; 30 messages per minute, 3 connection(s) at once"
+        );
+        assert_eq!(
+            c.accounts[1].failover_and_limits(),
+            "no fallback; no message rate limit, no connection limit"
+        );
+        let set = format!(
+            "{TWO}from = \"shop@example.com\"\nmax_per_minute = 5\nmax_connections = 0\npace_window = \"2s\"\n"
+        );
+        let c = p(&set).unwrap();
+        assert_eq!(
+            c.accounts[1].pacing,
+            Pacing {
+                per_window: Some(5),
+                window: Duration::from_secs(2),
+                connections: None
+            }
+        );
+        assert!(err(&set.replace("\"2s\"", "\"0s\"")).contains("pace_window"));
+        let e = err(&set.replace("= 5", "= -1"));
+        assert!(e.contains(":10:") && e.contains("u32"), "{e}");
     }
 
     #[test]

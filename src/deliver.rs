@@ -8,12 +8,21 @@
 //! recipients get an RFC 3464 delivery status notification, queued like
 //! any other message with the null sender; a bounce is never bounced, so a
 //! bounce that cannot be delivered moves to `failed/`.
+//!
+//! An account's `fallback` accounts take a message its own account fails
+//! temporarily, in the same attempt (`Routes`, shared by the runner and
+//! the foreground `attempt_paced`). Its limits (`max_per_minute`,
+//! `max_connections`) are counted in the spool's pace state by every
+//! mailhop process together: the runner waits for its turn on its one
+//! connection; the foreground leaves the message queued instead.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::Pacing;
 use crate::queue::{self, Claimed, Meta, QueueError, RcptState, Recipient, Spool};
 use crate::transport::{self, Envelope, Outcome};
 
@@ -39,6 +48,14 @@ pub trait Relay {
     /// The account an item without one should now use (a smarthost was
     /// configured after it was queued), or `None` if there still is none.
     fn account_for(&self, sender: &str) -> Option<String>;
+    /// The accounts to try, in order, when `account` fails temporarily.
+    fn fallbacks(&self, _account: &str) -> Vec<String> {
+        Vec::new()
+    }
+    /// How fast and how many at once `account` may send.
+    fn pacing(&self, _account: &str) -> Pacing {
+        Pacing::default()
+    }
 }
 
 impl Connection for transport::Session {
@@ -92,12 +109,12 @@ pub struct Report {
     pub lines: Vec<String>,
     /// What `decide` concluded for each recipient tried, for the
     /// Postfix-style log lines and the counters of `queue stats`.
-    pub deliveries: Vec<Delivery>,
+    pub deliveries: Vec<Record>,
 }
 
 /// One recipient's verdict in a run, with what its log line needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub struct Record {
     /// The queue id.
     pub id: String,
     pub account: Option<String>,
@@ -121,18 +138,18 @@ pub struct Wire {
     pub transfer: Duration,
 }
 
-impl Delivery {
+impl Record {
     /// Records each verdict of one attempt at `meta`.
-    pub fn note(out: &mut Vec<Delivery>, meta: &Meta, wire: Wire, verdicts: Vec<Verdict>) {
+    pub fn note(out: &mut Vec<Record>, meta: &Meta, wire: &Wire, verdicts: &[Verdict]) {
         let arrival = UNIX_EPOCH + Duration::from_secs(meta.arrival);
         let delay = SystemTime::now()
             .duration_since(arrival)
             .unwrap_or_default();
-        out.extend(verdicts.into_iter().map(|verdict| Delivery {
+        out.extend(verdicts.iter().map(|verdict| Record {
             id: meta.id.clone(),
             account: meta.account.clone(),
             delay,
-            verdict,
+            verdict: verdict.clone(),
             wire: wire.clone(),
         }));
     }
@@ -144,27 +161,55 @@ fn secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the queue once, then once more for the bounces that run created,
-/// so a bounce goes out now rather than at the next timer tick.
+/// Runs the queue, then again over what no pass has handled yet: the
+/// bounces a pass queued (sent now rather than at the next timer tick),
+/// items queued meanwhile, and items that were busy or left because every
+/// connection slot was taken. That last look, after this runner gave its
+/// slots back, is what makes leaving an item safe: whoever holds a slot
+/// looks again when it lets go. Each item is handled once per run, and
+/// the run ends after a pass that handled nothing.
 pub fn run(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Report, QueueError> {
-    let mut report = run_once(spool, relay, opts)?;
-    if !report.new_bounces.is_empty() {
-        let second = RunOptions {
-            only: Some(std::mem::take(&mut report.new_bounces)),
+    let pace = spool.pace();
+    let mut seen = HashSet::new();
+    let (mut report, _) = run_once(spool, relay, opts, &pace, &mut seen)?;
+    // A second pass, even after one that handled nothing: what was busy
+    // or left then may be free now that this runner has let go.
+    loop {
+        let bounces = std::mem::take(&mut report.new_bounces);
+        // What arrived during the pass is due by the clock, not by the
+        // run's start (tests run at a fixed time in the future).
+        let pass = RunOptions {
+            now: opts.now.max(SystemTime::now()),
+            only: opts
+                .only
+                .as_ref()
+                .map(|only| only.iter().chain(&bounces).cloned().collect()),
             ..opts.clone()
         };
-        let more = run_once(spool, relay, &second)?;
+        let (more, handled) = run_once(spool, relay, &pass, &pace, &mut seen)?;
         report.delivered += more.delivered;
         report.deferred += more.deferred;
+        report.bounced += more.bounced;
         report.failed += more.failed;
         report.skipped_busy += more.skipped_busy;
         report.lines.extend(more.lines);
         report.deliveries.extend(more.deliveries);
+        report.new_bounces = more.new_bounces;
+        if handled == 0 {
+            return Ok(report);
+        }
     }
-    Ok(report)
 }
 
-fn run_once(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<Report, QueueError> {
+/// One pass over the due items not in `seen` (the handled ones); returns
+/// the report and how many items it handled.
+fn run_once(
+    spool: &Spool,
+    relay: &mut dyn Relay,
+    opts: &RunOptions,
+    pace: &queue::Pace,
+    seen: &mut HashSet<String>,
+) -> Result<(Report, usize), QueueError> {
     let now = secs(opts.now);
     spool.sweep(opts.now);
     let (items, damaged) = spool.list()?;
@@ -174,8 +219,9 @@ fn run_once(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<R
     }
     // Group due items by account, keeping arrival order within each.
     let mut groups: Vec<(Option<String>, Vec<Meta>)> = Vec::new();
+    let before = seen.len();
     for m in items {
-        if m.hold || opts.uid.is_some_and(|u| u != m.uid) {
+        if m.hold || opts.uid.is_some_and(|u| u != m.uid) || seen.contains(&m.id) {
             continue;
         }
         if let Some(only) = &opts.only
@@ -194,9 +240,15 @@ fn run_once(spool: &Spool, relay: &mut dyn Relay, opts: &RunOptions) -> Result<R
         }
     }
     for (account, metas) in groups {
-        run_group(spool, relay, opts, account.as_deref(), metas, &mut report)?;
+        let group = Group {
+            spool,
+            account: account.as_deref(),
+            pace: Some(pace),
+        };
+        run_group(relay, opts, group, metas, &mut report, seen)?;
     }
-    Ok(report)
+    let handled = seen.len() - before;
+    Ok((report, handled))
 }
 
 /// A claim made ahead by the loader thread.
@@ -211,13 +263,14 @@ type Claim = Result<Claimed, QueueError>;
 /// the remover only after the server's final 250, the window in which a
 /// crash may already duplicate (never lose) a message.
 fn run_group(
-    spool: &Spool,
     relay: &mut dyn Relay,
     opts: &RunOptions,
-    account: Option<&str>,
+    group: Group<'_>,
     metas: Vec<Meta>,
     report: &mut Report,
+    handled: &mut HashSet<String>,
 ) -> Result<(), QueueError> {
+    let spool = group.spool;
     std::thread::scope(|scope| {
         // A rendezvous channel: the loader blocks in send() holding the
         // next claim until it is taken, and stops when the receiver is
@@ -241,7 +294,7 @@ fn run_group(
             }
             first
         });
-        let sent = send_group(spool, relay, opts, account, claims, &retire_tx, report);
+        let sent = send_group(relay, opts, group, claims, &retire_tx, report, handled);
         drop(retire_tx);
         let removed = match remover.join() {
             Ok(r) => r,
@@ -251,32 +304,22 @@ fn run_group(
     })
 }
 
-/// The state of one account's group in a run: the connection it shares,
-/// and why connecting failed, if it did.
-struct GroupState {
-    conn: Option<Box<dyn Connection>>,
-    /// Set when connecting failed: the rest of the group is deferred with
-    /// the same error rather than hammering a server that is down.
-    connect_error: Option<transport::Error>,
-    /// The last transaction did not complete, so RSET before the next.
-    dirty: bool,
-}
-
 fn send_group(
-    spool: &Spool,
     relay: &mut dyn Relay,
     opts: &RunOptions,
-    account: Option<&str>,
+    group: Group<'_>,
     claims: mpsc::Receiver<Claim>,
     retire: &mpsc::Sender<Claimed>,
     report: &mut Report,
+    handled: &mut HashSet<String>,
 ) -> Result<(), QueueError> {
+    let Group {
+        spool,
+        account,
+        pace,
+    } = group;
     let now = secs(opts.now);
-    let mut state = GroupState {
-        conn: None,
-        connect_error: None,
-        dirty: false,
-    };
+    let mut routes = account.map(|a| Routes::new(relay, a, pace, AtLimit::Wait));
     for claim in claims {
         let mut claimed = match claim {
             Ok(c) => c,
@@ -293,118 +336,392 @@ fn send_group(
         if claimed.meta.account.is_none() {
             claimed.meta.account = account.map(str::to_string);
         }
+        handled.insert(claimed.meta.id.clone());
         if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
             let why = expiry_reason(&claimed.meta, now);
             let v = decide(&mut claimed.meta, Event::Expired(&why));
-            Delivery::note(&mut report.deliveries, &claimed.meta, Wire::default(), v);
-        } else if let Some(account) = account {
-            send_one(&mut state, relay, account, &mut claimed, report);
+            Record::note(&mut report.deliveries, &claimed.meta, &Wire::default(), &v);
+        } else if let Some(routes) = routes.as_mut() {
+            let meta = &mut claimed.meta;
+            let noted = &mut report.deliveries;
+            match routes.deliver(relay, meta, &mut claimed.data, &mut report.lines, noted) {
+                Delivery::Paced => {
+                    // Every connection slot is taken by other processes,
+                    // each of which looks again when it lets go (see `run`).
+                    handled.remove(&meta.id);
+                    report.skipped_busy += 1;
+                    report.lines.push(format!(
+                        "{}: left for the process holding {}'s connections",
+                        meta.id,
+                        account.unwrap_or_default()
+                    ));
+                    break;
+                }
+                Delivery::Decided(verdicts) => {
+                    if verdicts.iter().any(|v| v.fate == Fate::Delivered) {
+                        report.delivered += 1;
+                    }
+                }
+            }
         } else {
             let v = decide(&mut claimed.meta, Event::NoSmarthost);
-            Delivery::note(&mut report.deliveries, &claimed.meta, Wire::default(), v);
+            Record::note(&mut report.deliveries, &claimed.meta, &Wire::default(), &v);
             note_deferred(&claimed.meta, report);
         }
         finish(spool, claimed, opts, retire, report)?;
     }
-    if let Some(c) = state.conn {
-        c.close();
+    if let Some(r) = routes {
+        r.close();
     }
     Ok(())
 }
 
-/// One item of a group: sent on the group's connection, or deferred with
-/// the group's connect error. The fate is `decide`'s.
-fn send_one(
-    state: &mut GroupState,
-    relay: &mut dyn Relay,
-    account: &str,
-    claimed: &mut Claimed,
-    report: &mut Report,
-) {
-    let started = Instant::now();
-    state.connect(relay, account);
-    let mut wire = Wire {
-        setup: started.elapsed(),
-        ..Wire::default()
-    };
-    let Some(conn) = state.conn.as_mut() else {
-        if let Some(e) = &state.connect_error {
-            let v = decide(&mut claimed.meta, Event::Error(e));
-            Delivery::note(&mut report.deliveries, &claimed.meta, wire, v);
-        }
-        note_deferred(&claimed.meta, report);
-        return;
-    };
-    wire.peer = conn.peer();
-    let sending = Instant::now();
-    let result = send_message(conn.as_mut(), &claimed.meta, &mut claimed.data);
-    wire.transfer = sending.elapsed();
-    state.dirty = true;
-    let line = match &result {
-        Ok(outcome) => {
-            state.dirty = false;
-            if !outcome.accepted.is_empty() {
-                report.delivered += 1;
-            }
-            format!(
-                "{}: to {} via {account}: {}",
-                claimed.meta.id,
-                outcome.accepted.join(", "),
-                outcome
-                    .reply
-                    .as_ref()
-                    .map(|r| r.one_line())
-                    .unwrap_or_default()
-            )
-        }
-        Err(e) => {
-            if matches!(
-                e.kind,
-                transport::Kind::Network | transport::Kind::Timeout | transport::Kind::Protocol
-            ) {
-                state.conn = None;
-                state.dirty = false;
-            }
-            format!("{}: {}", claimed.meta.id, e.detail)
-        }
-    };
-    let verdicts = match &result {
-        Ok(outcome) => {
-            wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
-            decide(&mut claimed.meta, Event::Sent(outcome))
-        }
-        Err(e) => decide(&mut claimed.meta, Event::Error(e)),
-    };
-    Delivery::note(&mut report.deliveries, &claimed.meta, wire, verdicts);
-    report.lines.push(line);
+/// What a group works with besides the relay: the spool, its account (if
+/// any) and the shared pacing state.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    spool: &'a Spool,
+    account: Option<&'a str>,
+    pace: Option<&'a queue::Pace>,
 }
 
-impl GroupState {
-    /// Makes sure the group has a working connection, unless connecting
-    /// already failed in this run.
-    fn connect(&mut self, relay: &mut dyn Relay, account: &str) {
-        if self.connect_error.is_some() {
-            return;
+/// What a delivery does when an account is at its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtLimit {
+    /// Leave the message queued (a foreground send returns at once).
+    Queue,
+    /// Wait for the window to allow the next message (the runner).
+    Wait,
+}
+
+/// One account a message may go through, and how it stands in this run.
+struct Route {
+    account: String,
+    pacing: Pacing,
+    conn: Option<Box<dyn Connection>>,
+    /// The connection slot held while `conn` is open.
+    slot: Option<queue::Slot>,
+    /// Why the account is not used again in this run: connecting failed,
+    /// or it asked us to slow down. Not hammering a server that is down
+    /// or throttling us.
+    out: Option<transport::Error>,
+    /// The last transaction did not complete, so RSET before the next.
+    dirty: bool,
+    /// The pace's count of the message being sent, to date when it went.
+    ticket: Option<queue::Ticket>,
+}
+
+/// A message's accounts: its own, then its fallbacks in order. The
+/// foreground send uses one for one message, the runner one per group.
+struct Routes<'a> {
+    routes: Vec<Route>,
+    pace: Option<&'a queue::Pace>,
+    at_limit: AtLimit,
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The account is at its limits and the caller does not wait: the
+    /// message is untouched.
+    Paced,
+    /// `decide`'s verdicts.
+    Decided(Vec<Verdict>),
+}
+
+/// Whether a route can take a message now.
+enum Ready {
+    Go,
+    Paced,
+    Out,
+}
+
+impl<'a> Routes<'a> {
+    fn new(
+        relay: &dyn Relay,
+        account: &str,
+        pace: Option<&'a queue::Pace>,
+        at_limit: AtLimit,
+    ) -> Routes<'a> {
+        let mut names = vec![account.to_string()];
+        names.extend(relay.fallbacks(account));
+        let routes = names
+            .into_iter()
+            .map(|account| Route {
+                pacing: relay.pacing(&account),
+                account,
+                conn: None,
+                slot: None,
+                out: None,
+                dirty: false,
+                ticket: None,
+            })
+            .collect();
+        Routes {
+            routes,
+            pace,
+            at_limit,
         }
-        // RSET before reusing the connection after a transaction that did
-        // not complete (refused MAIL, RCPT or DATA). After a completed one
-        // the server has already reset its state (RFC 5321 §4.1.1.4), so
-        // the next MAIL follows directly: an RSET there would add a round
-        // trip to every message. A connection that fails RSET is replaced.
-        if self.dirty
-            && let Some(c) = self.conn.as_mut()
+    }
+
+    /// Sends one message through the first account that takes it. Only a
+    /// failure that leaves every recipient deferred (`decide` says so)
+    /// moves on to the next account; a permanent refusal is the answer.
+    fn deliver(
+        &mut self,
+        relay: &mut dyn Relay,
+        meta: &mut Meta,
+        data: &mut File,
+        lines: &mut Vec<String>,
+        noted: &mut Vec<Record>,
+    ) -> Delivery {
+        let started = Instant::now();
+        let mut first: Option<(transport::Error, Wire)> = None;
+        for i in 0..self.routes.len() {
+            match self.ready(i, relay) {
+                Ready::Go => {}
+                Ready::Paced if i == 0 => return Delivery::Paced,
+                Ready::Paced => continue,
+                Ready::Out => {
+                    if first.is_none()
+                        && let Some(e) = &self.routes[i].out
+                    {
+                        first = Some((e.clone(), Wire::default()));
+                    }
+                    continue;
+                }
+            }
+            let route = &mut self.routes[i];
+            let Some(conn) = route.conn.as_mut() else {
+                continue;
+            };
+            let mut wire = Wire {
+                peer: conn.peer(),
+                setup: started.elapsed(),
+                ..Wire::default()
+            };
+            let sending = Instant::now();
+            let result = send_message(conn.as_mut(), meta, data);
+            wire.transfer = sending.elapsed();
+            route.dirty = result.is_err();
+            route.went(self.pace);
+            let e = match result {
+                Ok(outcome) => {
+                    wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
+                    let v = self.accepted(i, meta, &outcome, lines);
+                    Record::note(noted, meta, &wire, &v);
+                    return Delivery::Decided(v);
+                }
+                Err(e) => e,
+            };
+            route.after_error(&e);
+            lines.push(format!("{}: {}: {}", meta.id, route.account, e.detail));
+            if all_deferred(meta, &e) {
+                first.get_or_insert((e, wire));
+                continue;
+            }
+            let v = decide(meta, Event::Error(&e));
+            Record::note(noted, meta, &wire, &v);
+            return Delivery::Decided(v);
+        }
+        match first {
+            Some((e, mut wire)) => {
+                note_failed_over(meta, &e, &self.routes, lines);
+                let v = decide(meta, Event::Error(&e));
+                // A connection that failed took all the time there was.
+                if wire.peer.is_none() {
+                    wire.setup = started.elapsed();
+                }
+                Record::note(noted, meta, &wire, &v);
+                Delivery::Decided(v)
+            }
+            None => Delivery::Paced,
+        }
+    }
+
+    /// The transaction on route `i` ran: records who delivered and why.
+    fn accepted(
+        &self,
+        i: usize,
+        meta: &mut Meta,
+        outcome: &Outcome,
+        lines: &mut Vec<String>,
+    ) -> Vec<Verdict> {
+        let account = &self.routes[i].account;
+        let verdicts = decide(meta, Event::Sent(outcome));
+        for r in meta.recipients.iter_mut().filter(|r| {
+            r.state == RcptState::Done && r.via.is_none() && outcome.accepted.contains(&r.address)
+        }) {
+            r.via = Some(account.clone());
+        }
+        let via = if i == 0 {
+            account.clone()
+        } else {
+            format!("{account} (fallback for {})", self.routes[0].account)
+        };
+        lines.push(format!(
+            "{}: to {} via {via}: {}",
+            meta.id,
+            outcome.accepted.join(", "),
+            outcome
+                .reply
+                .as_ref()
+                .map(|r| r.one_line())
+                .unwrap_or_default()
+        ));
+        verdicts
+    }
+
+    /// Makes route `i` ready for a message: a connection slot, the pace's
+    /// leave, a connection (reset after an incomplete transaction). The
+    /// pace is asked before connecting, so a send that must wait never
+    /// opens a connection the provider would count.
+    fn ready(&mut self, i: usize, relay: &mut dyn Relay) -> Ready {
+        let pace = self.pace;
+        let at_limit = self.at_limit;
+        let route = &mut self.routes[i];
+        if route.out.is_some() {
+            return Ready::Out;
+        }
+        if route.dirty
+            && let Some(c) = route.conn.as_mut()
             && c.reset().is_err()
         {
-            self.conn = None;
+            route.conn = None;
+            route.slot = None;
         }
-        if self.conn.is_none() {
-            self.dirty = false;
-            match relay.connect(account) {
-                Ok(c) => self.conn = Some(c),
-                Err(e) => self.connect_error = Some(e),
+        route.dirty = false;
+        if route.conn.is_none() && !route.take_slot(pace) {
+            return Ready::Paced;
+        }
+        if !route.take_turn(pace, at_limit) {
+            // Not keeping a connection the foreground will not use.
+            if let Some(c) = route.conn.take() {
+                c.close();
+            }
+            route.slot = None;
+            return Ready::Paced;
+        }
+        if route.conn.is_none() {
+            match relay.connect(&route.account) {
+                Ok(c) => route.conn = Some(c),
+                Err(e) => {
+                    route.slot = None;
+                    route.out = Some(e);
+                    return Ready::Out;
+                }
+            }
+        }
+        Ready::Go
+    }
+
+    fn close(self) {
+        for r in self.routes {
+            if let Some(c) = r.conn {
+                c.close();
             }
         }
     }
+}
+
+impl Route {
+    /// A connection slot, when the account limits connections: `false`
+    /// when all are taken. A state that cannot be read limits nothing:
+    /// mail must flow even then.
+    fn take_slot(&mut self, pace: Option<&queue::Pace>) -> bool {
+        let (Some(pace), Some(max)) = (pace, self.pacing.connections) else {
+            return true;
+        };
+        match pace.connection(&self.account, max) {
+            Ok(Some(slot)) => {
+                self.slot = Some(slot);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Counts the next message against the account's rate: waits for the
+    /// window (`AtLimit::Wait`, for at most a window per turn) or gives up
+    /// (`AtLimit::Queue`). `true` when the message may go.
+    fn take_turn(&mut self, pace: Option<&queue::Pace>, at_limit: AtLimit) -> bool {
+        let (Some(pace), Some(limit)) = (pace, self.pacing.per_window) else {
+            return true;
+        };
+        loop {
+            match pace.take(&self.account, limit, self.pacing.window, &SystemTime::now) {
+                Ok(queue::Turn::Go(ticket)) => {
+                    self.ticket = Some(ticket);
+                    return true;
+                }
+                // A state that stays locked (its holder is stopped): the
+                // count is unknown, so the foreground queues and the
+                // runner asks again.
+                Err(e) if e.io_kind() == Some(io::ErrorKind::TimedOut) => {
+                    if at_limit == AtLimit::Queue {
+                        return false;
+                    }
+                }
+                Err(_) => return true,
+                Ok(queue::Turn::Wait(_)) if at_limit == AtLimit::Queue => return false,
+                Ok(queue::Turn::Wait(until)) => {
+                    let now = SystemTime::now();
+                    let wait = until.duration_since(now).unwrap_or_default();
+                    std::thread::sleep(wait.clamp(Duration::from_millis(1), self.pacing.window));
+                }
+            }
+        }
+    }
+
+    /// The message this route counted has gone (or failed): it counts
+    /// from now, when the server has it.
+    fn went(&mut self, pace: Option<&queue::Pace>) {
+        if let (Some(pace), Some(ticket)) = (pace, self.ticket.take()) {
+            let _ = pace.sent(&self.account, ticket, &SystemTime::now);
+        }
+    }
+
+    /// After a failed transaction: a connection that broke is dropped
+    /// (with its slot); an account that says "too many" or "rate" is left
+    /// alone for the rest of the run.
+    fn after_error(&mut self, e: &transport::Error) {
+        use transport::Kind;
+        let broken = matches!(e.kind, Kind::Network | Kind::Timeout | Kind::Protocol);
+        let throttled = e.reply().is_some_and(|r| {
+            r.is_transient() && r.refusal_class() == transport::RefusalClass::RateLimited
+        });
+        if broken || throttled {
+            if let (Some(c), false) = (self.conn.take(), broken) {
+                c.close();
+            }
+            self.slot = None;
+            self.dirty = false;
+        }
+        if throttled {
+            self.out = Some(e.clone());
+        }
+    }
+}
+
+/// Whether `e` leaves every pending recipient of `meta` deferred, as
+/// `decide` reads it (tried on a copy): then another account may take the
+/// message. A permanent refusal of anyone is not retried elsewhere.
+fn all_deferred(meta: &Meta, e: &transport::Error) -> bool {
+    let mut trial = meta.clone();
+    decide(&mut trial, Event::Error(e))
+        .iter()
+        .all(|v| matches!(v.fate, Fate::Deferred(_)))
+}
+
+/// The log line for a message that no account took.
+fn note_failed_over(meta: &Meta, e: &transport::Error, routes: &[Route], lines: &mut Vec<String>) {
+    let tried: Vec<&str> = routes.iter().map(|r| r.account.as_str()).collect();
+    let tried = match tried.len() {
+        1 => String::new(),
+        _ => format!(" (tried {})", tried.join(", ")),
+    };
+    lines.push(format!("{}: deferred: {}{tried}", meta.id, e.detail));
 }
 
 /// The text a recipient fails with when the message is older than
@@ -471,51 +788,37 @@ pub fn send_message(
 }
 
 /// One attempt at one message on a connection of its own: the foreground
-/// send's delivery. The decision is `decide`'s, exactly as in a queue run.
+/// send's delivery, through the runner's own code (fallbacks included).
+/// The decision is `decide`'s, exactly as in a queue run.
 pub fn attempt(
     relay: &mut dyn Relay,
     account: &str,
     meta: &mut Meta,
     data: &mut File,
 ) -> Vec<Verdict> {
-    attempt_noted(relay, account, meta, data, &mut Vec::new())
+    match attempt_paced(relay, None, account, meta, data, &mut Vec::new()) {
+        Delivery::Paced => Vec::new(),
+        Delivery::Decided(v) => v,
+    }
 }
 
-/// `attempt`, recording each verdict in `noted` for the log lines.
-pub fn attempt_noted(
+/// `attempt` within the accounts' limits as `pace` counts them: an
+/// account at a limit leaves the message untouched (`Delivery::Paced`)
+/// rather than waiting or tripping the provider. Each verdict is recorded
+/// in `noted`, for the log lines.
+pub fn attempt_paced(
     relay: &mut dyn Relay,
+    pace: Option<&queue::Pace>,
     account: &str,
     meta: &mut Meta,
     data: &mut File,
-    noted: &mut Vec<Delivery>,
-) -> Vec<Verdict> {
-    let started = Instant::now();
-    let mut wire = Wire::default();
-    let mut connected = None;
-    let result = relay.connect(account).and_then(|mut conn| {
-        connected = Some(started.elapsed());
-        wire.peer = conn.peer();
-        let sending = Instant::now();
-        let sent = send_message(conn.as_mut(), meta, data);
-        wire.transfer = sending.elapsed();
-        // QUIT only on a connection that still works; after an error the
-        // server may be gone, and waiting for its reply would only delay.
-        if sent.is_ok() {
-            conn.close();
-        }
-        sent
-    });
-    // A connection that failed took all the time there was.
-    wire.setup = connected.unwrap_or_else(|| started.elapsed());
-    let verdicts = match &result {
-        Ok(outcome) => {
-            wire.reply = outcome.reply.as_ref().map(|r| r.one_line());
-            decide(meta, Event::Sent(outcome))
-        }
-        Err(e) => decide(meta, Event::Error(e)),
-    };
-    Delivery::note(noted, meta, wire, verdicts.clone());
-    verdicts
+    noted: &mut Vec<Record>,
+) -> Delivery {
+    let mut routes = Routes::new(relay, account, pace, AtLimit::Queue);
+    let mut lines = Vec::new();
+    let delivery = routes.deliver(relay, meta, data, &mut lines, noted);
+    routes.close();
+    delivery
 }
 
 /// Why a recipient waits or failed, in the terms that decide what happens
@@ -793,11 +1096,7 @@ fn queue_bounce(
         dsn_notify: None,
         dsn_ret_full: None,
         dsn_envid: None,
-        recipients: vec![Recipient {
-            address: to,
-            state: RcptState::Pending,
-            last_error: None,
-        }],
+        recipients: vec![Recipient::pending(to)],
         header,
     };
     spool.commit(&mut draft, &meta, true)?;
@@ -920,10 +1219,22 @@ mod tests {
         down: bool,
         connects: usize,
         got: Got,
+        /// Accounts that refuse connections (all when `down`).
+        down_accounts: Vec<&'static str>,
+        /// Accounts that answer MAIL with a throttling 432.
+        throttled: Vec<&'static str>,
+        /// The fallbacks of "acct".
+        fallbacks: Vec<String>,
+        pacing: Pacing,
+        /// The account of each transaction, in order.
+        sends: Rc<RefCell<Vec<String>>>,
     }
 
     struct FakeConn {
         got: Got,
+        account: String,
+        throttled: bool,
+        sends: Rc<RefCell<Vec<String>>>,
     }
 
     impl Connection for FakeConn {
@@ -934,6 +1245,19 @@ mod tests {
         ) -> Result<Outcome, transport::Error> {
             let mut data = Vec::new();
             msg.read_to_end(&mut data).unwrap();
+            self.sends.borrow_mut().push(self.account.clone());
+            if self.throttled {
+                return Err(transport::Error {
+                    stage: Stage::Mail,
+                    kind: Kind::Reply(Reply {
+                        code: 432,
+                        lines: vec![
+                            "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded".into(),
+                        ],
+                    }),
+                    detail: "432 4.3.2 throttled".into(),
+                });
+            }
             let mut o = Outcome::default();
             for r in env.recipients {
                 if r.starts_with("bad") {
@@ -979,9 +1303,9 @@ mod tests {
     }
 
     impl Relay for Fake {
-        fn connect(&mut self, _account: &str) -> Result<Box<dyn Connection>, transport::Error> {
+        fn connect(&mut self, account: &str) -> Result<Box<dyn Connection>, transport::Error> {
             self.connects += 1;
-            if self.down {
+            if self.down || self.down_accounts.contains(&account) {
                 return Err(transport::Error {
                     stage: Stage::Connect,
                     kind: Kind::Network,
@@ -990,10 +1314,22 @@ mod tests {
             }
             Ok(Box::new(FakeConn {
                 got: self.got.clone(),
+                account: account.to_string(),
+                throttled: self.throttled.contains(&account),
+                sends: self.sends.clone(),
             }))
         }
         fn account_for(&self, _sender: &str) -> Option<String> {
             Some("acct".into())
+        }
+        fn fallbacks(&self, account: &str) -> Vec<String> {
+            match account {
+                "acct" => self.fallbacks.clone(),
+                _ => Vec::new(),
+            }
+        }
+        fn pacing(&self, _account: &str) -> Pacing {
+            self.pacing
         }
     }
 
@@ -1016,11 +1352,7 @@ mod tests {
             dsn_envid: None,
             recipients: rcpts
                 .iter()
-                .map(|a| Recipient {
-                    address: a.to_string(),
-                    state: RcptState::Pending,
-                    last_error: None,
-                })
+                .map(|a| Recipient::pending(a.to_string()))
                 .collect(),
             header: b"Subject: t\r\n".to_vec(),
         };
@@ -1285,5 +1617,162 @@ mod tests {
             "bad1 was bounced already: {text}"
         );
         assert!(spool.list().unwrap().0.is_empty());
+    }
+
+    fn with_backup() -> Fake {
+        Fake {
+            fallbacks: vec!["backup".into()],
+            ..Fake::default()
+        }
+    }
+
+    #[test]
+    fn a_primary_that_is_down_fails_over_and_the_item_records_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        enqueue(&spool, t0, "s@x", &["good@y", "later@y"]);
+        enqueue(&spool, t0, "s@x", &["b@y"]);
+        let mut relay = Fake {
+            down_accounts: vec!["acct"],
+            ..with_backup()
+        };
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!(rep.delivered, 2, "{rep:?}");
+        assert_eq!(relay.connects, 2, "one failed connect, one to the fallback");
+        assert_eq!(*relay.sends.borrow(), vec!["backup", "backup"]);
+        assert!(
+            rep.lines
+                .iter()
+                .any(|l| l.contains("via backup (fallback for acct)")),
+            "{:?}",
+            rep.lines
+        );
+        let left = spool.list().unwrap().0;
+        assert_eq!(left.len(), 1, "later@y waits");
+        let good = &left[0].recipients[0];
+        assert_eq!(
+            (good.state.clone(), good.via.as_deref()),
+            (RcptState::Done, Some("backup"))
+        );
+        assert_eq!(
+            left[0].account.as_deref(),
+            Some("acct"),
+            "still the item's account"
+        );
+    }
+
+    #[test]
+    fn a_permanent_refusal_does_not_fail_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = enqueue(&spool, t0, "s@x", &["bad@y"]);
+        let mut relay = with_backup();
+        let mut claimed = spool.claim(&id).unwrap();
+        let v = attempt(&mut relay, "acct", &mut claimed.meta, &mut claimed.data);
+        assert_eq!(v[0].fate, Fate::Failed(Cause::UnknownUser));
+        assert_eq!(*relay.sends.borrow(), vec!["acct"], "not tried on backup");
+    }
+
+    #[test]
+    fn a_temporary_refusal_fails_over_in_the_foreground_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = enqueue(&spool, t0, "s@x", &["a@y"]);
+        let mut relay = Fake {
+            throttled: vec!["acct"],
+            ..with_backup()
+        };
+        let mut claimed = spool.claim(&id).unwrap();
+        let v = attempt(&mut relay, "acct", &mut claimed.meta, &mut claimed.data);
+        assert_eq!(v[0].fate, Fate::Delivered);
+        assert_eq!(*relay.sends.borrow(), vec!["acct", "backup"]);
+        assert_eq!(claimed.meta.recipients[0].via.as_deref(), Some("backup"));
+    }
+
+    #[test]
+    fn a_throttling_account_is_left_alone_for_the_rest_of_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..4 {
+            enqueue(&spool, t0, "s@x", &[&format!("r{i}@y")]);
+        }
+        let mut relay = Fake {
+            throttled: vec!["acct"],
+            ..Fake::default()
+        };
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!(rep.deferred, 4, "{rep:?}");
+        assert_eq!(relay.sends.borrow().len(), 1, "one try, not four");
+        assert!(
+            spool
+                .list()
+                .unwrap()
+                .0
+                .iter()
+                .all(|m| m.last_error.as_deref().is_some_and(|e| e.contains("432"))),
+            "each item says why"
+        );
+    }
+
+    #[test]
+    fn at_the_connection_limit_the_foreground_leaves_the_message_and_the_runner_leaves_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = enqueue(&spool, t0, "s@x", &["a@y"]);
+        let mut relay = Fake {
+            pacing: Pacing {
+                connections: Some(1),
+                ..Pacing::default()
+            },
+            ..Fake::default()
+        };
+        let pace = spool.pace();
+        let held = pace.connection("acct", 1).unwrap().unwrap();
+        let mut claimed = spool.claim(&id).unwrap();
+        let before = claimed.meta.clone();
+        let d = attempt_paced(
+            &mut relay,
+            Some(&pace),
+            "acct",
+            &mut claimed.meta,
+            &mut claimed.data,
+            &mut Vec::new(),
+        );
+        assert!(matches!(d, Delivery::Paced), "{d:?}");
+        assert_eq!(claimed.meta, before, "untouched");
+        assert_eq!(relay.connects, 0, "no connection opened");
+        drop(claimed);
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        // Left in the first pass, and again in the last look.
+        assert_eq!((rep.delivered, rep.skipped_busy, rep.deferred), (0, 2, 0));
+        assert_eq!(spool.read(&id).unwrap().attempts, 0, "not counted as a try");
+        drop(held);
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!(rep.delivered, 1);
+    }
+
+    #[test]
+    fn the_runner_waits_for_the_window_on_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..3 {
+            enqueue(&spool, t0, "s@x", &[&format!("r{i}@y")]);
+        }
+        let mut relay = Fake {
+            pacing: Pacing {
+                per_window: Some(1),
+                window: Duration::from_millis(50),
+                connections: Some(1),
+            },
+            ..Fake::default()
+        };
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!((rep.delivered, relay.connects), (3, 1), "{rep:?}");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::{Delivery, Fate};
+use crate::deliver::{Fate, Record};
 use crate::queue::Meta;
 
 /// The account label of items queued while no smarthost was configured.
@@ -68,7 +68,7 @@ pub struct Counters {
 const MAX_ACCOUNTS: usize = 1000;
 
 /// Per-account tallies of some per-recipient outcomes.
-fn tally(deliveries: &[Delivery]) -> BTreeMap<String, Tally> {
+fn tally(deliveries: &[Record]) -> BTreeMap<String, Tally> {
     let mut out: BTreeMap<String, Tally> = BTreeMap::new();
     for d in deliveries {
         let name = d.account.as_deref().unwrap_or(NO_ACCOUNT);
@@ -82,7 +82,7 @@ fn tally(deliveries: &[Delivery]) -> BTreeMap<String, Tally> {
 impl Counters {
     /// Adds one queue run's per-recipient outcomes to the totals, and makes
     /// it the last run.
-    pub fn record(&mut self, at: u64, deliveries: &[Delivery]) {
+    pub fn record(&mut self, at: u64, deliveries: &[Record]) {
         let run = LastRun {
             at,
             accounts: tally(deliveries),
@@ -93,7 +93,7 @@ impl Counters {
 
     /// Adds outcomes of a send outside a queue run (sendmail's own
     /// attempt) to the totals only.
-    pub fn add(&mut self, deliveries: &[Delivery]) {
+    pub fn add(&mut self, deliveries: &[Record]) {
         self.merge(&tally(deliveries));
     }
 
@@ -471,13 +471,14 @@ mod tests {
                 address: "r@y".into(),
                 state: RcptState::Pending,
                 last_error: None,
+                via: None,
             }],
             header: Vec::new(),
         }
     }
 
-    fn delivery(account: Option<&str>, fate: Fate) -> Delivery {
-        Delivery {
+    fn delivery(account: Option<&str>, fate: Fate) -> Record {
+        Record {
             id: "X".into(),
             account: account.map(str::to_string),
             delay: Duration::ZERO,

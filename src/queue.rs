@@ -18,10 +18,13 @@
 //! Each item's data file carries its lock (flock, via `File::try_lock`):
 //! two runners never deliver the same item at once. The data file is
 //! never replaced, so the lock is stable while the metadata changes.
+//!
+//! `pace/` holds the per-account limits' shared state (`Pace`): send
+//! times under a lock, and connection slots held as locks.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,6 +109,21 @@ pub struct Recipient {
     pub state: RcptState,
     /// The last reply or error for this recipient.
     pub last_error: Option<String>,
+    /// The account that delivered it (a fallback when the item's own
+    /// account failed); `None` until delivered.
+    pub via: Option<String>,
+}
+
+impl Recipient {
+    /// A recipient not tried yet.
+    pub fn pending(address: String) -> Recipient {
+        Recipient {
+            address,
+            state: RcptState::Pending,
+            last_error: None,
+            via: None,
+        }
+    }
 }
 
 /// Everything about an item except its body.
@@ -180,6 +198,11 @@ impl Meta {
             };
             let err = r.last_error.as_deref().map(escape).unwrap_or_default();
             out.push_str(&format!("rcpt: {state} {} {err}\n", escape(&r.address)));
+            // A line of its own after its recipient rather than a fourth
+            // field: a runner that predates it ignores the unknown key.
+            if let Some(v) = &r.via {
+                out.push_str(&format!("via: {}\n", escape(v)));
+            }
         }
         out.push('\n');
         let mut bytes = out.into_bytes();
@@ -221,12 +244,15 @@ impl Meta {
         };
         let num = |v: &str, k: &str| v.parse::<u64>().map_err(|_| format!("bad {k}: {v}"));
         let mut seen_id = false;
+        // `via:` belongs to the `rcpt:` line right above it.
+        let mut after_rcpt = false;
         for line in lines {
             // Every line `to_bytes` writes is `key: value`; anything else
             // is damage, not a newer version's addition.
             let (k, v) = line
                 .split_once(": ")
                 .ok_or_else(|| format!("not a key: value line: {}", line_excerpt(line)))?;
+            let follows_rcpt = std::mem::replace(&mut after_rcpt, k == "rcpt");
             match k {
                 "id" => {
                     if std::mem::replace(&mut seen_id, true) {
@@ -270,8 +296,13 @@ impl Meta {
                         address,
                         state,
                         last_error: err,
+                        via: None,
                     });
                 }
+                "via" => match m.recipients.last_mut() {
+                    Some(r) if follows_rcpt => r.via = Some(unescape(v)),
+                    _ => return Err("via: not right after its rcpt: line".into()),
+                },
                 _ => {}
             }
         }
@@ -920,6 +951,255 @@ impl Spool {
     }
 }
 
+/// The pacing state every mailhop process on the machine shares, in
+/// `<spool>/pace/`: how many messages each account sent in its window
+/// (`state`, rewritten under its lock), and which of its connection slots
+/// are taken (`<account>.<n>`, each taken by holding its lock, so a
+/// process that dies gives its slot back). The same flock as the items'
+/// locks, so it works where they do (NFS included).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    dir: PathBuf,
+    /// 0660 in the shared spool: every user's mailhop takes slots.
+    mode: u32,
+}
+
+/// A connection slot, held until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _lock: File,
+}
+
+/// How long a process waits for the state file's lock. Holders keep it
+/// for one read and one write; a stopped process must not stop everyone.
+const PACE_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The state file's first line.
+const PACE_MAGIC: &str = "mailhop-pace 1";
+
+impl Spool {
+    /// The shared pacing state of this spool.
+    pub fn pace(&self) -> Pace {
+        Pace {
+            dir: self.root.join("pace"),
+            mode: if self.mode == 0o640 { 0o660 } else { 0o600 },
+        }
+    }
+}
+
+impl Pace {
+    fn open(&self, name: &str) -> Result<File, QueueError> {
+        if !self.dir.is_dir() {
+            let dir_mode = if self.mode == 0o660 { 0o770 } else { 0o700 };
+            fs::DirBuilder::new()
+                .mode(dir_mode)
+                .create(&self.dir)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| fs::set_permissions(&self.dir, fs::Permissions::from_mode(dir_mode)))
+                .map_err(|e| QueueError::io(&self.dir, "create", e))?;
+        }
+        let path = self.dir.join(name);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(self.mode)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| QueueError::io(&path, "open", e))?;
+        // The umask must not take the group's bits in the shared spool;
+        // only the creator (the owner) may change them.
+        if let Ok(m) = f.metadata()
+            && m.permissions().mode() & 0o777 != self.mode
+            && m.uid() == nix::unistd::geteuid().as_raw()
+        {
+            let _ = f.set_permissions(fs::Permissions::from_mode(self.mode));
+        }
+        Ok(f)
+    }
+
+    /// Takes one of `account`'s `max` connection slots, or `None` when
+    /// all are taken.
+    pub fn connection(&self, account: &str, max: u32) -> Result<Option<Slot>, QueueError> {
+        for n in 0..max {
+            let f = self.open(&format!("{account}.{n}"))?;
+            match f.try_lock() {
+                Ok(()) => return Ok(Some(Slot { _lock: f })),
+                Err(fs::TryLockError::WouldBlock) => continue,
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(QueueError::io(&self.dir.join(account), "lock", e));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts one message for `account` if fewer than `limit` were sent in
+    /// the `window` before now: `Turn::Go`. Otherwise nothing is counted
+    /// and the answer is when the next one may go. `clock` is read once
+    /// the lock is held: a time read before waiting for it would be stale.
+    pub fn take(
+        &self,
+        account: &str,
+        limit: u32,
+        window: Duration,
+        clock: &dyn Fn() -> SystemTime,
+    ) -> Result<Turn, QueueError> {
+        self.with_state(clock, |state, now_ms| {
+            let from = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+            let sent = state.0.entry(account.to_string()).or_default();
+            // Times after `now` (a clock that stepped back) still count.
+            sent.retain(|&t| t > from);
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if sent.len() >= limit {
+                let oldest = sent[sent.len() - limit];
+                return Turn::Wait(UNIX_EPOCH + Duration::from_millis(oldest) + window);
+            }
+            sent.push(now_ms);
+            sent.sort_unstable();
+            Turn::Go(Ticket { at_ms: now_ms })
+        })
+    }
+
+    /// The message `ticket` counted has been sent: it counts from now on,
+    /// when the server has it. The provider counts a message when it
+    /// arrives, which is later than when it was counted here; without
+    /// this the next window could open while it was still on its way.
+    pub fn sent(
+        &self,
+        account: &str,
+        ticket: Ticket,
+        clock: &dyn Fn() -> SystemTime,
+    ) -> Result<(), QueueError> {
+        self.with_state(clock, |state, now_ms| {
+            if let Some(sent) = state.0.get_mut(account)
+                && let Some(t) = sent.iter_mut().find(|t| **t == ticket.at_ms)
+            {
+                *t = now_ms.max(ticket.at_ms);
+                sent.sort_unstable();
+            }
+        })
+    }
+
+    /// Runs `change` on the state under its lock and writes it back.
+    fn with_state<T>(
+        &self,
+        clock: &dyn Fn() -> SystemTime,
+        change: impl FnOnce(&mut PaceState, u64) -> T,
+    ) -> Result<T, QueueError> {
+        let mut f = self.open("state")?;
+        lock_within(&f, PACE_LOCK_WAIT).map_err(|e| QueueError::io(&self.dir, "lock", e))?;
+        let now_ms = millis(clock());
+        let mut text = String::new();
+        // A damaged file forgets recent sends (a few too many may go)
+        // rather than stopping all mail.
+        let _ = f.read_to_string(&mut text);
+        let mut state = PaceState::parse(&text);
+        let answer = change(&mut state, now_ms);
+        state.0.retain(|_, v| !v.is_empty());
+        let out = state.to_text();
+        use std::io::Seek as _;
+        f.set_len(0)
+            .and_then(|()| f.seek(io::SeekFrom::Start(0)))
+            .and_then(|_| f.write_all(out.as_bytes()))
+            .map_err(|e| QueueError::io(&self.dir.join("state"), "write", e))?;
+        Ok(answer)
+    }
+}
+
+/// Whether a message may go now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// It is counted; tell `Pace::sent` when it has gone.
+    Go(Ticket),
+    /// The window is full until then.
+    Wait(SystemTime),
+}
+
+/// A message counted by `Pace::take`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ticket {
+    at_ms: u64,
+}
+
+/// `f`'s exclusive lock, waiting at most `max`: a short poll, because
+/// std has no timed flock and a blocking one could hang on a stopped
+/// holder.
+fn lock_within(f: &File, max: Duration) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() >= max => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the pacing state stayed locked",
+                ));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The state file: `account t1 t2 …` per line, the send times in
+/// milliseconds since the epoch, oldest first.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PaceState(std::collections::BTreeMap<String, Vec<u64>>);
+
+impl PaceState {
+    /// Reads what `to_text` wrote; what does not parse is left out. At
+    /// most `MAX_PACE_TIMES` times per account are kept.
+    fn parse(text: &str) -> PaceState {
+        let mut state = PaceState::default();
+        let mut lines = text.lines();
+        if lines.next() != Some(PACE_MAGIC) {
+            return state;
+        }
+        for line in lines {
+            let mut words = line.split(' ');
+            let Some(name) = words.next().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let mut times: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
+            times.sort_unstable();
+            let extra = times.len().saturating_sub(MAX_PACE_TIMES);
+            times.drain(..extra);
+            state.0.insert(name.to_string(), times);
+        }
+        state
+    }
+
+    fn to_text(&self) -> String {
+        let mut out = format!("{PACE_MAGIC}\n");
+        for (name, times) in &self.0 {
+            out.push_str(name);
+            for t in times {
+                out.push_str(&format!(" {t}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The most send times kept per account (`config::MAX_PACE_LIMIT`).
+const MAX_PACE_TIMES: usize = 10_000;
+
 /// The retry schedule: 1 min, 5 min, 15 min, 1 h, then every 4 h.
 pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(match attempts {
@@ -952,20 +1232,18 @@ mod tests {
             dsn_ret_full: Some(false),
             dsn_envid: Some("env 1".into()),
             recipients: vec![
-                Recipient {
-                    address: "b@y".into(),
-                    state: RcptState::Pending,
-                    last_error: None,
-                },
+                Recipient::pending("b@y".into()),
                 Recipient {
                     address: "c@y".into(),
                     state: RcptState::Failed,
                     last_error: Some("550 5.1.1 no such user".into()),
+                    via: None,
                 },
                 Recipient {
                     address: "d@y".into(),
                     state: RcptState::Done,
                     last_error: None,
+                    via: Some("back up".into()),
                 },
             ],
             header: b"Subject: x\r\nX-8: \xe4\r\n".to_vec(),
@@ -1041,6 +1319,13 @@ mod tests {
                 "hold: 1\n".to_string(),
                 "hold: 1\nno separator\n".to_string(),
             ),
+            // via: only right after its recipient, once.
+            ("hold: 1\n".to_string(), "hold: 1\nvia: x\n".to_string()),
+            (
+                "via: back%20up\n".to_string(),
+                "via: back%20up\nvia: x\n".to_string(),
+            ),
+            ("rcpt: pending b@y \n".to_string(), "via: x\n".to_string()),
         ] {
             assert!(text.contains(&from), "{from}");
             let damaged = text.replacen(&from, &to, 1);
@@ -1206,6 +1491,84 @@ mod tests {
         let (m, area) = spool.find(&id).unwrap();
         assert_eq!((m.id.as_str(), area), (id.as_str(), Area::Failed));
         assert_eq!(spool.sweep(SystemTime::now()), 0, "nothing left to do");
+    }
+
+    #[test]
+    fn a_record_without_via_lines_still_reads() {
+        // As version 1 wrote it before recipients had a delivering account.
+        let old = b"mailhop-queue 1\nid: 0000000000000000000000ABCD\narrival: 1\nsender: s@x\n\
+                    uid: 0\nattempts: 0\nnext-attempt: 0\nhold: 0\neight-bit: 0\n\
+                    rcpt: done a@y \nrcpt: pending b@y 451%204.3.0\n\nSubject: x\r\n";
+        let m = Meta::parse(old).unwrap();
+        assert!(m.recipients.iter().all(|r| r.via.is_none()));
+        assert_eq!(m.to_bytes(), old.to_vec(), "and is written back unchanged");
+    }
+
+    #[test]
+    fn pace_counts_within_the_window_across_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = Duration::from_secs(10);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let go = |t: Result<Turn, QueueError>| matches!(t.unwrap(), Turn::Go(_));
+        // Two handles, as two processes would have.
+        let (a, b) = (spool.pace(), spool.pace());
+        assert!(go(a.take("o365", 2, w, &|| at(0))));
+        assert!(go(b.take("o365", 2, w, &|| at(1000))));
+        assert_eq!(
+            a.take("o365", 2, w, &|| at(2000)).unwrap(),
+            Turn::Wait(at(10_000)),
+            "full until the first send leaves the window"
+        );
+        assert!(go(b.take("other", 2, w, &|| at(2000))), "per account");
+        assert!(go(b.take("o365", 2, w, &|| at(10_000))));
+        assert_eq!(
+            a.take("o365", 2, w, &|| at(10_001)).unwrap(),
+            Turn::Wait(at(11_000))
+        );
+        // A damaged state file is forgotten, not fatal.
+        fs::write(dir.path().join("pace").join("state"), b"\xff\x00junk").unwrap();
+        assert!(go(a.take("o365", 1, w, &|| at(10_002))));
+        assert_eq!(
+            a.take("o365", 1, w, &|| at(10_003)).unwrap(),
+            Turn::Wait(at(20_002))
+        );
+    }
+
+    #[test]
+    fn a_sent_message_counts_from_when_it_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let pace = Spool::new(dir.path(), false).pace();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = Duration::from_secs(10);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let Turn::Go(ticket) = pace.take("o365", 1, w, &|| at(0)).unwrap() else {
+            panic!("the first may go");
+        };
+        // Counted at 0, on the server at 700.
+        pace.sent("o365", ticket, &|| at(700)).unwrap();
+        assert_eq!(
+            pace.take("o365", 1, w, &|| at(10_000)).unwrap(),
+            Turn::Wait(at(10_700))
+        );
+    }
+
+    #[test]
+    fn connection_slots_are_held_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let pace = spool.pace();
+        let s1 = pace.connection("o365", 2).unwrap().unwrap();
+        let s2 = spool.pace().connection("o365", 2).unwrap().unwrap();
+        assert!(pace.connection("o365", 2).unwrap().is_none(), "both taken");
+        assert!(
+            pace.connection("gmail", 2).unwrap().is_some(),
+            "per account"
+        );
+        drop(s1);
+        assert!(pace.connection("o365", 2).unwrap().is_some(), "given back");
+        drop(s2);
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub(super) fn check_account(
         "account {}: {} port {} ({mode}), sends as {}",
         a.name, s.host, s.port, a.from
     );
+    let _ = writeln!(out, "  {}", a.failover_and_limits());
     let mut steps = || -> Result<Exit, Exit> {
         secret_source(env, a, &s, out)?;
         if c.offline {

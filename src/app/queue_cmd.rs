@@ -283,6 +283,13 @@ pub(super) fn mailq_text(
             log::printable(sender)
         ));
         let mut last: Option<&str> = None;
+        for r in m.recipients.iter().filter(|r| delivered_by_fallback(m, r)) {
+            out.push_str(&format!(
+                "{indent}{} (sent via {})\n",
+                r.address,
+                r.via.as_deref().unwrap_or_default()
+            ));
+        }
         for r in m
             .recipients
             .iter()
@@ -321,6 +328,11 @@ pub(super) fn mailq_text(
         if n == 1 { "" } else { "s" }
     ));
     out
+}
+
+/// A recipient of a partly delivered item that a fallback account took.
+fn delivered_by_fallback(m: &queue::Meta, r: &queue::Recipient) -> bool {
+    r.state == queue::RcptState::Done && r.via.is_some() && r.via != m.account
 }
 
 pub(super) fn queue_json(

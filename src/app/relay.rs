@@ -148,4 +148,20 @@ impl crate::deliver::Relay for SmtpRelay<'_> {
     fn account_for(&self, sender: &str) -> Option<String> {
         self.env.config.account_for(sender).map(|a| a.name.clone())
     }
+
+    fn fallbacks(&self, account: &str) -> Vec<String> {
+        self.env
+            .config
+            .account_named(account)
+            .map(|a| a.fallback.clone())
+            .unwrap_or_default()
+    }
+
+    fn pacing(&self, account: &str) -> config::Pacing {
+        self.env
+            .config
+            .account_named(account)
+            .map(|a| a.pacing)
+            .unwrap_or_default()
+    }
 }

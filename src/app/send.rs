@@ -280,7 +280,7 @@ pub(super) struct Results {
     /// The smarthost took something: older queued mail may go now too.
     reached_smarthost: bool,
     /// Each remote recipient's verdict, for its Postfix-style log line.
-    deliveries: Vec<deliver::Delivery>,
+    deliveries: Vec<deliver::Record>,
 }
 
 /// The part of a message left in the queue.
@@ -579,14 +579,7 @@ fn new_meta(env: &Env, args: &SendArgs, sub: &Submission, remote: Vec<String>) -
         dsn_notify: args.dsn_notify.clone(),
         dsn_ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
         dsn_envid: args.envid.clone(),
-        recipients: remote
-            .into_iter()
-            .map(|address| queue::Recipient {
-                address,
-                state: queue::RcptState::Pending,
-                last_error: None,
-            })
-            .collect(),
+        recipients: remote.into_iter().map(queue::Recipient::pending).collect(),
         header: sub.header.clone(),
     }
 }
@@ -621,25 +614,36 @@ fn deliver_remote(
     let verdicts = match account {
         Some(a) if !(committed.is_ok() && mode == config::QueueMode::Always) => {
             let mut relay = SmtpRelay { env };
+            // The limits are counted only when the item is queued: a send
+            // at a limit leaves it there ("queued by choice", exit 0).
+            let pace = committed.is_ok().then(|| spool.map(queue::Spool::pace));
             let data = sub.body().file();
-            deliver::attempt_noted(
+            match deliver::attempt_paced(
                 &mut relay,
+                pace.flatten().as_ref(),
                 &a.name,
                 &mut meta,
                 data,
                 &mut results.deliveries,
-            )
+            ) {
+                deliver::Delivery::Paced => {
+                    keep_durably(spool, sub, &meta);
+                    Vec::new()
+                }
+                deliver::Delivery::Decided(v) => v,
+            }
         }
         _ => Vec::new(),
     };
-    let host = account.map_or("", |a| a.smtp.host.as_str());
     for v in &verdicts {
         match v.fate {
             Fate::Delivered => {
                 results.reached_smarthost = true;
-                results
-                    .delivered
-                    .push(format!("{} (via {host})", v.address));
+                results.delivered.push(format!(
+                    "{} (via {})",
+                    v.address,
+                    delivered_via(env, &meta, v)
+                ));
             }
             Fate::Failed(cause) => {
                 results.reached_smarthost = true;
@@ -664,6 +668,37 @@ fn deliver_remote(
     match committed {
         Ok(()) => settle(env, spool, sub, meta, waiting, results),
         Err(e) => fail_pending(&meta, account, &e, results),
+    }
+}
+
+/// Makes the item of a send that stopped at an account's limits durable:
+/// it was committed only to cover an attempt, and now waits for a runner.
+fn keep_durably(spool: Option<&queue::Spool>, sub: &mut Submission, meta: &queue::Meta) {
+    if let (Some(spool), Body::Draft(draft)) = (spool, sub.body())
+        && let Err(e) = spool.make_durable(draft, meta)
+    {
+        eprintln!("mailhop: {e}");
+    }
+}
+
+/// The smarthost that took a recipient, and the account when it was a
+/// fallback: `smtp.example.com`, `mail.backup.org (account backup, fallback
+/// for main)`.
+fn delivered_via(env: &Env, meta: &queue::Meta, v: &Verdict) -> String {
+    let via = meta
+        .recipients
+        .iter()
+        .find(|r| r.address == v.address)
+        .and_then(|r| r.via.as_deref())
+        .or(meta.account.as_deref())
+        .unwrap_or_default();
+    let host = env
+        .config
+        .account_named(via)
+        .map_or("", |a| a.smtp.host.as_str());
+    match meta.account.as_deref() {
+        Some(own) if own != via => format!("{host} (account {via}, fallback for {own})"),
+        _ => host.to_string(),
     }
 }
 
@@ -712,9 +747,13 @@ fn settle(
     let (Some(spool), Body::Draft(draft)) = (spool, sub.body()) else {
         return;
     };
-    meta.recipients
-        .retain(|r| r.state == queue::RcptState::Pending);
-    if meta.recipients.is_empty() {
+    // Recipients a fallback took stay listed, so `mailq` can show it.
+    let own = meta.account.clone();
+    meta.recipients.retain(|r| {
+        r.state == queue::RcptState::Pending
+            || (r.state == queue::RcptState::Done && r.via.is_some() && r.via != own)
+    });
+    if meta.pending().next().is_none() {
         // Delivered (or refused for good): the item is done. Between the
         // server's 250 and this removal is the one window in which a crash
         // causes a duplicate; a removal that fails makes one certain, so
@@ -740,7 +779,7 @@ fn settle(
     }
     results.queued = Some(Queued {
         id: meta.id.clone(),
-        recipients: meta.recipients.iter().map(|r| r.address.clone()).collect(),
+        recipients: meta.pending().map(|r| r.address.clone()).collect(),
         reason: meta
             .last_error
             .clone()

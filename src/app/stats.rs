@@ -11,7 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::cli;
-use crate::deliver::{Delivery, Fate};
+use crate::deliver::{Fate, Record};
 use crate::exit::Exit;
 use crate::log::{self, Program, Severity};
 use crate::monitor::{self, Counters, PluginStatus, QueueStats, Thresholds};
@@ -55,7 +55,7 @@ pub(super) fn log_as(env: &Env, program: Program, severity: Severity, line: &str
 /// message delivered in 0.2 s look up to a second late.
 pub(super) fn log_deliveries(
     env: &Env,
-    deliveries: &[Delivery],
+    deliveries: &[Record],
     arrived: Option<std::time::SystemTime>,
 ) {
     for d in deliveries {
@@ -139,7 +139,7 @@ pub(super) fn after_run(env: &Env, spool: &queue::Spool, report: &crate::deliver
 /// After sendmail's own attempt: its outcomes added to the counters'
 /// totals. Best effort: a spool this caller cannot write is no reason to
 /// fail a message that was handled.
-pub(super) fn count_sent(env: &Env, spool: Option<&queue::Spool>, deliveries: &[Delivery]) {
+pub(super) fn count_sent(env: &Env, spool: Option<&queue::Spool>, deliveries: &[Record]) {
     let Some(spool) = spool.filter(|_| !deliveries.is_empty()) else {
         return;
     };
@@ -382,8 +382,8 @@ mod tests {
     use crate::deliver::{Cause, Verdict};
     use std::time::Duration;
 
-    fn d(account: &str, fate: Fate) -> Delivery {
-        Delivery {
+    fn d(account: &str, fate: Fate) -> Record {
+        Record {
             id: "Q".into(),
             account: Some(account.into()),
             delay: Duration::ZERO,

@@ -222,11 +222,13 @@ fn bounce(diagnostic: &str) -> Vec<u8> {
             address: "alice@example.org".into(),
             state: RcptState::Failed,
             last_error: Some(diagnostic.into()),
+            via: None,
         },
         Recipient {
             address: "j\u{f6}rg@example.org".into(),
             state: RcptState::Failed,
             last_error: Some("550 5.1.1 <j\u{f6}rg@example.org>: no such user".into()),
+            via: None,
         },
     ];
     let original = Meta {

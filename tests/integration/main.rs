@@ -9,6 +9,7 @@ mod callers;
 mod certs;
 mod core;
 mod dkim;
+mod failover;
 mod hardening;
 mod import;
 mod intake;

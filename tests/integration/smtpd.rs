@@ -50,6 +50,9 @@ pub struct SmtpdOptions {
     pub client_ca: Option<PathBuf>,
     /// Listen on this port instead of a free one (a server coming back).
     pub port: Option<u16>,
+    /// Greet a connection beyond this many at once with Office 365's
+    /// `432 4.3.2 … sender thread limit exceeded` (transcript: `* refused 432`).
+    pub max_connections: Option<u32>,
 }
 
 impl Default for SmtpdOptions {
@@ -63,6 +66,7 @@ impl Default for SmtpdOptions {
             offer_starttls: true,
             client_ca: None,
             port: None,
+            max_connections: None,
         }
     }
 }
@@ -164,6 +168,9 @@ impl Smtpd {
         }
         if !opts.offer_starttls {
             cmd.arg("--no-starttls-offer");
+        }
+        if let Some(n) = opts.max_connections {
+            cmd.arg("--max-connections").arg(n.to_string());
         }
         let stderr = File::create(spool.join("smtpd.stderr")).unwrap();
         cmd.env("PYTHONDONTWRITEBYTECODE", "1")

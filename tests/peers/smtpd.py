@@ -4,7 +4,7 @@
     python smtpd.py --port 0 --mode {plain,starttls,implicit}
         [--cert FILE --key FILE] [--auth-users user:pass,...] [--require-auth]
         [--xoauth2-token TOKEN --xoauth2-user USER] [--spool DIR]
-        [--no-starttls-offer]
+        [--no-starttls-offer] [--max-connections N]
 
 Protocol with the test harness (tests/integration/smtpd.rs), on stdout:
   READY <port>     once the listening socket accepts connections
@@ -21,6 +21,12 @@ Fault injection is keyed on addresses, so tests need no extra flags:
                   datafail4*  -> final DATA reply 451 4.3.0
                   slowdata*   -> never replies to the end of DATA
                   dropdata*   -> closes the connection instead of replying
+
+--max-connections N: as Office 365, a connection beyond N at once is
+greeted "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
+and closed; the transcript gets "* refused 432". A session stops counting
+at its QUIT (before the 221), so a client that waits for the 221 before
+its next connection is never counted twice.
 
 Spool (--spool DIR): <n>.eml holds envelope.original_content, i.e. the
 exact bytes after dot-unstuffing (CRLF line ends as sent, including the
@@ -40,6 +46,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, MISSING
@@ -124,6 +131,8 @@ class Spool:
             self.transcript.write(line + b"\n")
 
     def store(self, envelope, meta):
+        # When the message was accepted, for tests of a sender's pace.
+        meta = dict(meta, received_at=time.time())
         self.count += 1
         n = self.count
         if self.dir:
@@ -145,9 +154,15 @@ def announce(line):
         pass
 
 
+# Sessions counted against --max-connections (one event loop: no lock).
+OPEN_SESSIONS = {"n": 0, "max": None}
+
+THREAD_LIMIT = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
+
+
 class TestSMTP(SMTP):
     """aiosmtpd's SMTP plus: DSN parameters, raw-case option capture, a
-    transcript, and long AUTH lines."""
+    transcript, long AUTH lines, and a connection limit."""
 
     def __init__(self, handler, spool, **kwargs):
         super().__init__(handler, **kwargs)
@@ -165,9 +180,37 @@ class TestSMTP(SMTP):
         if reader is not None and hasattr(reader, "_limit"):
             reader._limit = AUTH_LINE_LIMIT + 2
 
+    # --- connection limit -----------------------------------------------
+    def _count_in(self):
+        self._counted = True
+        OPEN_SESSIONS["n"] += 1
+        limit = OPEN_SESSIONS["max"]
+        self._over_limit = limit is not None and OPEN_SESSIONS["n"] > limit
+
+    def _count_out(self):
+        if getattr(self, "_counted", False):
+            self._counted = False
+            OPEN_SESSIONS["n"] -= 1
+
+    async def _handle_client(self):
+        if getattr(self, "_over_limit", False):
+            self.spool.log(b"* refused 432")
+            await self.push(THREAD_LIMIT)
+            self._count_out()
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def smtp_QUIT(self, arg):
+        if not arg:
+            self._count_out()
+        await super().smtp_QUIT(arg)
+
     # --- transcript -----------------------------------------------------
     def connection_made(self, transport):
         first = self.transport is None
+        if first:
+            self._count_in()
         super().connection_made(transport)
         if first:
             tls = transport.get_extra_info("ssl_object") is not None
@@ -187,6 +230,7 @@ class TestSMTP(SMTP):
         super().data_received(data)
 
     def connection_lost(self, error):
+        self._count_out()
         self.spool.log(b"* disconnect")
         super().connection_lost(error)
 
@@ -383,7 +427,9 @@ def main():
     ap.add_argument("--spool")
     ap.add_argument("--no-starttls-offer", action="store_true")
     ap.add_argument("--client-ca", help="require a client certificate signed by this CA")
+    ap.add_argument("--max-connections", type=int, help="greet connection N+1 with 432")
     args = ap.parse_args()
+    OPEN_SESSIONS["max"] = args.max_connections
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     # "Requiring AUTH while not requiring TLS": intended in plain mode.
