@@ -237,7 +237,11 @@ fn with_env(args: &SendArgs, f: impl FnOnce(&Env, &SendArgs) -> Result<Exit, Fai
     match result {
         Ok(code) => code,
         Err(e) => {
-            errln!("mailhop: {}", e.message);
+            // Line by line, control characters escaped: a message may quote
+            // an address or a server's reply.
+            for line in e.message.lines() {
+                errln!("mailhop: {}", crate::log::printable(line));
+            }
             e.exit
         }
     }

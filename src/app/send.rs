@@ -164,7 +164,7 @@ pub(super) fn refuse_logged(
         Severity::Err,
         &format!("{prefix}status=refused ({}) {saved}", log::field(&message)),
     );
-    Failure::new(exit, format!("{message}\nmailhop: {saved}"))
+    Failure::new(exit, format!("{message}\n{saved}"))
 }
 
 /// An unlinked temporary file for a body that is not in the spool. Not in
@@ -906,7 +906,7 @@ fn report(
     }
     let code = worst(results.failed.iter().map(|(_, c, _)| *c));
     let sender = sub.prepared.sender.clone();
-    let message = text.trim_end().replace('\n', "\nmailhop: ");
+    let message = text.trim_end().to_string();
     Err(refuse_logged(
         env,
         &mut sub.spooled,

@@ -200,3 +200,27 @@ impl Arg0 for std::process::Command {
         std::os::unix::process::CommandExt::arg0(self, name)
     }
 }
+
+/// Terminal escapes cannot reach the queue through an address, so mailq
+/// cannot print them to whoever runs it (issue #15.6); what is printed is
+/// escaped anyway.
+#[test]
+fn escape_sequences_in_addresses_are_refused() {
+    let w = World::new("");
+    for args in [
+        ["-f", "\"\u{1b}]0;pwned\u{7}\"@example.com", "b@example.net"],
+        ["-f", "a@example.com", "\"\u{1b}[2J\"@example.net"],
+    ] {
+        let mut argv = vec!["-oi"];
+        argv.extend(args);
+        let r = w.sendmail(&argv, b"Subject: x\n\nx\n");
+        assert_eq!(r.code, 65, "{r:?}");
+        assert!(
+            !r.stderr.contains('\u{1b}'),
+            "escaped in the error: {:?}",
+            r.stderr
+        );
+    }
+    assert!(w.queued().is_empty());
+    assert!(!w.mailq().contains('\u{1b}'));
+}
