@@ -22,6 +22,7 @@ mod password;
 mod queue_cmd;
 mod relay;
 mod send;
+mod setup;
 mod stamp;
 mod verify;
 
@@ -86,6 +87,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             with_env(&args, |env, _| oauth_login(env, &account))
         }
         Invocation::Password(action) => password_cmd(action),
+        Invocation::Setup(s) => setup::setup(&s),
         Invocation::Completions(shell) => {
             let mut cmd = cli::clap_command();
             let mut out = io::stdout().lock();

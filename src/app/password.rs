@@ -9,8 +9,6 @@ use {
     super::failure::Failure,
     super::with_env,
     crate::cli::SendArgs,
-    std::fs::File,
-    std::io::{self, Read},
 };
 
 /// `mailhop password set|delete ACCOUNT`: the account's password in the
@@ -92,10 +90,14 @@ pub(super) fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Ex
 }
 
 /// Reads one line from standard input (one trailing newline removed); on
-/// a terminal, prompts on stderr with echo off.
-#[cfg(feature = "keyring")]
-pub(super) fn read_new_password(account: &str) -> Result<crate::credentials::Secret, Failure> {
+/// a terminal, prompts on stderr with echo off. Also `mailhop setup`'s.
+pub(super) fn read_new_password(
+    account: &str,
+) -> Result<crate::credentials::Secret, super::failure::Failure> {
+    use super::failure::Failure;
     use nix::sys::termios::{self, LocalFlags, SetArg};
+    use std::fs::File;
+    use std::io::{self, Read};
     use std::os::fd::AsFd;
     use zeroize::Zeroizing;
 

@@ -99,6 +99,8 @@ pub enum Source {
     Autoconfig { url: String },
     /// A Microsoft Autodiscover answer.
     Autodiscover { url: String },
+    /// Given by the person (`--host`): no discovery.
+    Given,
 }
 
 impl Source {
@@ -108,17 +110,18 @@ impl Source {
     pub fn authenticated(&self) -> bool {
         matches!(
             self,
-            Source::Autoconfig { .. } | Source::Autodiscover { .. }
+            Source::Autoconfig { .. } | Source::Autodiscover { .. } | Source::Given
         )
     }
 
-    /// The step's name as reported.
-    pub fn step(&self) -> Step {
+    /// The step that found it; `None` when it was given.
+    pub fn step(&self) -> Option<Step> {
         match self {
-            Source::Provider { .. } => Step::Mx,
-            Source::Srv { .. } => Step::Srv,
-            Source::Autoconfig { .. } => Step::Autoconfig,
-            Source::Autodiscover { .. } => Step::Autodiscover,
+            Source::Provider { .. } => Some(Step::Mx),
+            Source::Srv { .. } => Some(Step::Srv),
+            Source::Autoconfig { .. } => Some(Step::Autoconfig),
+            Source::Autodiscover { .. } => Some(Step::Autodiscover),
+            Source::Given => None,
         }
     }
 }
@@ -130,6 +133,7 @@ impl fmt::Display for Source {
             Source::Srv { name } => write!(f, "SRV record {name}"),
             Source::Autoconfig { url } => write!(f, "autoconfig {url}"),
             Source::Autodiscover { url } => write!(f, "autodiscover {url}"),
+            Source::Given => f.write_str("the command line"),
         }
     }
 }
