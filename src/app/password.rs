@@ -111,8 +111,10 @@ pub(super) fn read_new_password(
         let mut quiet = saved.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
         quiet.local_flags.insert(LocalFlags::ECHONL);
-        eprint!("Password for account {account}: ");
+        // Echo off before the prompt: what is typed once the prompt shows
+        // is neither echoed nor discarded by the flush.
         termios::tcsetattr(fd, SetArg::TCSAFLUSH, &quiet).map_err(|e| io_fail(e.into()))?;
+        eprint!("Password for account {account}: ");
         Some(saved)
     } else {
         None

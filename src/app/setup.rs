@@ -160,19 +160,9 @@ impl Ui {
                 Some(d) => eprint!("{question} [{d}]: "),
                 None => eprint!("{question}: "),
             }
-            let _ = io::stderr().flush();
-            let mut line = String::new();
-            let n = io::stdin()
-                .lock()
-                .take(4096)
-                .read_line(&mut line)
-                .map_err(|e| Failure::new(Exit::IoErr, format!("cannot read the answer: {e}")))?;
-            if n == 0 {
-                return Err(usage(format!("{question}: no answer (end of input)")));
-            }
-            let answer = line.trim();
+            let answer = self.line(question)?;
             match (answer.is_empty(), default) {
-                (false, _) => return Ok(answer.to_string()),
+                (false, _) => return Ok(answer),
                 (true, Some(d)) => return Ok(d.to_string()),
                 (true, None) => continue,
             }
@@ -183,9 +173,10 @@ impl Ui {
         if !self.interactive {
             return Ok(default);
         }
+        let hint = if default { "Y/n" } else { "y/N" };
         loop {
-            let hint = if default { "Y/n" } else { "y/N" };
-            let answer = self.ask(&format!("{question} ({hint})"), Some(""))?;
+            eprint!("{question} ({hint}) ");
+            let answer = self.line(question)?;
             match answer.to_ascii_lowercase().as_str() {
                 "" => return Ok(default),
                 "y" | "yes" => return Ok(true),
@@ -193,6 +184,21 @@ impl Ui {
                 _ => eprintln!("Please answer y or n."),
             }
         }
+    }
+
+    /// One line from the terminal, trimmed; end of input is an error.
+    fn line(&mut self, question: &str) -> Result<String, Failure> {
+        let _ = io::stderr().flush();
+        let mut line = String::new();
+        let n = io::stdin()
+            .lock()
+            .take(4096)
+            .read_line(&mut line)
+            .map_err(|e| Failure::new(Exit::IoErr, format!("cannot read the answer: {e}")))?;
+        if n == 0 {
+            return Err(usage(format!("{question}: no answer (end of input)")));
+        }
+        Ok(line.trim().to_string())
     }
 }
 

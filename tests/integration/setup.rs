@@ -705,3 +705,163 @@ fn setup_yes_uses_discovery() {
         "# Written by `mailhop setup`; the server came from autoconfig https://autoconfig.good.test"
     ));
 }
+
+// ---------------------------------------------------------------------------
+// Interactive, on a real terminal
+
+/// `mailhop` on the slave side of a pseudo-terminal; the test reads the
+/// screen from the master side and types into it.
+struct Terminal {
+    child: Child,
+    master: std::fs::File,
+    screen: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl Terminal {
+    fn spawn(args: &[String]) -> Terminal {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        let pty = nix::pty::openpty(None, None).unwrap();
+        // The child must hold only the slave: with the master too, the
+        // screen would never reach end of file.
+        fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+        let slave = std::fs::File::from(pty.slave);
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .unwrap();
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // EIO once the child and its terminal are gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            child,
+            master,
+            screen: rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads the screen until `text` shows; the 60 s bound only keeps a
+    /// broken build from hanging the suite.
+    fn expect(&mut self, text: &str) {
+        while !self.seen.contains(text) {
+            match self.screen.recv_timeout(Duration::from_secs(60)) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("{text:?} never showed; the screen:\n{}", self.seen),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.master
+            .write_all(format!("{line}\r").as_bytes())
+            .unwrap();
+    }
+
+    /// Everything until the program ends, and its exit status.
+    fn finish(mut self) -> (String, i32) {
+        while let Ok(chunk) = self.screen.recv_timeout(Duration::from_secs(60)) {
+            self.seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        (self.seen, code)
+    }
+}
+
+#[test]
+fn interactive_setup_on_a_terminal() {
+    let d = Dir::new();
+    let mut t = Terminal::spawn(&[
+        "setup".into(),
+        "-C".into(),
+        d.config(),
+        "--host".into(),
+        "smtp.example.com".into(),
+        "--offline".into(),
+    ]);
+    t.expect("Your email address: ");
+    t.type_line("jane@example.com");
+    t.expect("Password for account smarthost: ");
+    t.type_line("typed-s3cret");
+    t.expect("Where should root's mail go [jane@example.com]: ");
+    t.type_line("");
+    t.expect(&format!("Write {}? (Y/n) ", d.config()));
+    t.type_line("y");
+    let (screen, code) = t.finish();
+    println!("{screen}");
+    assert_eq!(code, 0);
+    // The password was not echoed, and is only in its file.
+    assert!(!screen.contains("typed-s3cret"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(d.path("smarthost.password")).unwrap(),
+        "typed-s3cret\n"
+    );
+    // The diff came before the question, the check after the write.
+    let diff = screen.find("+root = \"jane@example.com\"").unwrap();
+    let write = screen.find("Write ").unwrap();
+    let check = screen.find("credentials: available").unwrap();
+    assert!(diff < write && write < check, "{screen}");
+    let text = std::fs::read_to_string(d.config()).unwrap();
+    assert!(
+        text.contains("[aliases.map]\nroot = \"jane@example.com\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn interactive_setup_can_be_declined() {
+    let d = Dir::new();
+    let mut t = Terminal::spawn(&[
+        "setup".into(),
+        "-C".into(),
+        d.config(),
+        "jane@example.com".into(),
+        "--host".into(),
+        "smtp.example.com".into(),
+        "--alias".into(),
+        "root=ops@example.com".into(),
+        "--password-file".into(),
+        "/dev/null".into(),
+    ]);
+    // An empty password file is refused before anything is asked.
+    let (screen, code) = {
+        t.expect("mailhop:");
+        t.finish()
+    };
+    assert_eq!(code, 66, "{screen}");
+    assert!(screen.contains("the first line is empty"), "{screen}");
+
+    let mut t = Terminal::spawn(&[
+        "setup".into(),
+        "-C".into(),
+        d.config(),
+        "jane@example.com".into(),
+        "--host".into(),
+        "smtp.example.com".into(),
+        "--alias".into(),
+        "root=ops@example.com".into(),
+    ]);
+    t.expect("Password for account smarthost: ");
+    t.type_line("pw");
+    t.expect("? (Y/n) ");
+    t.type_line("n");
+    let (screen, code) = t.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("nothing written"), "{screen}");
+    assert!(!d.path("mailhop.toml").exists());
+    assert!(!d.path("smarthost.password").exists());
+}
