@@ -82,7 +82,13 @@ fn run(args: &SetupArgs) -> Result<Exit, Failure> {
             Exit::Ok
         });
     }
-    let server = choose_server(args, &address, &mut ui)?;
+    let mut server = choose_server(args, &address, &mut ui)?;
+    if let Some(user) = &args.user {
+        if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+            return Err(usage(format!("--user {user:?} is empty or invalid")));
+        }
+        server.username = Some(user.clone());
+    }
     let target = Target::new(args)?;
     let account = account_name(args)?;
     let login = choose_login(args, &server, &account, &target, &mut ui)?;
