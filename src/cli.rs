@@ -516,6 +516,10 @@ pub struct CheckArgs {
     /// Show the SMTP dialogue (credentials are never shown)
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// Ask this DNS server (IP:PORT) for the SPF and DMARC checks instead
+    /// of the system's
+    #[arg(long, value_name = "IP:PORT")]
+    pub nameserver: Option<std::net::SocketAddr>,
 }
 
 /// Options of `mailhop setup`.
@@ -1207,6 +1211,7 @@ mod tests {
                 send_test: Some("a@b.c".into()),
                 offline: false,
                 verbose: true,
+                nameserver: None,
             })
         );
         assert!(

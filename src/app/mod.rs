@@ -15,6 +15,7 @@
 
 mod admin;
 mod check;
+mod check_dns;
 mod env;
 mod failure;
 mod lookup;

@@ -137,6 +137,71 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// A TXT lookup's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Txt {
+    /// Each record's strings joined.
+    Found(Vec<String>),
+    /// No such name, or no TXT there.
+    None,
+    /// No answer: the reason.
+    Failed(String),
+}
+
+/// DNS for `mailhop check`'s SPF and DMARC warnings: TXT lookups with the
+/// same resolver discovery uses.
+#[derive(Debug)]
+pub struct TxtResolver {
+    dns: Dns,
+}
+
+impl TxtResolver {
+    pub fn new(nameserver: Option<SocketAddr>, timeout: Duration) -> Result<TxtResolver, String> {
+        let opts = Options {
+            nameserver,
+            ca_file: None,
+            https_port: None,
+            timeout,
+            only: None,
+        };
+        Ok(TxtResolver {
+            dns: Dns::new(&opts)?,
+        })
+    }
+
+    /// The TXT records of `name` (absolute: no search domains).
+    pub fn txt(&self, name: &str) -> Txt {
+        let lookup = self
+            .dns
+            .runtime
+            .block_on(self.dns.resolver.txt_lookup(format!("{name}.")));
+        match lookup {
+            Ok(lookup) => {
+                let records: Vec<String> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::TXT(txt) => Some(
+                            txt.txt_data
+                                .iter()
+                                .map(|s| String::from_utf8_lossy(s).into_owned())
+                                .collect::<String>(),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                if records.is_empty() {
+                    Txt::None
+                } else {
+                    Txt::Found(records)
+                }
+            }
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Txt::None,
+            Err(e) => Txt::Failed(e.to_string()),
+        }
+    }
+}
+
 /// A resolver and the runtime it runs on.
 #[derive(Debug)]
 struct Dns {

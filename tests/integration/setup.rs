@@ -865,3 +865,106 @@ fn interactive_setup_can_be_declined() {
     assert!(!d.path("mailhop.toml").exists());
     assert!(!d.path("smarthost.password").exists());
 }
+
+// ---------------------------------------------------------------------------
+// mailhop check's warnings (#13 §4)
+
+fn check_world(extra: &str) -> (Dir, String) {
+    let d = Dir::new();
+    // A closed port: the checked account fails fast, the warnings follow.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "hostname = \"host.example.com\"\nsyslog = false\n\n\
+         [[account]]\nname = \"local\"\nhost = \"127.0.0.1\"\nport = {closed}\ntls = \"none\"\n\
+         from = \"x@plain.test\"\nauth = \"none\"\n\n\
+         [[account]]\nname = \"o365\"\nhost = \"smtp.office365.com\"\nfrom = \"shop@o365.test\"\n\
+         auth = \"none\"\n\n\
+         [[account]]\nname = \"fine\"\nhost = \"smtp.office365.com\"\nfrom = \"a@fine.test\"\n\
+         auth = \"none\"\n\n\
+         {extra}\n[queue]\ndir = \"{}\"\n",
+        d.path("queue").display()
+    );
+    std::fs::write(d.config(), &text).unwrap();
+    let config = d.config();
+    (d, config)
+}
+
+#[test]
+fn check_warns_about_aliases_spf_and_dmarc() {
+    // A dead upstream for fail.test: its lookups fail (SERVFAIL).
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let dns = Dnsmasq::start(&[
+        "--txt-record=o365.test,v=spf1 include:_spf.google.com -all".into(),
+        "--txt-record=_dmarc.o365.test,v=DMARC1; p=reject".into(),
+        "--txt-record=fine.test,v=spf1 include:spf.protection.outlook.com -all".into(),
+        "--txt-record=_dmarc.fine.test,v=DMARC1; p=reject".into(),
+        format!("--server=/fail.test/127.0.0.1#{dead_port}"),
+    ]);
+    let broken = "[[account]]\nname = \"broken\"\nhost = \"smtp.office365.com\"\n\
+                  from = \"a@fail.test\"\nauth = \"none\"\n";
+    let (_d, config) = check_world(broken);
+    let run = |offline: bool| {
+        let mut args: Vec<String> = ["check", "-C", &config, "--account", "local"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if offline {
+            args.push("--offline".into());
+        } else {
+            args.extend(["--nameserver".into(), dns.addr.to_string()]);
+        }
+        mailhop(&args, b"")
+    };
+    let r = run(false);
+    // The warnings are advice: the status is the connection's.
+    assert_eq!(r.code, 75, "{r:?}");
+    let out = &r.stdout;
+    assert!(out.contains("warning: root has no alias"), "{out}");
+    assert!(out.contains("warning: postmaster has no alias"), "{out}");
+    assert!(
+        out.contains(
+            "warning: SPF: the record of o365.test does not authorise smtp.office365.com: \
+             add `include:spf.protection.outlook.com`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: DMARC: o365.test asks receivers to reject"),
+        "{out}"
+    );
+    assert!(!out.contains("of fine.test"), "{out}");
+    assert!(!out.contains("DMARC: fine.test"), "{out}");
+    assert!(out.contains("SPF of fail.test: could not check"), "{out}");
+    assert!(!out.contains("SPF: fail.test"), "{out}");
+    // Offline: only the alias warnings, no DNS.
+    let r = run(true);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("warning: root has no alias"));
+    assert!(!r.stdout.contains("SPF"), "{}", r.stdout);
+
+    // With the aliases and a DKIM key for o365.test: only SPF remains.
+    let (_d, config) = check_world("");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[aliases.map]\nroot = \"ops@example.com\"\npostmaster = \"root\"\n");
+    std::fs::write(&config, text).unwrap();
+    let r = mailhop(
+        &[
+            "check".into(),
+            "-C".into(),
+            config,
+            "--account".into(),
+            "local".into(),
+            "--nameserver".into(),
+            dns.addr.to_string(),
+        ],
+        b"",
+    );
+    assert!(!r.stdout.contains("has no alias"), "{}", r.stdout);
+    assert!(r.stdout.contains("warning: SPF: the record of o365.test"));
+}
