@@ -117,7 +117,14 @@ fn run(args: &SetupArgs) -> Result<Exit, Failure> {
         println!("--dry-run: nothing written");
         return Ok(Exit::Ok);
     }
-    if old.as_deref() == Some(new.as_str()) && !matches!(login, LoginPlan::Password { .. }) {
+    let new_secret = matches!(
+        login,
+        LoginPlan::Password {
+            secret: Some(_),
+            ..
+        }
+    );
+    if old.as_deref() == Some(new.as_str()) && !new_secret {
         println!("{}: already up to date", target.config.display());
     } else {
         if !ui.confirm(&format!("Write {}?", target.config.display()), true)? {
@@ -451,7 +458,11 @@ fn account_name(args: &SetupArgs) -> Result<String, Failure> {
 
 /// How the account logs in, and what setup writes for it.
 enum LoginPlan {
-    Password { secret: Secret, file: PathBuf },
+    /// `secret: None` keeps the password file already there.
+    Password {
+        secret: Option<Secret>,
+        file: PathBuf,
+    },
     OAuth(OAuthKeys),
     None,
 }
@@ -530,10 +541,19 @@ fn choose_login(
     let file = target.secrets_dir.join(format!("{account}.password"));
     if let Some(source) = &args.password_file {
         let secret = read_password_source(source, account)?;
-        return Ok(LoginPlan::Password { secret, file });
+        return Ok(LoginPlan::Password {
+            secret: Some(secret),
+            file,
+        });
     }
     if server.login == Login::None {
         return Ok(LoginPlan::None);
+    }
+    // Run again (dpkg-reconfigure, a playbook) without a password: the
+    // one written last time stays.
+    if !ui.interactive && file.is_file() {
+        println!("keeping the password in {}", file.display());
+        return Ok(LoginPlan::Password { secret: None, file });
     }
     if !ui.interactive {
         return Err(usage(
@@ -542,7 +562,10 @@ fn choose_login(
         ));
     }
     let secret = read_new_password(account)?;
-    Ok(LoginPlan::Password { secret, file })
+    Ok(LoginPlan::Password {
+        secret: Some(secret),
+        file,
+    })
 }
 
 /// The first line of `source`, or of standard input for `-`.
@@ -847,7 +870,11 @@ fn write_all(target: &Target, login: &LoginPlan, exists: bool, new: &str) -> Res
         (0o600, None)
     };
     // The password first: the configuration never names a missing file.
-    if let LoginPlan::Password { secret, file } = login {
+    if let LoginPlan::Password {
+        secret: Some(secret),
+        file,
+    } = login
+    {
         let mut bytes = zeroize::Zeroizing::new(secret.expose().as_bytes().to_vec());
         bytes.push(b'\n');
         write_file(file, &bytes, mode, owner)?;
@@ -975,7 +1002,7 @@ mod tests {
 
     fn password() -> LoginPlan {
         LoginPlan::Password {
-            secret: Secret::new("hunter2".into()),
+            secret: Some(Secret::new("hunter2".into())),
             file: PathBuf::from("/etc/mailhop/smarthost.password"),
         }
     }

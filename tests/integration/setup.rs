@@ -531,6 +531,24 @@ fn setup_yes_writes_a_config_check_accepts() {
         b"",
     );
     assert_eq!(check.code, 0, "{}", check.stderr);
+    // Run again without a password (dpkg-reconfigure): the file stays.
+    let again = setup_yes(
+        &d,
+        &["--host", "smtp.example.com", "--port", "465", "--offline"],
+        b"",
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("keeping the password in"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("already up to date"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&pw).unwrap(), "s3cret-Pa55\n");
 }
 
 #[test]
