@@ -575,6 +575,10 @@ pub struct SetupArgs {
     /// Where NAME's mail goes, e.g. root=admin@example.com (repeatable)
     #[arg(long = "alias", value_name = "NAME=ADDRESS")]
     pub aliases: Vec<String>,
+    /// Sign with DKIM: create a key with this selector (unless it exists),
+    /// add a [[dkim]] entry, and print the DNS record to publish
+    #[arg(long = "dkim-selector", value_name = "SELECTOR")]
+    pub dkim_selector: Option<String>,
     /// Do not run `mailhop check` at the end
     #[arg(long = "no-check")]
     pub no_check: bool,

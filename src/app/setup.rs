@@ -93,12 +93,14 @@ fn run(args: &SetupArgs) -> Result<Exit, Failure> {
     let account = account_name(args)?;
     let login = choose_login(args, &server, &account, &target, &mut ui)?;
     let aliases = choose_aliases(args, &address, &mut ui)?;
+    let dkim = choose_dkim(args, &address, &target, &mut ui)?;
     let edit = Edit {
         account: &account,
         address: &address,
         server: &server,
         login: &login,
         aliases: &aliases,
+        dkim: dkim.as_ref(),
     };
     let old = read_existing(&target.config)?;
     let new = match &old {
@@ -130,6 +132,9 @@ fn run(args: &SetupArgs) -> Result<Exit, Failure> {
         if !ui.confirm(&format!("Write {}?", target.config.display()), true)? {
             println!("nothing written");
             return Ok(Exit::Ok);
+        }
+        if let Some(d) = &dkim {
+            make_dkim_key(d, &address, &target)?;
         }
         write_all(&target, &login, old.is_some(), &new)?;
     }
@@ -631,6 +636,73 @@ struct Edit<'a> {
     server: &'a Candidate,
     login: &'a LoginPlan,
     aliases: &'a [(String, String)],
+    dkim: Option<&'a DkimPlan>,
+}
+
+/// A DKIM key for the address's domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DkimPlan {
+    selector: String,
+    key_file: PathBuf,
+}
+
+fn choose_dkim(
+    args: &SetupArgs,
+    address: &Address,
+    target: &Target,
+    ui: &mut Ui,
+) -> Result<Option<DkimPlan>, Failure> {
+    let selector = match &args.dkim_selector {
+        Some(s) => s.clone(),
+        None if ui.interactive
+            && ui.confirm(
+                &format!("Sign outgoing mail with DKIM for {}", address.domain),
+                false,
+            )? =>
+        {
+            ui.ask("DKIM selector", Some("mailhop"))?
+        }
+        None => return Ok(None),
+    };
+    let selector = plain_id("--dkim-selector", &selector)?;
+    let key_file = target
+        .secrets_dir
+        .join("dkim")
+        .join(format!("{}.{selector}.key", address.domain));
+    Ok(Some(DkimPlan { selector, key_file }))
+}
+
+/// Creates the key (never over an existing one) and prints the record.
+fn make_dkim_key(d: &DkimPlan, address: &Address, target: &Target) -> Result<(), Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::new(Exit::CantCreat, format!("DKIM: {e}"));
+    if d.key_file.exists() {
+        println!(
+            "keeping the DKIM key {}; `mailhop dkim check` shows whether its record is published",
+            d.key_file.display()
+        );
+        return Ok(());
+    }
+    if let Some(dir) = d.key_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    }
+    let mut out = io::stdout().lock();
+    crate::dkim::keygen(
+        &address.domain,
+        &d.selector,
+        crate::dkim::Algorithm::RsaSha256,
+        crate::dkim::DEFAULT_RSA_BITS,
+        Some(&d.key_file),
+        &mut out,
+    )
+    .map_err(|e| fail(&e))?;
+    // The set-group-ID install signs with the group's rights.
+    if let Some(gid) = target.group() {
+        let file = std::fs::File::open(&d.key_file).map_err(|e| fail(&e))?;
+        nix::unistd::fchown(&file, None, Some(gid)).map_err(|e| fail(&e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o640))
+            .map_err(|e| fail(&e))?;
+    }
+    Ok(())
 }
 
 /// Sets `key` unless it already has this value, keeping the comments
@@ -678,6 +750,9 @@ fn edit_config(text: &str, e: &Edit) -> Result<String, String> {
         .ok_or("the [[account]] table vanished")?;
     account_keys(table, e);
     alias_keys(&mut doc, e.aliases)?;
+    if let Some(d) = e.dkim {
+        dkim_keys(&mut doc, &e.address.domain, d)?;
+    }
     Ok(doc.to_string())
 }
 
@@ -748,6 +823,37 @@ fn oauth_keys(t: &mut Table, o: &OAuthKeys) {
         }
     }
     set(oauth, "token_file", o.token_file.display().to_string());
+}
+
+/// The `[[dkim]]` entry for the domain and selector, created at the end
+/// of the entries if missing.
+fn dkim_keys(doc: &mut DocumentMut, domain: &str, d: &DkimPlan) -> Result<(), String> {
+    let entries = doc
+        .entry("dkim")
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .ok_or("`dkim` is not written as [[dkim]] tables")?;
+    let index = entries.iter().position(|t| {
+        t.get("domain").and_then(Item::as_str) == Some(domain)
+            && t.get("selector").and_then(Item::as_str) == Some(d.selector.as_str())
+    });
+    let index = match index {
+        Some(i) => i,
+        None => {
+            let mut t = Table::new();
+            t.decor_mut()
+                .set_prefix("\n# Written by `mailhop setup`: publish the record it printed.\n");
+            set(&mut t, "domain", domain);
+            set(&mut t, "selector", d.selector.as_str());
+            entries.push(t);
+            entries.len().saturating_sub(1)
+        }
+    };
+    let t = entries
+        .get_mut(index)
+        .ok_or("the [[dkim]] table vanished")?;
+    set(t, "key_file", d.key_file.display().to_string());
+    Ok(())
 }
 
 fn alias_keys(doc: &mut DocumentMut, aliases: &[(String, String)]) -> Result<(), String> {
@@ -996,6 +1102,7 @@ mod tests {
             server: &s,
             login,
             aliases,
+            dkim: None,
         };
         edit_config(text, &e).unwrap()
     }
@@ -1041,6 +1148,7 @@ transport = \"maildir\"
             server: &s,
             login: &login,
             aliases: &aliases,
+            dkim: None,
         };
         let text = new_config(&e).unwrap();
         assert!(text.starts_with(NEW_FILE_HEADER), "{text}");

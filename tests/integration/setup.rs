@@ -817,6 +817,8 @@ fn interactive_setup_on_a_terminal() {
     t.type_line("typed-s3cret");
     t.expect("Where should root's mail go [jane@example.com]: ");
     t.type_line("");
+    t.expect("Sign outgoing mail with DKIM for example.com (y/N) ");
+    t.type_line("");
     t.expect(&format!("Write {}? (Y/n) ", d.config()));
     t.type_line("y");
     let (screen, code) = t.finish();
@@ -875,6 +877,8 @@ fn interactive_setup_can_be_declined() {
     ]);
     t.expect("Password for account smarthost: ");
     t.type_line("pw");
+    t.expect("(y/N) ");
+    t.type_line("n");
     t.expect("? (Y/n) ");
     t.type_line("n");
     let (screen, code) = t.finish();
@@ -985,4 +989,43 @@ fn check_warns_about_aliases_spf_and_dmarc() {
     );
     assert!(!r.stdout.contains("has no alias"), "{}", r.stdout);
     assert!(r.stdout.contains("warning: SPF: the record of o365.test"));
+}
+
+#[test]
+fn setup_dkim_creates_the_key_and_the_entry() {
+    let d = Dir::new();
+    let args = [
+        "--host",
+        "smtp.example.com",
+        "--password-file",
+        "-",
+        "--dkim-selector",
+        "s2026",
+        "--offline",
+    ];
+    let r = setup_yes(&d, &args, b"pw\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("s2026._domainkey.example.com"),
+        "{}",
+        r.stdout
+    );
+    let key = d.path("dkim/example.com.s2026.key");
+    let text = std::fs::read_to_string(d.config()).unwrap();
+    assert!(
+        text.contains(&format!(
+            "[[dkim]]\ndomain = \"example.com\"\nselector = \"s2026\"\nkey_file = \"{}\"",
+            key.display()
+        )),
+        "{text}"
+    );
+    let before = std::fs::read(&key).unwrap();
+    assert!(String::from_utf8_lossy(&before).contains("PRIVATE KEY"));
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o007, 0);
+    // Again: the key is kept, not replaced, and the file is unchanged.
+    let r = setup_yes(&d, &args, b"pw\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("keeping the DKIM key"), "{}", r.stdout);
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(d.config()).unwrap(), text);
 }
