@@ -82,63 +82,103 @@ fn run(args: &SetupArgs) -> Result<Exit, Failure> {
             Exit::Ok
         });
     }
-    let mut server = choose_server(args, &address, &mut ui)?;
-    if let Some(user) = &args.user {
-        if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
-            return Err(usage(format!("--user {user:?} is empty or invalid")));
+    let plan = Plan::gather(args, address, &mut ui)?;
+    plan.apply(args, &mut ui)
+}
+
+/// Every answer, before anything is written.
+struct Plan {
+    address: Address,
+    server: Candidate,
+    target: Target,
+    account: String,
+    login: LoginPlan,
+    aliases: Vec<(String, String)>,
+    dkim: Option<DkimPlan>,
+}
+
+impl Plan {
+    fn gather(args: &SetupArgs, address: Address, ui: &mut Ui) -> Result<Plan, Failure> {
+        let mut server = choose_server(args, &address, ui)?;
+        if let Some(user) = &args.user {
+            if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+                return Err(usage(format!("--user {user:?} is empty or invalid")));
+            }
+            server.username = Some(user.clone());
         }
-        server.username = Some(user.clone());
+        let target = Target::new(args)?;
+        let account = account_name(args)?;
+        let login = choose_login(args, &server, &account, &target, ui)?;
+        let aliases = choose_aliases(args, &address, ui)?;
+        let dkim = choose_dkim(args, &address, &target, ui)?;
+        Ok(Plan {
+            address,
+            server,
+            target,
+            account,
+            login,
+            aliases,
+            dkim,
+        })
     }
-    let target = Target::new(args)?;
-    let account = account_name(args)?;
-    let login = choose_login(args, &server, &account, &target, &mut ui)?;
-    let aliases = choose_aliases(args, &address, &mut ui)?;
-    let dkim = choose_dkim(args, &address, &target, &mut ui)?;
-    let edit = Edit {
-        account: &account,
-        address: &address,
-        server: &server,
-        login: &login,
-        aliases: &aliases,
-        dkim: dkim.as_ref(),
-    };
-    let old = read_existing(&target.config)?;
-    let new = match &old {
-        Some(text) => edit_config(text, &edit),
-        None => new_config(&edit),
-    }
-    .map_err(|e| Failure::new(Exit::Config, format!("{}: {e}", target.config.display())))?;
-    config::parse(&target.config, &new).map_err(|e| {
-        Failure::new(
-            Exit::Software,
-            format!("the configuration setup made is not valid, nothing written: {e}"),
-        )
-    })?;
-    show_diff(&target.config, old.as_deref().unwrap_or(""), &new);
-    if args.dry_run {
-        println!("--dry-run: nothing written");
-        return Ok(Exit::Ok);
-    }
-    let new_secret = matches!(
-        login,
-        LoginPlan::Password {
-            secret: Some(_),
-            ..
+
+    /// The new text of the configuration file, validated.
+    fn text(&self, old: Option<&str>) -> Result<String, Failure> {
+        let edit = Edit {
+            account: &self.account,
+            address: &self.address,
+            server: &self.server,
+            login: &self.login,
+            aliases: &self.aliases,
+            dkim: self.dkim.as_ref(),
+        };
+        let path = &self.target.config;
+        let new = match old {
+            Some(text) => edit_config(text, &edit),
+            None => new_config(&edit),
         }
-    );
-    if old.as_deref() == Some(new.as_str()) && !new_secret {
-        println!("{}: already up to date", target.config.display());
-    } else {
-        if !ui.confirm(&format!("Write {}?", target.config.display()), true)? {
-            println!("nothing written");
+        .map_err(|e| Failure::new(Exit::Config, format!("{}: {e}", path.display())))?;
+        config::parse(path, &new).map_err(|e| {
+            Failure::new(
+                Exit::Software,
+                format!("the configuration setup made is not valid, nothing written: {e}"),
+            )
+        })?;
+        Ok(new)
+    }
+
+    /// Shows the diff, writes on confirmation, then signs in and checks.
+    fn apply(&self, args: &SetupArgs, ui: &mut Ui) -> Result<Exit, Failure> {
+        let path = &self.target.config;
+        let old = read_existing(path)?;
+        let new = self.text(old.as_deref())?;
+        show_diff(path, old.as_deref().unwrap_or(""), &new);
+        if args.dry_run {
+            println!("--dry-run: nothing written");
             return Ok(Exit::Ok);
         }
-        if let Some(d) = &dkim {
-            make_dkim_key(d, &address, &target)?;
+        let new_secret = matches!(
+            self.login,
+            LoginPlan::Password {
+                secret: Some(_),
+                ..
+            }
+        );
+        let new_key = self.dkim.as_ref().is_some_and(|d| !d.key_file.exists());
+        if old.as_deref() == Some(new.as_str()) && !new_secret && !new_key {
+            println!("{}: already up to date", path.display());
+        } else {
+            if !ui.confirm(&format!("Write {}?", path.display()), true)? {
+                println!("nothing written");
+                return Ok(Exit::Ok);
+            }
+            if let Some(d) = &self.dkim {
+                make_dkim_key(d, &self.address, &self.target)?;
+            }
+            write_all(&self.target, &self.login, old.is_some(), &new)?;
         }
-        write_all(&target, &login, old.is_some(), &new)?;
+        after_write(args, &self.account, &self.target, &self.login, ui)
     }
-    after_write(args, &account, &target, &login, &mut ui)
 }
 
 // ---------------------------------------------------------------------------
@@ -383,6 +423,9 @@ fn choose_server(args: &SetupArgs, address: &Address, ui: &mut Ui) -> Result<Can
         .nth(pick)
         .ok_or_else(|| usage("no server"))?;
     println!("Using {} ({}).", chosen.summary(), chosen.source);
+    if !chosen.source.authenticated() && !ui.interactive {
+        println!("  (a suggestion from plain DNS, accepted because of --yes)");
+    }
     Ok(chosen)
 }
 
@@ -526,22 +569,7 @@ fn choose_login(
                 server.host
             ))
         })?;
-        let client_id = match &args.client_id {
-            Some(id) => id.clone(),
-            None => ui.ask("OAuth client (application) ID", None).map_err(|_| {
-                usage("--oauth needs --client-id: the ID of your app registration or OAuth client")
-            })?,
-        };
-        return Ok(LoginPlan::OAuth(OAuthKeys {
-            provider,
-            client_id: plain_id("--client-id", &client_id)?,
-            tenant: args
-                .tenant
-                .as_deref()
-                .map(|t| plain_id("--tenant", t))
-                .transpose()?,
-            token_file: target.token_dir.join(format!("{account}.token")),
-        }));
+        return oauth_plan(args, provider, account, target, ui).map(LoginPlan::OAuth);
     }
     let file = target.secrets_dir.join(format!("{account}.password"));
     if let Some(source) = &args.password_file {
@@ -570,6 +598,33 @@ fn choose_login(
     Ok(LoginPlan::Password {
         secret: Some(secret),
         file,
+    })
+}
+
+/// The `[account.oauth]` keys: the client ID is the one thing setup
+/// cannot find out.
+fn oauth_plan(
+    args: &SetupArgs,
+    provider: OAuthProvider,
+    account: &str,
+    target: &Target,
+    ui: &mut Ui,
+) -> Result<OAuthKeys, Failure> {
+    let client_id = match &args.client_id {
+        Some(id) => id.clone(),
+        None => ui.ask("OAuth client (application) ID", None).map_err(|_| {
+            usage("--oauth needs --client-id: the ID of your app registration or OAuth client")
+        })?,
+    };
+    Ok(OAuthKeys {
+        provider,
+        client_id: plain_id("--client-id", &client_id)?,
+        tenant: args
+            .tenant
+            .as_deref()
+            .map(|t| plain_id("--tenant", t))
+            .transpose()?,
+        token_file: target.token_dir.join(format!("{account}.token")),
     })
 }
 
@@ -1022,15 +1077,9 @@ fn after_write(
     ui: &mut Ui,
 ) -> Result<Exit, Failure> {
     let config = target.config.display().to_string();
-    if let LoginPlan::OAuth(o) = login {
-        if let Some(dir) = o.token_file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Failure::new(
-                    Exit::CantCreat,
-                    format!("cannot create {}: {e}", dir.display()),
-                )
-            })?;
-        }
+    // The token directory is left to `oauth login`, which gives it the
+    // mode the shared install needs.
+    if matches!(login, LoginPlan::OAuth(_)) {
         let sign_in = ui.interactive && ui.confirm("Sign in now (mailhop oauth login)", true)?;
         if !sign_in {
             println!("Next, sign in once: mailhop oauth login {account} -C {config}");
