@@ -45,63 +45,59 @@ pub fn autoconfig(xml: &str, url: &str, address: &Address) -> Result<Parsed, Str
             doc.root_element().tag_name().name()
         ));
     }
-    let mut out = Vec::new();
-    for server in descendants(&doc, "outgoingServer") {
-        if !server
-            .attribute("type")
-            .is_some_and(|t| t.eq_ignore_ascii_case("smtp"))
-        {
-            continue;
-        }
-        let Some(host) = text(server, "hostname")
-            .map(|h| address.expand(h))
-            .and_then(|h| host_name(&h))
-        else {
-            continue;
-        };
-        let Some(port) = text(server, "port")
-            .and_then(|p| p.parse::<u16>().ok())
-            .filter(|p| *p != 0)
-        else {
-            continue;
-        };
-        let security = match text(server, "socketType")
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            Some("SSL") => Security::Implicit,
-            Some("STARTTLS") => Security::StartTls,
-            Some("PLAIN") => Security::Plain,
-            _ => continue,
-        };
-        // Several <authentication> elements: the first one mailhop speaks.
-        let methods: Vec<Login> = server
-            .children()
-            .filter(|c| c.is_element() && c.tag_name().name() == "authentication")
-            .map(|c| autoconfig_login(c.text().unwrap_or("").trim(), &host))
-            .collect();
-        let login = methods
-            .iter()
-            .copied()
-            .find(|m| *m != Login::Unsupported)
-            .or(methods.first().copied())
-            .unwrap_or(Login::Password);
-        let username = text(server, "username")
-            .map(|u| address.expand(u))
-            .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control));
-        out.push(Candidate {
-            host,
-            port,
-            security,
-            login,
-            username,
-            source: Source::Autoconfig {
-                url: url.to_string(),
-            },
-            note: None,
-        });
-    }
+    let out = descendants(&doc, "outgoingServer")
+        .filter(|s| {
+            s.attribute("type")
+                .is_some_and(|t| t.eq_ignore_ascii_case("smtp"))
+        })
+        .filter_map(|s| autoconfig_entry(s, url, address))
+        .collect();
     Ok(Parsed::Servers(out))
+}
+
+/// One `outgoingServer`; `None` when it lacks what mailhop needs.
+fn autoconfig_entry(server: Node, url: &str, address: &Address) -> Option<Candidate> {
+    let host = text(server, "hostname")
+        .map(|h| address.expand(h))
+        .and_then(|h| host_name(&h))?;
+    let port = text(server, "port")
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p != 0)?;
+    let security = match text(server, "socketType")
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        Some("SSL") => Security::Implicit,
+        Some("STARTTLS") => Security::StartTls,
+        Some("PLAIN") => Security::Plain,
+        _ => return None,
+    };
+    // Several <authentication> elements: the first one mailhop speaks.
+    let methods: Vec<Login> = server
+        .children()
+        .filter(|c| c.is_element() && c.tag_name().name() == "authentication")
+        .map(|c| autoconfig_login(c.text().unwrap_or("").trim(), &host))
+        .collect();
+    let login = methods
+        .iter()
+        .copied()
+        .find(|m| *m != Login::Unsupported)
+        .or(methods.first().copied())
+        .unwrap_or(Login::Password);
+    let username = text(server, "username")
+        .map(|u| address.expand(u))
+        .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control));
+    Some(Candidate {
+        host,
+        port,
+        security,
+        login,
+        username,
+        source: Source::Autoconfig {
+            url: url.to_string(),
+        },
+        note: None,
+    })
 }
 
 fn autoconfig_login(method: &str, host: &str) -> Login {
