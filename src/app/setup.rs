@@ -215,8 +215,8 @@ impl Ui {
         }
         loop {
             match default {
-                Some(d) => eprint!("{question} [{d}]: "),
-                None => eprint!("{question}: "),
+                Some(d) if !d.is_empty() => eprint!("{question} [{d}]: "),
+                _ => eprint!("{question}: "),
             }
             let answer = self.line(question)?;
             match (answer.is_empty(), default) {
@@ -1093,16 +1093,24 @@ fn after_write(
     if args.no_check {
         return Ok(Exit::Ok);
     }
+    let send_test = match &args.send_test {
+        Some(to) => Some(to.clone()),
+        None if ui.interactive && !args.offline => {
+            let to = ui.ask("Send a test message to (empty: none)", Some(""))?;
+            (!to.is_empty()).then_some(to)
+        }
+        None => None,
+    };
     let mut check = vec!["check", "-C", config.as_str()];
     if args.offline {
         check.push("--offline");
     }
-    if let Some(to) = &args.send_test {
+    if let Some(to) = &send_test {
         check.extend(["--send-test", to.as_str()]);
     }
     println!("Checking: mailhop {}", check.join(" "));
     let code = run_self(&check)?;
-    if code == Exit::Ok && args.send_test.is_none() && !args.offline {
+    if code == Exit::Ok && send_test.is_none() && !args.offline {
         println!("To send a test message: mailhop check -C {config} --send-test ADDRESS");
     }
     Ok(code)

@@ -1029,3 +1029,53 @@ fn setup_dkim_creates_the_key_and_the_entry() {
     assert_eq!(std::fs::read(&key).unwrap(), before);
     assert_eq!(std::fs::read_to_string(d.config()).unwrap(), text);
 }
+
+#[test]
+fn interactive_setup_ends_with_a_test_message() {
+    use crate::smtpd::{Smtpd, SmtpdOptions};
+    let d = Dir::new();
+    let smtpd = Smtpd::start(
+        &SmtpdOptions {
+            users: vec![("jane@example.com".into(), "typed-pw".into())],
+            require_auth: true,
+            ..SmtpdOptions::default()
+        },
+        &d.path("spool"),
+    );
+    let port = smtpd.addr().rsplit(':').next().unwrap().to_string();
+    let mut t = Terminal::spawn(&[
+        "setup".into(),
+        "-C".into(),
+        d.config(),
+        "jane@example.com".into(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port,
+        "--tls".into(),
+        "none".into(),
+    ]);
+    t.expect("Password for account smarthost: ");
+    t.type_line("typed-pw");
+    t.expect("Where should root's mail go [jane@example.com]: ");
+    t.type_line("");
+    t.expect("(y/N) ");
+    t.type_line("");
+    t.expect("? (Y/n) ");
+    t.type_line("");
+    t.expect("Send a test message to (empty: none): ");
+    t.type_line("ops@example.net");
+    let (screen, code) = t.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("login: accepted as jane@example.com"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("test message: accepted for ops@example.net"),
+        "{screen}"
+    );
+    let got = smtpd.wait_messages(1);
+    assert_eq!(got[0].rcpt_tos, ["ops@example.net"]);
+    assert_eq!(got[0].auth_user.as_deref(), Some("jane@example.com"));
+}
