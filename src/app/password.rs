@@ -1,12 +1,12 @@
 //! `mailhop password set|delete ACCOUNT`: the account's password in the
 //! desktop keyring (cargo feature `keyring`).
 
+use super::failure::Failure;
 use crate::cli;
 use crate::exit::Exit;
 #[cfg(feature = "keyring")]
 use {
     super::env::{Env, named_account},
-    super::failure::Failure,
     super::with_env,
     crate::cli::SendArgs,
 };
@@ -91,10 +91,7 @@ pub(super) fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Ex
 
 /// Reads one line from standard input (one trailing newline removed); on
 /// a terminal, prompts on stderr with echo off. Also `mailhop setup`'s.
-pub(super) fn read_new_password(
-    account: &str,
-) -> Result<crate::credentials::Secret, super::failure::Failure> {
-    use super::failure::Failure;
+pub(super) fn read_new_password(account: &str) -> Result<crate::credentials::Secret, Failure> {
     use nix::sys::termios::{self, LocalFlags, SetArg};
     use std::fs::File;
     use std::io::{self, Read};
