@@ -101,7 +101,7 @@ impl Plan {
     fn gather(args: &SetupArgs, address: Address, ui: &mut Ui) -> Result<Plan, Failure> {
         let mut server = choose_server(args, &address, ui)?;
         if let Some(user) = &args.user {
-            if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+            if !crate::discover::plain_text(user, 256) {
                 return Err(usage(format!("--user {user:?} is empty or invalid")));
             }
             server.username = Some(user.clone());
@@ -667,7 +667,7 @@ fn choose_aliases(
             .ok_or_else(|| usage(format!("--alias {a:?}: NAME=ADDRESS")))?;
         let name = plain_id("--alias", name.trim())?;
         let to = to.trim();
-        if to.is_empty() || to.len() > 998 || to.chars().any(char::is_control) {
+        if !crate::discover::plain_text(to, 998) {
             return Err(usage(format!(
                 "--alias {a:?}: the address is empty or invalid"
             )));

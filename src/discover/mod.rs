@@ -256,6 +256,21 @@ impl Address {
     }
 }
 
+/// Text from the network that a person will read or that goes into the
+/// configuration (a login name): not empty, at most `max` bytes, and
+/// without control characters or the bidirectional and zero-width
+/// formatting characters that make shown text differ from what it is.
+pub fn plain_text(s: &str, max: usize) -> bool {
+    let hidden = |c: char| {
+        c.is_control()
+            || ('\u{200b}'..='\u{200f}').contains(&c)
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+            || c == '\u{feff}'
+    };
+    !s.is_empty() && s.len() <= max && !s.chars().any(hidden)
+}
+
 /// A host name from the network or a person, lowercased, without the
 /// trailing dot: letters, digits, `-` and `.` only (or `_` for SRV owner
 /// names), bounded; `None` if it is anything else.
@@ -311,6 +326,16 @@ mod tests {
         assert_eq!(host_name("a/b"), None);
         assert_eq!(host_name(&"a".repeat(300)), None);
         assert_eq!(host_name("."), None);
+    }
+
+    #[test]
+    fn plain_text_refuses_hidden_characters() {
+        assert!(plain_text("jane@example.com", 256));
+        assert!(plain_text("jäne", 256));
+        assert!(!plain_text("", 256));
+        assert!(!plain_text("a\u{202e}moc.x", 256));
+        assert!(!plain_text("a\nb", 256));
+        assert!(!plain_text("abc", 2));
     }
 
     #[test]

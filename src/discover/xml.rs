@@ -4,7 +4,7 @@
 
 use roxmltree::{Document, Node};
 
-use super::{Address, Candidate, Login, OAuthProvider, Security, Source, host_name};
+use super::{Address, Candidate, Login, OAuthProvider, Security, Source, host_name, plain_text};
 
 /// What a document gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ fn autoconfig_entry(server: Node, url: &str, address: &Address) -> Option<Candid
         .unwrap_or(Login::Password);
     let username = text(server, "username")
         .map(|u| address.expand(u))
-        .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control));
+        .filter(|u| plain_text(u, 256));
     Some(Candidate {
         host,
         port,
@@ -212,7 +212,7 @@ fn autodiscover_entry(protocol: Node, url: &str, address: &Address) -> Option<Ca
         _ => Login::Password,
     };
     let username = text(protocol, "LoginName")
-        .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control))
+        .filter(|u| plain_text(u, 256))
         .map(str::to_string)
         .or_else(|| Some(address.full()));
     Some(Candidate {
@@ -230,12 +230,16 @@ fn autodiscover_entry(protocol: Node, url: &str, address: &Address) -> Option<Ca
 
 /// A server-supplied string for a report: one line, printable, short.
 fn bounded(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+    s.chars()
+        .map(|c| {
+            if plain_text(c.encode_utf8(&mut [0; 4]), 4) {
+                c
+            } else {
+                ' '
+            }
+        })
         .take(200)
-        .collect();
-    clean
+        .collect()
 }
 
 #[cfg(test)]
