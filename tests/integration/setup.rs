@@ -1079,3 +1079,27 @@ fn interactive_setup_ends_with_a_test_message() {
     assert_eq!(got[0].rcpt_tos, ["ops@example.net"]);
     assert_eq!(got[0].auth_user.as_deref(), Some("jane@example.com"));
 }
+
+#[test]
+fn setup_dry_run_shows_the_diff_and_writes_nothing() {
+    let d = Dir::new();
+    let r = mailhop(
+        &[
+            "setup".into(),
+            "--dry-run".into(),
+            "-C".into(),
+            d.config(),
+            "jane@example.com".into(),
+            "--host".into(),
+            "smtp.example.com".into(),
+            "--password-file".into(),
+            "-".into(),
+        ],
+        b"pw\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("+++ ") && r.stdout.contains("+host = \"smtp.example.com\""));
+    assert!(r.stdout.contains("--dry-run: nothing written"));
+    assert!(!d.path("mailhop.toml").exists());
+    assert!(!d.path("smarthost.password").exists());
+}
