@@ -595,7 +595,7 @@ pub struct SetupArgs {
     /// Discovery: also trust the CAs in this PEM file for HTTPS
     #[arg(long = "ca-file", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Discovery: seconds each lookup may take (default 5)
+    /// Discovery: seconds each lookup may take
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub timeout: u64,
     /// Discovery: run only this step (mx, srv, autoconfig, autodiscover)
