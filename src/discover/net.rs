@@ -508,7 +508,10 @@ impl Http {
         if matches!(e, ureq::Error::Timeout(_)) {
             return format!("no answer within {} s", self.timeout.as_secs_f32());
         }
-        if matches!(e, ureq::Error::HostNotFound) {
+        // The system resolver's failure comes as an I/O error.
+        let lookup_failed = matches!(&e, ureq::Error::Io(io)
+            if io.to_string().contains("failed to lookup address"));
+        if matches!(e, ureq::Error::HostNotFound) || lookup_failed {
             return "the name does not resolve".into();
         }
         let mut detail = e.to_string();
