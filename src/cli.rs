@@ -335,6 +335,8 @@ pub enum Invocation {
     OAuth(OAuthAction),
     /// `mailhop password …`: the account's password in the desktop keyring.
     Password(PasswordAction),
+    /// `mailhop setup`: discover the smarthost and write the configuration.
+    Setup(Box<SetupArgs>),
 }
 
 /// `mailhop password` actions. They exist in every build (same man page and
@@ -550,11 +552,99 @@ pub struct CheckArgs {
     /// With --queue: CRITICAL when this many messages are queued
     #[arg(long = "crit-count", value_name = "N", requires = "queue")]
     pub crit_count: Option<u64>,
+    /// Ask this DNS server (IP:PORT) for the SPF and DMARC checks instead
+    /// of the system's
+    #[arg(long, value_name = "IP:PORT")]
+    pub nameserver: Option<std::net::SocketAddr>,
 }
 
 /// An AGE argument: `30m`, `6h`, `2d` or seconds.
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     crate::monitor::parse_age(text)
+}
+
+/// Options of `mailhop setup`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Args)]
+pub struct SetupArgs {
+    /// The address mail is sent as (asked for on a terminal when missing)
+    #[arg(value_name = "ADDRESS")]
+    pub address: Option<String>,
+    /// Only find the submission server for ADDRESS and print each step;
+    /// change nothing
+    #[arg(long)]
+    pub discover: bool,
+    /// Answer every question with its default, for scripts; fail when
+    /// something needed is not given
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Configuration file to write (default: /etc/mailhop.toml for root,
+    /// else ~/.config/mailhop/config.toml)
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Show the changes, write nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// The [[account]] to create or update (default: "smarthost")
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// The smarthost; no discovery
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Its port (default: 465 for implicit TLS, else 587)
+    #[arg(long, value_name = "PORT", requires = "host")]
+    pub port: Option<u16>,
+    /// starttls or implicit (default: implicit on port 465, else starttls)
+    #[arg(long, value_name = "MODE", requires = "host")]
+    pub tls: Option<String>,
+    /// The login name (default: what discovery found, else ADDRESS)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Read the password from FILE's first line (- for standard input);
+    /// it is stored in a private password file, never in the configuration
+    #[arg(long = "password-file", value_name = "FILE", conflicts_with = "oauth")]
+    pub password_file: Option<PathBuf>,
+    /// Log in with OAuth2 (Microsoft 365, Google): writes [account.oauth];
+    /// sign in afterwards with `mailhop oauth login`
+    #[arg(long)]
+    pub oauth: bool,
+    /// The OAuth client (application) ID, with --oauth
+    #[arg(long = "client-id", value_name = "ID", requires = "oauth")]
+    pub client_id: Option<String>,
+    /// The Microsoft tenant, with --oauth (default: common)
+    #[arg(long, value_name = "TENANT", requires = "oauth")]
+    pub tenant: Option<String>,
+    /// Where NAME's mail goes, e.g. root=admin@example.com (repeatable)
+    #[arg(long = "alias", value_name = "NAME=ADDRESS")]
+    pub aliases: Vec<String>,
+    /// Sign with DKIM: create a key with this selector (unless it exists),
+    /// add a [[dkim]] entry, and print the DNS record to publish
+    #[arg(long = "dkim-selector", value_name = "SELECTOR")]
+    pub dkim_selector: Option<String>,
+    /// Do not run `mailhop check` at the end
+    #[arg(long = "no-check")]
+    pub no_check: bool,
+    /// Check the result without network (`mailhop check --offline`)
+    #[arg(long)]
+    pub offline: bool,
+    /// After writing, send a test message to this address
+    #[arg(long = "send-test", value_name = "ADDRESS", conflicts_with = "offline")]
+    pub send_test: Option<String>,
+    /// Discovery: ask this DNS server (IP:PORT), for every name, instead of
+    /// the system's resolver
+    #[arg(long, value_name = "IP:PORT")]
+    pub nameserver: Option<std::net::SocketAddr>,
+    /// Discovery: also trust the CAs in this PEM file for HTTPS
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Discovery: seconds each lookup may take
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub timeout: u64,
+    /// Discovery: run only this step (mx, srv, autoconfig, autodiscover)
+    #[arg(long, value_name = "STEP")]
+    pub only: Option<String>,
+    /// Discovery: the HTTPS port instead of 443 (for tests)
+    #[arg(long = "https-port", value_name = "PORT", hide = true)]
+    pub https_port: Option<u16>,
 }
 
 /// Why the command line was not accepted.
@@ -630,6 +720,9 @@ pub enum Command {
     /// keyring (Secret Service; builds with the keyring feature)
     #[command(subcommand)]
     Password(PasswordAction),
+    /// Find the smarthost for an address (--discover) and write the
+    /// configuration, guided on a terminal or with --yes for scripts
+    Setup(Box<SetupArgs>),
     /// Print a shell completion script (bash, zsh or fish)
     Completions {
         /// The shell
@@ -733,6 +826,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Import(i)) => return Ok(Invocation::Import(i)),
         Some(Command::Oauth(o)) => return Ok(Invocation::OAuth(o)),
         Some(Command::Password(p)) => return Ok(Invocation::Password(p)),
+        Some(Command::Setup(s)) => return Ok(Invocation::Setup(s)),
         None => {
             // Only reachable once global options exist; keep clap's wording.
             let err = clap_command().error(
@@ -1579,7 +1673,8 @@ mod tests {
                         | Invocation::Completions(_)
                         | Invocation::Import(_)
                         | Invocation::OAuth(_)
-                        | Invocation::Password(_) => vec![],
+                        | Invocation::Password(_)
+                        | Invocation::Setup(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod deliver;
+pub mod discover;
 pub mod dkim;
 pub mod exit;
 pub mod import;

@@ -55,6 +55,7 @@ pub(super) fn check(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure> {
             status = step;
         }
     }
+    super::check_dns::warn(env, c, &mut out);
     Ok(status)
 }
 

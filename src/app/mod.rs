@@ -44,6 +44,7 @@ macro_rules! errln {
 
 mod admin;
 mod check;
+mod check_dns;
 mod env;
 mod failure;
 mod lookup;
@@ -51,6 +52,7 @@ mod password;
 mod queue_cmd;
 mod relay;
 mod send;
+mod setup;
 mod stamp;
 mod stats;
 mod verify;
@@ -114,6 +116,7 @@ fn dispatch(invocation: Invocation) -> Exit {
             })
         }
         Invocation::Password(action) => password_cmd(action),
+        Invocation::Setup(s) => setup::setup(&s),
         Invocation::Completions(shell) => completions(shell),
         Invocation::Send(args) => with_env(&args, send),
         Invocation::Verify(args) => with_env(&args, verify),

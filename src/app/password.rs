@@ -1,16 +1,14 @@
 //! `mailhop password set|delete ACCOUNT`: the account's password in the
 //! desktop keyring (cargo feature `keyring`).
 
+use super::failure::Failure;
 use crate::cli;
 use crate::exit::Exit;
 #[cfg(feature = "keyring")]
 use {
     super::env::{Env, named_account},
-    super::failure::Failure,
     super::with_env,
     crate::cli::SendArgs,
-    std::fs::File,
-    std::io::{self, Read},
 };
 
 /// `mailhop password set|delete ACCOUNT`: the account's password in the
@@ -90,10 +88,11 @@ pub(super) fn password_keyring(env: &Env, account: &str, set: bool) -> Result<Ex
 }
 
 /// Reads one line from standard input (one trailing newline removed); on
-/// a terminal, prompts on stderr with echo off.
-#[cfg(feature = "keyring")]
+/// a terminal, prompts on stderr with echo off. Also `mailhop setup`'s.
 pub(super) fn read_new_password(account: &str) -> Result<crate::credentials::Secret, Failure> {
     use nix::sys::termios::{self, LocalFlags, SetArg};
+    use std::fs::File;
+    use std::io::{self, Read};
     use std::os::fd::AsFd;
     use zeroize::Zeroizing;
 
@@ -107,8 +106,10 @@ pub(super) fn read_new_password(account: &str) -> Result<crate::credentials::Sec
         let mut quiet = saved.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
         quiet.local_flags.insert(LocalFlags::ECHONL);
-        err!("Password for account {account}: ");
+        // Echo off before the prompt: what is typed once the prompt shows
+        // is neither echoed nor discarded by the flush.
         termios::tcsetattr(fd, SetArg::TCSAFLUSH, &quiet).map_err(|e| io_fail(e.into()))?;
+        err!("Password for account {account}: ");
         Some(saved)
     } else {
         None

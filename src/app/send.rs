@@ -677,7 +677,7 @@ fn keep_durably(spool: Option<&queue::Spool>, sub: &mut Submission, meta: &queue
     if let (Some(spool), Body::Draft(draft)) = (spool, sub.body())
         && let Err(e) = spool.make_durable(draft, meta)
     {
-        eprintln!("mailhop: {e}");
+        errln!("mailhop: {e}");
     }
 }
 

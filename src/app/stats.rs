@@ -44,7 +44,7 @@ pub(super) fn log_as(env: &Env, program: Program, severity: Severity, line: &str
             .map(|t| t.to_string())
             .unwrap_or_default();
         if let Err(e) = log::to_file(path, &ts, &tag, line) {
-            eprintln!("mailhop: cannot write log file {}: {e}", path.display());
+            errln!("mailhop: cannot write log file {}: {e}", path.display());
         }
     }
 }
@@ -131,7 +131,7 @@ pub(super) fn after_run(env: &Env, spool: &queue::Spool, report: &crate::deliver
         let line = format!("cannot update the queue counters: {e}");
         log_line(env, Severity::Warning, &line);
         if env.verbose > 0 {
-            eprintln!("mailhop: {line}");
+            errln!("mailhop: {line}");
         }
     }
 }
@@ -146,7 +146,7 @@ pub(super) fn count_sent(env: &Env, spool: Option<&queue::Spool>, deliveries: &[
     if let Err(e) = update_counters(spool, |c| c.add(deliveries))
         && env.verbose > 0
     {
-        eprintln!("mailhop: cannot update the queue counters: {e}");
+        errln!("mailhop: cannot update the queue counters: {e}");
     }
 }
 
@@ -249,7 +249,7 @@ fn gather(env: &Env, spool: &queue::Spool) -> Result<QueueStats, Failure> {
     let counters = match read_counters(spool.root()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mailhop: cannot read the queue counters: {e}");
+            errln!("mailhop: cannot read the queue counters: {e}");
             Counters::default()
         }
     };
@@ -287,7 +287,7 @@ pub(super) fn queue_stats(
                 format!("cannot write {}: {e}", path.display()),
             )
         })?,
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(Exit::Ok)
 }
@@ -358,12 +358,12 @@ pub(super) fn check_queue(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure
         Err(f) => return Ok(unknown(&f.message)),
     };
     let (status, line) = monitor::nagios(&stats, &t);
-    println!("{line}");
+    outln!("{line}");
     Ok(plugin_exit(status))
 }
 
 fn unknown(why: &str) -> Exit {
-    println!("MAILQ UNKNOWN - {}", log::field(why));
+    outln!("MAILQ UNKNOWN - {}", log::field(why));
     plugin_exit(PluginStatus::Unknown)
 }
 

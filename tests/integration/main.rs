@@ -23,6 +23,7 @@ mod privilege;
 mod queue;
 mod scripted;
 mod scrub;
+mod setup;
 mod smtpd;
 mod submission;
 mod transport_faults;
