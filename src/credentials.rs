@@ -122,6 +122,11 @@ pub struct Policy {
     /// The effective uid mailhop runs as: the file must be owned by it or
     /// by root.
     pub euid: u32,
+    /// A `password_command` runs with an empty environment and a fixed
+    /// PATH: in the set-group-ID install the environment is the caller's,
+    /// who must not choose which `cat` runs. (The shell gives up the
+    /// elevated group itself, so the command runs with the caller's rights.)
+    pub clean_env: bool,
 }
 
 /// What is wrong with the bytes a command printed or a file holds.
@@ -443,7 +448,9 @@ pub(crate) fn write_mode_fix(
 pub fn obtain(sources: &[Source], policy: &Policy) -> Result<Secret, CredentialError> {
     match sources.first() {
         None => Err(CredentialError::NotConfigured),
-        Some(Source::Command { command, timeout }) => run_command(command, *timeout),
+        Some(Source::Command { command, timeout }) => {
+            run_command(command, *timeout, policy.clean_env)
+        }
         Some(Source::File(path)) => read_file(path, policy),
         Some(Source::Env(value)) if value.is_empty() => Err(CredentialError::EnvEmpty),
         Some(Source::Env(value)) => Ok(Secret::new(value.clone())),
@@ -670,12 +677,20 @@ enum Event {
     Exited(io::Result<ExitStatus>),
 }
 
-fn run_command(command: &str, timeout: Duration) -> Result<Secret, CredentialError> {
+fn run_command(
+    command: &str,
+    timeout: Duration,
+    clean_env: bool,
+) -> Result<Secret, CredentialError> {
     let io_error = |error: io::Error| CredentialError::CommandIo {
         command: command.to_owned(),
         error,
     };
-    let mut child = Command::new("/bin/sh")
+    let mut sh = Command::new("/bin/sh");
+    if clean_env {
+        sh.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+    let mut child = sh
         .arg("-c")
         .arg(command)
         .stdin(Stdio::null())
@@ -1002,6 +1017,7 @@ mod tests {
         Policy {
             allowed_group: None,
             euid: nix::unistd::geteuid().as_raw(),
+            clean_env: false,
         }
     }
 

@@ -337,7 +337,10 @@ fn send_group(
             claimed.meta.account = account.map(str::to_string);
         }
         handled.insert(claimed.meta.id.clone());
-        if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
+        if claimed.meta.pending().next().is_none() {
+            // Nothing left to send: only a bounce an earlier run could not
+            // queue. `finish` makes it.
+        } else if now.saturating_sub(claimed.meta.arrival) > opts.max_age.as_secs() {
             let why = expiry_reason(&claimed.meta, now);
             let v = decide(&mut claimed.meta, Event::Expired(&why));
             Record::note(&mut report.deliveries, &claimed.meta, &Wire::default(), &v);
@@ -687,7 +690,11 @@ impl Route {
     /// alone for the rest of the run.
     fn after_error(&mut self, e: &transport::Error) {
         use transport::Kind;
-        let broken = matches!(e.kind, Kind::Network | Kind::Timeout | Kind::Protocol);
+        // A connection that failed mid-message (the spool file could not be
+        // read during DATA) is in an unknown state: an RSET would land
+        // inside the DATA. It is given up like a broken one.
+        let broken = matches!(e.kind, Kind::Network | Kind::Timeout | Kind::Protocol)
+            || (e.stage == transport::Stage::Message && e.reply().is_none());
         let throttled = e.reply().is_some_and(|r| {
             r.is_transient() && r.refusal_class() == transport::RefusalClass::RateLimited
         });
@@ -1020,7 +1027,20 @@ fn finish(
             ));
             return Ok(());
         }
-        let bounce = queue_bounce(spool, &claimed.meta, &failed, opts)?;
+        let bounce = match queue_bounce(spool, &claimed.meta, &failed, opts) {
+            Ok(id) => id,
+            Err(e) => {
+                // The failed recipients stay failed (not bounced), and the
+                // item stays: a later run makes the bounce. What this run
+                // did to the item is saved, and the run goes on.
+                report.lines.push(format!(
+                    "{}: the bounce could not be queued ({e}); kept for a later run",
+                    claimed.meta.id
+                ));
+                reschedule(&mut claimed.meta, now);
+                return spool.update(&claimed);
+            }
+        };
         report.new_bounces.push(bounce);
         // Per recipient: one that fails on a later attempt gets a bounce
         // of its own.

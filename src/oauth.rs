@@ -828,6 +828,7 @@ fn run_token_command(cmd: &str) -> Result<Secret, OAuthError> {
     let policy = credentials::Policy {
         allowed_group: None,
         euid: nix::unistd::geteuid().as_raw(),
+        clean_env: nix::unistd::getegid() != nix::unistd::getgid(),
     };
     let source = credentials::Source::Command {
         command: cmd.to_string(),

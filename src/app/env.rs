@@ -191,6 +191,38 @@ pub(super) fn as_caller<T>(f: impl FnOnce() -> T) -> io::Result<T> {
     Ok(result)
 }
 
+/// Runs `f` as `user` (effective uid and gid, and no supplementary group
+/// but theirs), then becomes root again: for root's deliveries into a
+/// user's home directory, which the user controls (a file in ~/Maildir/tmp
+/// can be swapped for a symbolic link while it is written). As the user,
+/// whatever is created is theirs without a chown, and a link can lead only
+/// where the user could write anyway, as with Postfix's local(8). Only for
+/// a process whose effective uid is root; if the ids cannot be switched,
+/// `f` does not run.
+pub(super) fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> io::Result<T> {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, getgroups, setegid, seteuid, setgroups};
+    let (egid, euid) = (getegid(), geteuid());
+    if !euid.is_root() {
+        return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+    }
+    let groups = getgroups().map_err(io::Error::from)?;
+    let restore = || {
+        let _ = seteuid(euid);
+        let _ = setegid(egid);
+        let _ = setgroups(&groups);
+    };
+    let switched = setgroups(&[Gid::from_raw(gid)])
+        .and_then(|()| setegid(Gid::from_raw(gid)))
+        .and_then(|()| seteuid(Uid::from_raw(uid)));
+    if let Err(e) = switched {
+        restore();
+        return Err(e.into());
+    }
+    let result = f();
+    restore();
+    Ok(result)
+}
+
 pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
     let id = Identity::current();
     // The setgid install: see SECURITY in mailhop(8). With the elevated
@@ -374,14 +406,25 @@ pub(super) fn config_name(env: &Env) -> String {
 }
 
 pub(super) fn log_line(env: &Env, severity: Severity, line: &str) {
+    log_tagged(env, &env.tag, severity, line);
+}
+
+/// A log line under `tag`, to syslog and the log file as configured. A
+/// log file that cannot be written is said once per process, not once per
+/// line: the caller's stderr is for what matters to it.
+pub(super) fn log_tagged(env: &Env, tag: &str, severity: Severity, line: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
     if env.config.syslog {
-        log::syslog(&env.tag, severity, line);
+        log::syslog(tag, severity, line);
     }
     if let Some(path) = &env.log_file {
         let ts = jiff::Timestamp::try_from(env.now)
             .map(|t| t.to_string())
             .unwrap_or_default();
-        if let Err(e) = log::to_file(path, &ts, &env.tag, line) {
+        if let Err(e) = log::to_file(path, &ts, tag, line)
+            && !SAID.swap(true, Ordering::Relaxed)
+        {
             errln!("mailhop: cannot write log file {}: {e}", path.display());
         }
     }

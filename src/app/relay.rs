@@ -116,6 +116,7 @@ pub(super) fn obtain_password(
     let policy = credentials::Policy {
         allowed_group: env.mailhop_gid(),
         euid: env.euid,
+        clean_env: env.privileged,
     };
     credentials::obtain(&sources, &policy).map_err(|e| format!("{e} (account {})", a.name))
 }

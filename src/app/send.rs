@@ -626,10 +626,8 @@ fn deliver_remote(
                 data,
                 &mut results.deliveries,
             ) {
-                deliver::Delivery::Paced => {
-                    keep_durably(spool, sub, &meta);
-                    Vec::new()
-                }
+                // Left for the runner, untouched: `settle` makes it durable.
+                deliver::Delivery::Paced => Vec::new(),
                 deliver::Delivery::Decided(v) => v,
             }
         }
@@ -666,18 +664,8 @@ fn deliver_remote(
         deferred.max_by_key(|c| *c == Cause::NeedsAdmin)
     };
     match committed {
-        Ok(()) => settle(env, spool, sub, meta, waiting, results),
+        Ok(()) => settle(env, spool, sub, meta, Settle { waiting, durable }, results),
         Err(e) => fail_pending(&meta, account, &e, results),
-    }
-}
-
-/// Makes the item of a send that stopped at an account's limits durable:
-/// it was committed only to cover an attempt, and now waits for a runner.
-fn keep_durably(spool: Option<&queue::Spool>, sub: &mut Submission, meta: &queue::Meta) {
-    if let (Some(spool), Body::Draft(draft)) = (spool, sub.body())
-        && let Err(e) = spool.make_durable(draft, meta)
-    {
-        errln!("mailhop: {e}");
     }
 }
 
@@ -740,7 +728,7 @@ fn settle(
     spool: Option<&queue::Spool>,
     sub: &mut Submission,
     mut meta: queue::Meta,
-    cause: Option<Cause>,
+    how: Settle,
     results: &mut Results,
 ) {
     let summary = sub.summary.clone();
@@ -771,11 +759,24 @@ fn settle(
     }
     // Deferred by an attempt (not queued by choice or for want of a
     // smarthost): count it, and wait for the backoff.
-    if matches!(cause, Some(Cause::Temporary | Cause::NeedsAdmin)) {
+    let attempted = matches!(how.waiting, Some(Cause::Temporary | Cause::NeedsAdmin));
+    if attempted {
         deliver::reschedule(&mut meta, unix_secs(env.now));
-        if let Err(e) = spool.make_durable(draft, &meta) {
-            errln!("mailhop: {e}");
-        }
+    }
+    // What waits must be on disk, as it now is, before the caller hears 0:
+    // the commit before the attempt was not durable and lists every
+    // recipient. If that fails, the stale item goes, and what was pending
+    // fails for the caller, who keeps the message.
+    if (attempted || !how.durable)
+        && let Err(e) = spool.make_durable(draft, &meta)
+    {
+        let _ = spool.discard(draft);
+        let account = meta
+            .account
+            .as_deref()
+            .and_then(|n| env.config.account_named(n));
+        fail_pending(&meta, account, &NotQueued::Failed(e.to_string()), results);
+        return;
     }
     results.queued = Some(Queued {
         id: meta.id.clone(),
@@ -784,8 +785,15 @@ fn settle(
             .last_error
             .clone()
             .or_else(|| meta.recipients.iter().find_map(|r| r.last_error.clone())),
-        cause,
+        cause: how.waiting,
     });
+}
+
+/// How a committed item stands after the attempt: why what is left waits,
+/// and whether the commit was already durable.
+struct Settle {
+    waiting: Option<Cause>,
+    durable: bool,
 }
 
 /// The message could not be queued: whatever `decide` left pending has
@@ -1072,24 +1080,31 @@ fn write_local(
         .map_err(|e| (Exit::IoErr, e.to_string()))?;
     let mut msg = io::Cursor::new(head).chain(&mut *body);
     let path = &mailbox.path;
+    // Root writing into a user's home does so as that user: nothing is
+    // chowned by path afterwards (a race a symbolic link would win).
+    let in_home = env.config.local.path.starts_with('~');
+    let owner = if in_home { None } else { mailbox.owner };
     let mut write = || {
         match env.config.local.transport {
             LocalTransport::Maildir => {
-                local::deliver_maildir(path, &mut msg, &env.hostname, env.now, mailbox.owner)
+                local::deliver_maildir(path, &mut msg, &env.hostname, env.now, owner)
                     .map(|p| p.display().to_string())
             }
-            LocalTransport::Mbox => {
-                local::deliver_mbox(path, sender, &mut msg, env.now, mailbox.owner)
-                    .map(|()| path.display().to_string())
-            }
+            LocalTransport::Mbox => local::deliver_mbox(path, sender, &mut msg, env.now, owner)
+                .map(|()| path.display().to_string()),
         }
         .map_err(|e| (exit::from_io(e.kind()), e.to_string()))
     };
-    if env.config.local.path.starts_with('~') {
-        as_caller(write)
-            .map_err(|e| (Exit::OsErr, format!("cannot switch to your own ids: {e}")))?
-    } else {
-        write()
+    match (in_home, mailbox.owner) {
+        (true, Some(o)) => as_user(o.uid, o.gid, write).map_err(|e| {
+            (
+                Exit::OsErr,
+                format!("cannot become the recipient to deliver: {e}"),
+            )
+        })?,
+        (true, None) => as_caller(write)
+            .map_err(|e| (Exit::OsErr, format!("cannot switch to your own ids: {e}")))?,
+        (false, _) => write(),
     }
 }
 

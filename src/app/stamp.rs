@@ -4,24 +4,30 @@ use std::time::SystemTime;
 /// The local time zone, read straight from its TZif file: `$TZ` (a zone
 /// name or `:/path`) or `/etc/localtime`, else UTC. jiff's own
 /// `TimeZone::system()` walks all of /usr/share/zoneinfo to learn the
-/// zone's name, which we do not need, on every message.
+/// zone's name, which we do not need, on every message. With the
+/// set-group-ID group held, `$TZ` is the caller's: only a zone name under
+/// /usr/share/zoneinfo is taken from it, never a path, and the file read
+/// is bounded (a TZif file is a few KiB; /dev/zero is not one).
 pub(super) fn local_timezone() -> jiff::tz::TimeZone {
+    const MAX_TZIF: u64 = 256 * 1024;
     let path = match std::env::var("TZ") {
         Ok(tz) if !tz.is_empty() => {
             let tz = tz.trim_start_matches(':');
-            if tz.starts_with('/') {
-                PathBuf::from(tz)
-            } else if tz.contains("..") {
+            if tz.contains("..") || (tz.starts_with('/') && super::env::elevated()) {
                 return jiff::tz::TimeZone::UTC;
+            } else if tz.starts_with('/') {
+                PathBuf::from(tz)
             } else {
                 Path::new("/usr/share/zoneinfo").join(tz)
             }
         }
         _ => PathBuf::from("/etc/localtime"),
     };
-    std::fs::read(&path)
-        .ok()
-        .and_then(|data| jiff::tz::TimeZone::tzif("localtime", &data).ok())
+    let mut data = Vec::new();
+    let read = std::fs::File::open(&path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_TZIF), &mut data));
+    read.ok()
+        .and_then(|_| jiff::tz::TimeZone::tzif("localtime", &data).ok())
         .unwrap_or(jiff::tz::TimeZone::UTC)
 }
 

@@ -35,18 +35,7 @@ const COUNTERS_MAX: u64 = 1 << 20;
 /// (`mailhop/smtp`), which is what pflogsumm's `--syslog-name` and
 /// Postfix log filters match.
 pub(super) fn log_as(env: &Env, program: Program, severity: Severity, line: &str) {
-    let tag = program.tag(&env.tag);
-    if env.config.syslog {
-        log::syslog(&tag, severity, line);
-    }
-    if let Some(path) = &env.log_file {
-        let ts = jiff::Timestamp::try_from(env.now)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        if let Err(e) = log::to_file(path, &ts, &tag, line) {
-            errln!("mailhop: cannot write log file {}: {e}", path.display());
-        }
-    }
+    log_tagged(env, &program.tag(&env.tag), severity, line);
 }
 
 /// One Postfix smtp line per recipient verdict. `arrived`, when given, is
@@ -280,13 +269,17 @@ pub(super) fn queue_stats(
         stats_text(&stats)
     };
     match &args.output {
-        // World-readable: node_exporter runs as its own user.
-        Some(path) => write_atomically(path, None, text.as_bytes(), 0o644, true).map_err(|e| {
-            Failure::new(
-                crate::exit::from_io(e.kind()),
-                format!("cannot write {}: {e}", path.display()),
-            )
-        })?,
+        // World-readable: node_exporter runs as its own user. The path is
+        // the caller's: written with the caller's ids, never the group's
+        // (it could otherwise replace items in the spool).
+        Some(path) => as_caller(|| write_atomically(path, None, text.as_bytes(), 0o644, true))
+            .and_then(|written| written)
+            .map_err(|e| {
+                Failure::new(
+                    crate::exit::from_io(e.kind()),
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?,
         None => out!("{text}"),
     }
     Ok(Exit::Ok)

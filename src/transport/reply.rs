@@ -120,7 +120,10 @@ impl Reply {
         ]
         .iter()
         .any(|w| self.contains_nocase(w));
-        if quota {
+        // X.2.2 is the recipient's mailbox that is full ("552 5.2.2 …
+        // quota exceeded"): the recipient's problem, not a sending limit.
+        let mailbox_full = subject == "2" && detail == "2";
+        if quota && !mailbox_full {
             return true;
         }
         if class != "4" && !(class.is_empty() && self.is_transient()) {
@@ -226,6 +229,17 @@ mod tests {
             code,
             lines: text.split('\n').map(str::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn a_full_mailbox_is_not_a_sending_limit() {
+        let full = reply(552, "5.2.2 <b@example.net>: mailbox full, quota exceeded");
+        assert_ne!(full.refusal_class(), RefusalClass::RateLimited);
+        let quota = reply(
+            550,
+            "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+        );
+        assert_eq!(quota.refusal_class(), RefusalClass::RateLimited);
     }
 
     #[test]

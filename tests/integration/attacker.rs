@@ -236,6 +236,19 @@ fn a_local_user_cannot_read_or_plant_through_the_setgid_binary() {
     link(&q, &s.home.join("Maildir"));
     let r = s.run("sendmail", &["-oi", USER], b"Subject: local\n\nx\n");
     assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    let stats_out = q.join("00000000000000000000000000AAAA.meta");
+    let r = s.run(
+        "mailhop",
+        &[
+            "queue",
+            "stats",
+            "--prometheus",
+            "--output",
+            stats_out.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
     assert_eq!(s.spool_files(), before, "nothing planted in the spool");
     assert!(!q.join("new").exists() && !q.join("tmp").exists());
 
@@ -275,4 +288,71 @@ fn a_local_user_cannot_read_or_plant_through_the_setgid_binary() {
         std::fs::read_to_string(&s.password_file).unwrap(),
         format!("{PASSWORD}\n")
     );
+}
+
+/// Root delivering into a user's ~/Maildir (cron's mail for the user)
+/// does so as that user: a ~/Maildir that leads into a directory of
+/// root's gets nothing there, and what is delivered is the user's without
+/// a chown by path (which a symbolic link swapped in could redirect).
+#[test]
+fn root_delivers_into_a_home_as_its_user() {
+    let Some(s) = scene() else {
+        return;
+    };
+    let base = s.install.dir.path();
+    let dead = base.join("dead-root");
+    std::fs::create_dir(&dead).unwrap();
+    let cfg = base.join("root.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "hostname = \"host.example.com\"\nsyslog = false\ndead_letter = \"{}\"\n\
+             [local]\npath = \"~/Maildir\"\n[queue]\nmode = \"never\"\n",
+            dead.display()
+        ),
+    )
+    .unwrap();
+    let send = || {
+        crate::util::run_raw(
+            "sendmail",
+            &[
+                "-C".into(),
+                cfg.display().to_string(),
+                "-oi".into(),
+                USER.into(),
+            ],
+            b"Subject: for c\n\nx\n",
+            &[],
+        )
+    };
+    // ~/Maildir is a link into a directory only root may write.
+    let rootdir = base.join("root-only");
+    std::fs::create_dir(&rootdir).unwrap();
+    std::fs::set_permissions(&rootdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    link(&rootdir, &s.home.join("Maildir"));
+    let r = send();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_dir(&rootdir).unwrap().count(),
+        0,
+        "nothing written into root's directory"
+    );
+    assert_eq!(std::fs::read_dir(&dead).unwrap().count(), 1, "kept");
+    // A real Maildir: delivered, and the files are the user's.
+    std::fs::remove_file(s.home.join("Maildir")).unwrap();
+    let r = send();
+    assert_eq!(r.code, 0, "{r:?}");
+    let user = nix::unistd::User::from_name(USER).unwrap().unwrap();
+    let new = s.home.join("Maildir/new");
+    let files: Vec<_> = std::fs::read_dir(&new)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().uid(),
+        user.uid.as_raw()
+    );
+    assert_eq!(std::fs::metadata(&new).unwrap().uid(), user.uid.as_raw());
 }
