@@ -27,4 +27,5 @@ pub mod message;
 pub mod oauth;
 pub mod queue;
 pub mod scrub;
+pub mod smtpd;
 pub mod transport;
