@@ -22,6 +22,7 @@ mod password;
 mod queue_cmd;
 mod relay;
 mod send;
+mod serve;
 mod stamp;
 mod verify;
 
@@ -98,6 +99,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(argv: I) -> Exit {
             Exit::Ok
         }
         Invocation::Send(args) => with_env(&args, send),
+        Invocation::Smtp(args) => serve::smtp_cmd(&args),
+        Invocation::Serve(a) => serve::serve_cmd(&a),
         Invocation::Verify(args) => with_env(&args, verify),
         Invocation::NewAliases(args) => with_env(&args, newaliases),
         Invocation::ListQueue(args) => with_env(&args, |env, _| {
