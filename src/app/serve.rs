@@ -367,6 +367,9 @@ fn serve(args: &ServeArgs) -> Result<Exit, Failure> {
         signal_hook::low_level::pipe::register(sig, tx)
             .map_err(|e| Failure::new(Exit::OsErr, format!("cannot handle signals: {e}")))?;
     }
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Failure::new(Exit::OsErr, format!("cannot listen: {e}")))?;
     let local = listener.local_addr().unwrap_or(args.listen);
     eprintln!(
         "mailhop: listening on {local} (at most {} connections)",
@@ -433,7 +436,9 @@ fn accept_loop(
             PollFd::new(wake.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {}
+            // A signal: its byte is in the wake pipe by the next poll.
+            Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 eprintln!("mailhop: poll: {e}");
                 return workers;
@@ -443,8 +448,11 @@ fn accept_loop(
         if woke {
             return workers;
         }
+        // Non-blocking: a client that went away between poll and accept
+        // must not leave us deaf to signals.
         let (conn, peer) = match listener.accept() {
             Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 eprintln!("mailhop: accept: {e}");
                 continue;
@@ -479,6 +487,7 @@ fn accept_loop(
 
 /// 421 to a client over the connection limit.
 fn turn_away(mut conn: TcpStream, peer: SocketAddr, hostname: &str) {
+    let _ = conn.set_nonblocking(false);
     let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
     let reply = Reply::new(
         421,
@@ -503,6 +512,7 @@ struct Worker {
 
 impl Worker {
     fn serve(self, conn: TcpStream, peer: SocketAddr) {
+        let _ = conn.set_nonblocking(false);
         let _ = conn.set_write_timeout(Some(self.shared.smtpd.idle_timeout));
         let _ = conn.set_nodelay(true);
         if let (Ok(c), Ok(mut reg)) = (conn.try_clone(), self.registry.lock()) {

@@ -20,6 +20,7 @@ mod privilege;
 mod queue;
 mod scripted;
 mod scrub;
+mod serve;
 mod smtpd;
 mod submission;
 mod transport_faults;
