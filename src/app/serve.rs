@@ -111,6 +111,9 @@ struct App<'a> {
     shared: &'a Shared,
     /// For the RCPT checks; each message gets a fresh one (its clock).
     env: Env,
+    /// The aliases, read at the first RCPT of the session (not at each:
+    /// 1,000 RCPTs must not mean 1,000 reads of the aliases file).
+    aliases: Option<crate::aliases::Aliases>,
 }
 
 impl smtpd::Policy for App<'_> {
@@ -118,10 +121,16 @@ impl smtpd::Policy for App<'_> {
     /// message's recipients go through, so what it refuses is refused at
     /// RCPT rather than after DATA.
     fn check_recipient(&mut self, sender: &str, rcpt: &str) -> Result<(), Reply> {
-        let (aliases, _) = load_aliases(&self.env).map_err(|f| reply_for(&f))?;
+        if self.aliases.is_none() {
+            let (aliases, _) = load_aliases(&self.env).map_err(|f| reply_for(&f))?;
+            self.aliases = Some(aliases);
+        }
+        let Some(aliases) = &self.aliases else {
+            return Err(Reply::new(451, "4.3.0", "aliases unavailable"));
+        };
         let lookup = Lookup {
             env: &self.env,
-            aliases: &aliases,
+            aliases,
         };
         let header = Header::parse(b"").map_err(|e| Reply::new(451, "4.3.0", e.to_string()))?;
         let (date, msgid) = (
@@ -311,6 +320,7 @@ fn run_session<S: Read + Write>(
     let mut app = App {
         shared,
         env: gather_env(&shared.base)?,
+        aliases: None,
     };
     match smtpd::session::run(stream, &mut server, &mut app, stop, true) {
         End::Closed(s) => Ok(s),

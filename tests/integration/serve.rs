@@ -558,3 +558,68 @@ fn auth_over_starttls(ip: &str) {
     assert_relayed(&got[0]);
     assert!(!s.stderr.try_iter().any(|l| l.contains("s3cret")));
 }
+
+/// `-bs` on plain pipes: a recipient the aliases refuse gets 550 at RCPT,
+/// and the transaction goes on with the others.
+#[test]
+fn bs_refuses_an_alias_loop_at_rcpt() {
+    let w = World::new("[aliases]\nmap = { loop1 = \"loop2\", loop2 = \"loop1\" }\n");
+    let r = w.sendmail(
+        &["-bs"],
+        b"EHLO c\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<loop1>\r\n\
+          RCPT TO:<b@example.net>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let codes: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .map(|l| &l[..3])
+        .collect();
+    assert_eq!(codes, ["220", "250", "250", "550", "250", "354", "250", "221"], "{}", r.stdout);
+    assert!(r.stdout.contains("550 5.1.1") && r.stdout.contains("alias loop"));
+    let q = w.queued();
+    assert_eq!(q.len(), 1, "{q:?}");
+}
+
+/// The message a client hands over SMTP is signed, and the signature
+/// verifies (dkimpy) on what the smarthost received.
+#[test]
+fn serve_signs_with_dkim() {
+    let pre = tempfile::tempdir().unwrap();
+    let key = pre.path().join("s1.key");
+    let r = crate::util::run_raw(
+        "mailhop",
+        &[
+            "dkim".into(),
+            "keygen".into(),
+            "--domain".into(),
+            "example.com".into(),
+            "--selector".into(),
+            "s1".into(),
+            "--out".into(),
+            key.display().to_string(),
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let txt = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("v=DKIM1;"))
+        .unwrap()
+        .to_string();
+    let (w, server) = relay_world(&format!(
+        "[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey_file = \"{}\"\n",
+        key.display()
+    ));
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let out = smtplib(&["tcp", &s.addr], MSG);
+    assert!(out.contains("refused {}"), "{out}");
+    let got = server.wait_messages(2);
+    assert_relayed(&got[0]);
+    let records = vec![("s1._domainkey.example.com.".to_string(), txt)];
+    let ok = crate::dkim::verify(&got[0].data, &records).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.len(), 1, "{ok:?}");
+}
