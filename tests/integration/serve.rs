@@ -576,7 +576,12 @@ fn bs_refuses_an_alias_loop_at_rcpt() {
         .filter(|l| l.as_bytes().get(3) == Some(&b' '))
         .map(|l| &l[..3])
         .collect();
-    assert_eq!(codes, ["220", "250", "250", "550", "250", "354", "250", "221"], "{}", r.stdout);
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "550", "250", "354", "250", "221"],
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("550 5.1.1") && r.stdout.contains("alias loop"));
     let q = w.queued();
     assert_eq!(q.len(), 1, "{q:?}");
