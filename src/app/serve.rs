@@ -311,15 +311,25 @@ fn describe(s: &smtpd::Summary) -> String {
 /// Runs a session to its end, upgrading to TLS when the client asks.
 fn run_session<S: Read + Write>(
     shared: &Shared,
-    stream: S,
+    mut stream: S,
     peer: Option<IpAddr>,
     stop: Option<&Arc<AtomicBool>>,
 ) -> Result<smtpd::Summary, Failure> {
     let access = shared.access(peer);
     let mut server = Server::new(shared.settings(access));
+    let env = match gather_env(&shared.base) {
+        Ok(env) => env,
+        Err(f) => {
+            // The configuration broke since the server started: the
+            // client is told to come back, not left hanging.
+            let reply = Reply::new(421, "4.3.5", "Configuration error, try again later");
+            let _ = stream.write_all(&reply.to_wire());
+            return Err(f);
+        }
+    };
     let mut app = App {
         shared,
-        env: gather_env(&shared.base)?,
+        env,
         aliases: None,
     };
     match smtpd::session::run(stream, &mut server, &mut app, stop, true) {
@@ -542,5 +552,56 @@ impl Worker {
             reg.remove(&self.id);
         }
         self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn shared(allow: &[&str], auth: bool) -> Shared {
+        Shared {
+            base: SendArgs::default(),
+            smtpd: config::Smtpd {
+                allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+                ..config::Smtpd::default()
+            },
+            hostname: "h".into(),
+            tls: None,
+            passwords: auth.then(|| auth::PasswordFile::parse("").unwrap()),
+        }
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn access_from_the_peer_address() {
+        let s = shared(&["172.17.0.0/16"], false);
+        assert_eq!(s.access(None), Access::Trusted);
+        assert_eq!(s.access(ip("127.0.0.1")), Access::Trusted);
+        assert_eq!(s.access(ip("::1")), Access::Trusted);
+        assert_eq!(s.access(ip("::ffff:127.0.0.1")), Access::Trusted);
+        assert_eq!(s.access(ip("172.17.3.4")), Access::Trusted);
+        assert_eq!(s.access(ip("::ffff:172.17.3.4")), Access::Trusted);
+        assert_eq!(s.access(ip("172.18.0.1")), Access::Denied);
+        assert_eq!(s.access(ip("2001:db8::1")), Access::Denied);
+        // A password file alone is not AUTH: it needs TLS too.
+        let s = shared(&[], true);
+        assert_eq!(s.access(ip("10.0.0.1")), Access::Denied);
+    }
+
+    #[test]
+    fn listening_outside_loopback_needs_allow_or_auth() {
+        let lo: SocketAddr = "127.0.0.1:25".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:25".parse().unwrap();
+        assert!(check_listen(&shared(&[], false), lo).is_ok());
+        assert_eq!(
+            check_listen(&shared(&[], false), any).unwrap_err().exit,
+            Exit::Config
+        );
+        assert!(check_listen(&shared(&["10.0.0.0/8"], false), any).is_ok());
     }
 }
