@@ -628,3 +628,84 @@ fn serve_signs_with_dkim() {
     let ok = crate::dkim::verify(&got[0].data, &records).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ok.len(), 1, "{ok:?}");
 }
+
+/// A smarthost that takes one message and never answers its end of DATA;
+/// reports on `tx` once it has the whole message. It lets go of its port
+/// after the first connection, so a real server can take it over.
+fn hanging_smarthost(tx: mpsc::Sender<()>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        drop(listener);
+        let mut w = conn.try_clone().unwrap();
+        let mut r = BufReader::new(conn);
+        w.write_all(b"220 hang ESMTP\r\n").unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let reply: &[u8] = match verb.as_str() {
+                "EHLO" => b"250-hang\r\n250 8BITMIME\r\n",
+                "DATA" => b"354 go\r\n",
+                "QUIT" => b"221 bye\r\n",
+                _ => b"250 ok\r\n",
+            };
+            line.clear();
+            w.write_all(reply).unwrap();
+            if verb == "DATA" {
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != ".\r\n" {
+                    line.clear();
+                }
+                let _ = tx.send(());
+                // Hold the connection without a reply until the client dies.
+                let mut rest = Vec::new();
+                let _ = r.read_to_end(&mut rest);
+                return;
+            }
+        }
+    });
+    port
+}
+
+/// kill -9 of the server after DATA, while the smarthost has not answered:
+/// the client sees no 250, and the message (committed to the queue before
+/// the attempt) is delivered once, by the next queue run.
+#[test]
+fn kill_9_before_the_250() {
+    let (tx, rx) = mpsc::channel();
+    let port = hanging_smarthost(tx);
+    let w = World::new(&format!(
+        "[[account]]\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"shop@example.com\"\ntimeout = 60\n"
+    ));
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let mut c = Client::connect(&s.addr);
+    start_data(&mut c);
+    c.send(b"Subject: killed\r\n\r\nonce\r\n.\r\n");
+    rx.recv_timeout(TIMEOUT).unwrap();
+    {
+        use nix::sys::signal::{Signal, kill};
+        kill(
+            nix::unistd::Pid::from_raw(s.child.id() as i32),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let (code, text) = c.reply();
+    assert_ne!(code, 250, "{text}");
+    drop(s);
+    assert_eq!(w.queued().len(), 1);
+    let server = Smtpd::start(
+        &SmtpdOptions {
+            port: Some(port),
+            ..SmtpdOptions::default()
+        },
+        &w.path("spool"),
+    );
+    assert_eq!(w.sendmail(&["-q"], b"").code, 0);
+    let got = server.wait_messages(1);
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: killed"));
+    assert!(w.queued().is_empty());
+    assert_eq!(w.sendmail(&["-q"], b"").code, 0);
+    assert_eq!(server.messages().len(), 1);
+}
