@@ -268,3 +268,49 @@ fn timed_reader_times_out_on_a_silent_pipe() {
         io::ErrorKind::TimedOut
     );
 }
+
+/// Random streams of SMTP fragments and junk through a whole session: it
+/// always ends (EOF, QUIT or the error limit) and never panics.
+#[test]
+fn random_sessions_end_without_panic() {
+    const PIECES: &[&[u8]] = &[
+        b"EHLO c\r\n",
+        b"MAIL FROM:<a@x>\r\n",
+        b"MAIL FROM:<> SIZE=99999999999\r\n",
+        b"RCPT TO:<b@y>\r\n",
+        b"RCPT TO:<nobody@y> NOTIFY=NEVER\r\n",
+        b"DATA\r\n",
+        b"\r\n.\r\n",
+        b".",
+        b"\r",
+        b"\n",
+        b"\0",
+        b"\xff",
+        b"RSET\r\n",
+        b"AUTH PLAIN\r\n",
+        b"STARTTLS\r\n",
+        b"QUIT\r\n",
+        b"x",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..2000 {
+        let mut input = Vec::new();
+        for _ in 0..40 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            input.extend_from_slice(PIECES[(seed >> 33) as usize % PIECES.len()]);
+        }
+        let settings = Settings {
+            max_size: 64,
+            max_recipients: 2,
+            ..Settings::default()
+        };
+        let mut sink = Sink::default();
+        let (out, _) = replies_with(&input, settings, &mut sink);
+        assert!(out.starts_with("220 "), "{out}");
+        for line in out.lines() {
+            assert!(line.len() < 512 && line.is_ascii(), "{line:?}");
+        }
+    }
+}
