@@ -96,7 +96,11 @@ pub const SENDMAIL_FLAGS: &[FlagSpec] = &[
         ArgKind::None,
         "verify: print what each recipient expands to, send nothing",
     ),
-    flag("-bs", ArgKind::None, "refused: SMTP on standard input"),
+    flag(
+        "-bs",
+        ArgKind::None,
+        "speak SMTP on standard input and output (RFC 5321, server side)",
+    ),
     flag("-bd", ArgKind::None, "refused: run as a daemon"),
     flag(
         "-bD",
@@ -271,6 +275,8 @@ pub enum Mode {
     ListQueue,
     /// `-bi`, `newaliases`
     NewAliases,
+    /// `-bs`
+    Smtp,
 }
 
 /// Everything the sendmail interface can ask for.
@@ -319,6 +325,11 @@ pub enum Invocation {
         args: SendArgs,
         interval: Option<String>,
     },
+    /// `-bs`: an SMTP session on stdin and stdout; the args carry -C, -v,
+    /// -X and -L.
+    Smtp(SendArgs),
+    /// `mailhop serve`: an SMTP listener.
+    Serve(ServeArgs),
     /// `mailhop --version` / `-V`.
     Version,
     /// `mailhop check`: test the configuration and the smarthost.
@@ -517,6 +528,21 @@ pub struct Selection {
     pub all: bool,
 }
 
+/// Options of `mailhop serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: the user's, else /etc/mailhop.toml)
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on; loopback unless [smtpd] allow or AUTH
+    /// is configured
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:25")]
+    pub listen: std::net::SocketAddr,
+    /// Log each transaction's delivery in detail on standard error
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
 /// Options of `mailhop check`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Args)]
 pub struct CheckArgs {
@@ -707,6 +733,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Manage the queue: list, show, flush, delete, hold, release, run
     Queue(QueueArgs),
+    /// Listen for SMTP (for applications that cannot run sendmail); each
+    /// connection is served like sendmail -bs
+    Serve(ServeArgs),
     /// DKIM: create a key (keygen), check the DNS records (check)
     #[command(subcommand)]
     Dkim(DkimAction),
@@ -821,6 +850,7 @@ fn parse_mailhop(argv: &[OsString]) -> Result<Invocation, CliError> {
         Some(Command::Newaliases(p)) => (p, Mode::NewAliases),
         Some(Command::Check(c)) => return Ok(Invocation::Check(c)),
         Some(Command::Queue(q)) => return Ok(Invocation::Queue(q)),
+        Some(Command::Serve(a)) => return Ok(Invocation::Serve(a)),
         Some(Command::Dkim(d)) => return Ok(Invocation::Dkim(d)),
         Some(Command::Completions { shell }) => return Ok(Invocation::Completions(shell)),
         Some(Command::Import(i)) => return Ok(Invocation::Import(i)),
@@ -976,9 +1006,6 @@ fn unknown_mode(rest: &str) -> CliError {
 fn refused_mode(spec: &FlagSpec) -> CliError {
     let what = spec.doc.strip_prefix("refused: ").unwrap_or(spec.doc);
     let msg = match spec.flag {
-        "-bs" => "mailhop does not implement -bs (SMTP on standard input); use `sendmail -t` \
-                  or pipe the message to sendmail with the recipients as arguments"
-            .to_owned(),
         "-bd" | "-bD" => format!(
             "{} ({what}) is not supported: mailhop is not a daemon; queued mail is delivered by \
              `sendmail -q`, run from cron or a systemd timer",
@@ -1117,7 +1144,8 @@ impl State {
             "-bp" => self.mode = Mode::ListQueue,
             "-bi" => self.mode = Mode::NewAliases,
             "-bv" => self.mode = Mode::Verify,
-            "-bs" | "-bd" | "-bD" | "-bh" | "-bH" | "-bt" | "-bP" | "-ba" => {
+            "-bs" => self.mode = Mode::Smtp,
+            "-bd" | "-bD" | "-bh" | "-bH" | "-bt" | "-bP" | "-ba" => {
                 return Err(refused_mode(spec));
             }
             "-q" => self.queue_run = Some(Some(value.to_owned()).filter(|v| !v.is_empty())),
@@ -1165,11 +1193,11 @@ impl State {
                     .args
                     .warnings
                     .push("mailhop: ignoring -q when listing the queue".into()),
-                Mode::Verify | Mode::NewAliases => {
-                    let m = if self.mode == Mode::Verify {
-                        "-bv"
-                    } else {
-                        "-bi"
+                Mode::Verify | Mode::NewAliases | Mode::Smtp => {
+                    let m = match self.mode {
+                        Mode::Verify => "-bv",
+                        Mode::Smtp => "-bs",
+                        _ => "-bi",
                     };
                     return Err(CliError::Usage(format!(
                         "-q cannot be combined with {m}; run them separately"
@@ -1195,6 +1223,11 @@ impl State {
             Mode::NewAliases => {
                 self.drop_operands("when rebuilding the aliases");
                 Invocation::NewAliases(self.args)
+            }
+            Mode::Smtp => {
+                // The envelope comes from MAIL and RCPT, never from argv.
+                self.drop_operands("with -bs (recipients come from RCPT TO)");
+                Invocation::Smtp(self.args)
             }
         })
     }
@@ -1675,6 +1708,8 @@ mod tests {
                         | Invocation::OAuth(_)
                         | Invocation::Password(_)
                         | Invocation::Setup(_) => vec![],
+                        // -bs drops the operand the loop adds, on purpose.
+                        Invocation::Smtp(_) | Invocation::Serve(_) => vec![],
                     };
                     assert!(warnings.is_empty(), "{}: {warnings:?}", spec.flag);
                 }
@@ -1730,11 +1765,16 @@ mod tests {
 
     #[test]
     fn refused_modes() {
-        let m = usage(&["-bs"]);
-        assert!(
-            m.contains("does not implement -bs") && m.contains("sendmail -t"),
-            "{m}"
-        );
+        assert!(matches!(sm(&["-bs"]), Ok(Invocation::Smtp(_))));
+        match sm(&["-bs", "-C", "/c.toml", "root"]) {
+            Ok(Invocation::Smtp(a)) => {
+                assert!(a.recipients.is_empty());
+                assert_eq!(a.common.config.as_deref(), Some(Path::new("/c.toml")));
+                assert_eq!(a.warnings.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(usage(&["-bs", "-q"]).contains("-bs"));
         for f in ["-bd", "-bD"] {
             let m = usage(&[f]);
             assert!(m.contains(f) && m.contains("not a daemon"), "{m}");
@@ -1748,7 +1788,30 @@ mod tests {
             assert!(m.starts_with("unknown mode -b"), "{m}");
         }
         assert!(usage(&["-b"]).contains("requires a mode letter"));
-        assert!(!usage(&["-bs"]).contains('\n'));
+        assert!(!usage(&["-bd"]).contains('\n'));
+    }
+
+    #[test]
+    fn serve_subcommand() {
+        match parse(os(&[
+            "mailhop",
+            "serve",
+            "--listen",
+            "127.0.0.1:2525",
+            "-C",
+            "/c",
+        ])) {
+            Ok(Invocation::Serve(a)) => {
+                assert_eq!(a.listen.to_string(), "127.0.0.1:2525");
+                assert_eq!(a.config.as_deref(), Some(Path::new("/c")));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(os(&["mailhop", "serve"])) {
+            Ok(Invocation::Serve(a)) => assert_eq!(a.listen.to_string(), "127.0.0.1:25"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(os(&["mailhop", "serve", "--listen", "nonsense"])).is_err());
     }
 
     #[test]

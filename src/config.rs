@@ -96,6 +96,16 @@ pub const KEYS: &[&str] = &[
     "dkim.canonicalization",
     "dkim.headers",
     "dkim.oversign",
+    "smtpd",
+    "smtpd.allow",
+    "smtpd.max_connections",
+    "smtpd.max_recipients",
+    "smtpd.max_message_size",
+    "smtpd.idle_timeout",
+    "smtpd.session_timeout",
+    "smtpd.tls_cert_file",
+    "smtpd.tls_key_file",
+    "smtpd.password_file",
 ];
 
 /// A validated configuration. `source` is `None` when no file exists and
@@ -115,6 +125,45 @@ pub struct Config {
     pub headers: crate::scrub::Settings,
     /// DKIM signers; the ones whose domain matches the From domain sign.
     pub dkim: Vec<crate::dkim::Settings>,
+    /// The SMTP server (`-bs`, `mailhop serve`).
+    pub smtpd: Smtpd,
+}
+
+/// `[smtpd]`: limits and access control of the SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtpd {
+    /// Networks that may send without AUTH, besides loopback.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections served at once by `mailhop serve`; more get 421.
+    pub max_connections: usize,
+    pub max_recipients: usize,
+    /// Octets; announced with SIZE.
+    pub max_message_size: u64,
+    pub idle_timeout: Duration,
+    pub session_timeout: Duration,
+    /// STARTTLS certificate chain and key (PEM), both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// `user:hash` lines (argon2 or bcrypt); enables AUTH after STARTTLS.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for Smtpd {
+    fn default() -> Self {
+        Smtpd {
+            allow: Vec::new(),
+            max_connections: 20,
+            max_recipients: crate::message::prepare::DEFAULT_MAX_RECIPIENTS,
+            max_message_size: crate::smtpd::protocol::DEFAULT_MAX_SIZE,
+            // Postfix's smtpd_timeout is 300s; the whole session is bounded
+            // too, so a trickling client cannot hold a slot forever.
+            idle_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(3600),
+            tls_cert_file: None,
+            tls_key_file: None,
+            password_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -376,6 +425,23 @@ struct RawConfig {
     headers: RawHeaders,
     #[serde(default)]
     dkim: Vec<Spanned<RawDkim>>,
+    #[serde(default)]
+    smtpd: RawSmtpd,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSmtpd {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    max_recipients: Option<Spanned<i64>>,
+    max_message_size: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
+    session_timeout: Option<Spanned<String>>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    password_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -790,6 +856,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         queue: c.queue(raw.queue)?,
         headers: c.headers(raw.headers)?,
         dkim: c.dkim(&raw.dkim)?,
+        smtpd: c.smtpd(raw.smtpd)?,
     })
 }
 
@@ -1301,6 +1368,106 @@ impl Checker<'_> {
             max_age,
             bounce_to,
         })
+    }
+
+    /// `[smtpd]`.
+    fn smtpd(&self, raw: RawSmtpd) -> Result<Smtpd, ConfigError> {
+        let d = Smtpd::default();
+        let mut allow = Vec::new();
+        for a in &raw.allow {
+            let v = a.get_ref().trim();
+            let net = v
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match net {
+                Ok(n) => allow.push(n.trunc()),
+                Err(_) => {
+                    return self.err(
+                        a.span(),
+                        format!(
+                            "[smtpd] allow: \"{v}\" is not a network; write e.g. \"172.17.0.0/16\" or \"fd00::/8\""
+                        ),
+                    );
+                }
+            }
+        }
+        if raw.tls_cert_file.is_some() != raw.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                path: self.path.to_path_buf(),
+                line: None,
+                message: "[smtpd] tls_cert_file and tls_key_file go together; set both or neither"
+                    .into(),
+            });
+        }
+        if let Some(p) = &raw.password_file
+            && raw.tls_cert_file.is_none()
+        {
+            return self.err(
+                p.span(),
+                "[smtpd] password_file: AUTH is only offered over STARTTLS; set tls_cert_file and tls_key_file too".into(),
+            );
+        }
+        Ok(Smtpd {
+            allow,
+            max_connections: self
+                .count("[smtpd] max_connections", &raw.max_connections, 10_000)?
+                .unwrap_or(d.max_connections),
+            max_recipients: self
+                .count("[smtpd] max_recipients", &raw.max_recipients, 100_000)?
+                .unwrap_or(d.max_recipients),
+            max_message_size: self
+                .count("[smtpd] max_message_size", &raw.max_message_size, 1 << 40)?
+                .map_or(d.max_message_size, |n| n as u64),
+            idle_timeout: self
+                .timeout("[smtpd] idle_timeout", &raw.idle_timeout)?
+                .unwrap_or(d.idle_timeout),
+            session_timeout: self
+                .timeout("[smtpd] session_timeout", &raw.session_timeout)?
+                .unwrap_or(d.session_timeout),
+            tls_cert_file: raw.tls_cert_file,
+            tls_key_file: raw.tls_key_file,
+            password_file: raw.password_file.map(Spanned::into_inner),
+        })
+    }
+
+    /// A positive whole number no larger than `max`.
+    fn count(
+        &self,
+        key: &str,
+        v: &Option<Spanned<i64>>,
+        max: i64,
+    ) -> Result<Option<usize>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(n) if (1..=max).contains(n.get_ref()) => Ok(usize::try_from(*n.get_ref()).ok()),
+            Some(n) => self.err(
+                n.span(),
+                format!(
+                    "{key} = {}: write a whole number from 1 to {max}",
+                    n.get_ref()
+                ),
+            ),
+        }
+    }
+
+    fn timeout(
+        &self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Some(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
+                _ => self.err(
+                    s.span(),
+                    format!(
+                        "{key} \"{}\" is not a duration; write e.g. \"300s\", \"5m\" or \"1h\"",
+                        s.get_ref()
+                    ),
+                ),
+            },
+        }
     }
 
     /// `[headers]` and its `[[headers.rule]]`s.
@@ -1889,6 +2056,7 @@ path = "~/Maildir"
             "headers.rule",
             "dkim",
             "account.oauth",
+            "smtpd",
         ] {
             all.extend(accepted(section));
         }
@@ -1966,5 +2134,45 @@ path = "~/Maildir"
         assert_eq!(levenshtein("domian", "domain"), 2);
         assert_eq!(levenshtein("", "abc"), 3);
         assert_eq!(nearest("zzzzzz", &["hostname", "rewrite"]), None);
+    }
+
+    #[test]
+    fn smtpd_section() {
+        let c = p("").unwrap();
+        assert_eq!(c.smtpd, Smtpd::default());
+        let c = p(r#"
+[smtpd]
+allow = ["172.17.0.0/16", "10.1.2.3", "fd00::1/8"]
+max_connections = 5
+max_recipients = 50
+max_message_size = 1000000
+idle_timeout = "30s"
+session_timeout = "10m"
+tls_cert_file = "/etc/ssl/c.pem"
+tls_key_file = "/etc/ssl/k.pem"
+password_file = "/etc/mailhop/smtpd.passwd"
+"#)
+        .unwrap();
+        let s = c.smtpd;
+        assert_eq!(
+            s.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["172.17.0.0/16", "10.1.2.3/32", "fd00::/8"]
+        );
+        assert_eq!(s.max_connections, 5);
+        assert_eq!(s.max_recipients, 50);
+        assert_eq!(s.max_message_size, 1_000_000);
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.session_timeout, Duration::from_secs(600));
+        assert!(s.password_file.is_some());
+    }
+
+    #[test]
+    fn smtpd_errors() {
+        assert!(err("[smtpd]\nallow = [\"nonsense\"]").contains("not a network"));
+        assert!(err("[smtpd]\nmax_connections = 0").contains("whole number"));
+        assert!(err("[smtpd]\nidle_timeout = \"soon\"").contains("not a duration"));
+        assert!(err("[smtpd]\ntls_cert_file = \"/c\"").contains("go together"));
+        assert!(err("[smtpd]\npassword_file = \"/p\"").contains("STARTTLS"));
+        assert!(err("[smtpd]\nallow_from = []").contains("allow"));
     }
 }

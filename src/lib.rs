@@ -29,4 +29,5 @@ pub mod monitor;
 pub mod oauth;
 pub mod queue;
 pub mod scrub;
+pub mod smtpd;
 pub mod transport;

@@ -97,3 +97,51 @@ pub(super) fn exit_for_fate(fate: Fate) -> Exit {
         Fate::Failed(_) => Exit::Unavailable,
     }
 }
+
+/// The SMTP reply at the end of DATA for a message the send pipeline did
+/// not take (see SMTP SERVER in mailhop(8)): the same decision as the exit
+/// status, told to an SMTP client. A temporary failure is 451, so the
+/// client keeps the message and retries; everything else is a 5xx with
+/// the reason. The text is made one bounded printable line by `Reply`.
+pub(super) fn reply_for(failure: &Failure) -> crate::smtpd::Reply {
+    use crate::smtpd::Reply;
+    // A message's lines (the reason, where it was saved) become one.
+    let text = failure.message.replace('\n', "; ");
+    match failure.exit {
+        Exit::TempFail | Exit::IoErr | Exit::OsErr | Exit::CantCreat => {
+            Reply::new(451, "4.3.0", text)
+        }
+        Exit::DataErr | Exit::NoInput => Reply::new(554, "5.6.0", text),
+        Exit::NoUser => Reply::new(550, "5.1.1", text),
+        Exit::NoPerm => Reply::new(550, "5.7.1", text),
+        // A configuration error is the administrator's to fix; the client
+        // should keep the message meanwhile.
+        // The Nagios statuses belong to `check --queue`; never a send's.
+        Exit::Config
+        | Exit::Software
+        | Exit::PluginWarning
+        | Exit::PluginCritical
+        | Exit::PluginUnknown => Reply::new(451, "4.3.5", text),
+        Exit::Ok | Exit::Usage | Exit::Unavailable => Reply::new(554, "5.0.0", text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exit_maps_to_a_reply() {
+        for exit in Exit::ALL {
+            let r = reply_for(&Failure::new(exit, "why\nmore"));
+            assert!(r.code >= 400, "{exit:?}");
+            assert_eq!(r.status.as_bytes()[0], r.code.to_string().as_bytes()[0]);
+            assert_eq!(r.text, "why; more");
+        }
+        assert_eq!(reply_for(&Failure::new(Exit::TempFail, "x")).code, 451);
+        assert_eq!(reply_for(&Failure::new(Exit::DataErr, "x")).code, 554);
+        assert_eq!(reply_for(&Failure::new(Exit::NoUser, "x")).code, 550);
+        assert_eq!(reply_for(&Failure::new(Exit::NoPerm, "x")).status, "5.7.1");
+        assert_eq!(reply_for(&Failure::new(Exit::Unavailable, "x")).code, 554);
+    }
+}

@@ -52,6 +52,7 @@ mod password;
 mod queue_cmd;
 mod relay;
 mod send;
+mod serve;
 mod setup;
 mod stamp;
 mod stats;
@@ -119,6 +120,8 @@ fn dispatch(invocation: Invocation) -> Exit {
         Invocation::Setup(s) => setup::setup(&s),
         Invocation::Completions(shell) => completions(shell),
         Invocation::Send(args) => with_env(&args, send),
+        Invocation::Smtp(args) => serve::smtp_cmd(&args),
+        Invocation::Serve(a) => serve::serve_cmd(&a),
         Invocation::Verify(args) => with_env(&args, verify),
         Invocation::NewAliases(args) => with_env(&args, newaliases),
         Invocation::ListQueue(args) => with_env(&args, |env, _| {
@@ -215,12 +218,14 @@ fn run_queue(args: &SendArgs, interval: Option<String>) -> Exit {
 }
 
 /// The commands that may keep the set-group-ID group: the ones that read
-/// the system configuration to send (sendmail, -bv) or work on the shared
-/// spool (mailq, -q, `mailhop queue`).
+/// the system configuration to send (sendmail, -bs, `mailhop serve`, -bv)
+/// or work on the shared spool (mailq, -q, `mailhop queue`).
 fn needs_group(invocation: &Invocation) -> bool {
     matches!(
         invocation,
         Invocation::Send(_)
+            | Invocation::Smtp(_)
+            | Invocation::Serve(_)
             | Invocation::Verify(_)
             | Invocation::ListQueue(_)
             | Invocation::Queue(_)

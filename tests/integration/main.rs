@@ -23,6 +23,7 @@ mod privilege;
 mod queue;
 mod scripted;
 mod scrub;
+mod serve;
 mod setup;
 mod smtpd;
 mod submission;
