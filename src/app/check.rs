@@ -39,6 +39,7 @@ pub(super) fn check(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure> {
             status = Exit::Config;
         }
     }
+    smtpd_lines(&env.config.smtpd, &mut out);
     let accounts: Vec<&config::Account> = match &c.account {
         Some(name) => vec![named_account(env, name)?],
         None => env.config.accounts.iter().collect(),
@@ -57,6 +58,31 @@ pub(super) fn check(env: &Env, c: &cli::CheckArgs) -> Result<Exit, Failure> {
     }
     super::check_dns::warn(env, c, &mut out);
     Ok(status)
+}
+
+/// The SMTP listener's settings (`sendmail -bs`, `mailhop serve`), so an
+/// administrator sees who may submit without reading the file.
+fn smtpd_lines(s: &config::Smtpd, out: &mut dyn Write) {
+    let allow = if s.allow.is_empty() {
+        "loopback only".to_string()
+    } else {
+        let nets: Vec<String> = s.allow.iter().map(ToString::to_string).collect();
+        format!("loopback and {}", nets.join(", "))
+    };
+    let tls = match &s.tls_cert_file {
+        Some(cert) => format!("STARTTLS with {}", cert.display()),
+        None => "no STARTTLS".to_string(),
+    };
+    let auth = match &s.password_file {
+        Some(p) => format!("AUTH against {}", p.display()),
+        None => "no AUTH".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "smtp server (-bs, serve): without AUTH from {allow}; {tls}; {auth}; \
+         at most {} connections, {} recipients, {} bytes a message",
+        s.max_connections, s.max_recipients, s.max_message_size
+    );
 }
 
 /// Checks one account; returns its status. Each step is a function that

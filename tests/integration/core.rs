@@ -224,3 +224,18 @@ fn escape_sequences_in_addresses_are_refused() {
     assert!(w.queued().is_empty());
     assert!(!w.mailq().contains('\u{1b}'));
 }
+
+/// `mailhop check` reports who may submit to the SMTP server.
+#[test]
+fn check_reports_the_listener_settings() {
+    let w = World::new("[smtpd]\nallow = [\"172.17.0.0/16\"]\nmax_connections = 7\n");
+    let r = w.run("mailhop", &["check", "--offline"], b"");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(
+            "smtp server (-bs, serve): without AUTH from loopback and 172.17.0.0/16; no STARTTLS; no AUTH; at most 7 connections"
+        ),
+        "{}",
+        r.stdout
+    );
+}
