@@ -53,7 +53,7 @@ pub(super) fn dkim_check(
         Ok(crate::dkim::Verdict::Good) => Ok(Exit::Ok),
         Ok(crate::dkim::Verdict::Unknown) => Ok(Exit::TempFail),
         Ok(crate::dkim::Verdict::Bad) => Ok(Exit::Unavailable),
-        Err(e) => Err(Failure::new(dkim_exit(&e), e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -167,22 +167,8 @@ pub(super) fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
     })?;
     let now = unix_secs(env.now);
     let mut out = io::stdout().lock();
-    match crate::oauth::login(o, &mut out, now) {
-        Ok(()) => Ok(Exit::Ok),
-        Err(e) => {
-            // A flow without a login (client credentials, token_command)
-            // is a configuration matter; a refused sign-in is a permission
-            // one; an unreachable endpoint is worth retrying.
-            let code = if e.is_transient() {
-                Exit::TempFail
-            } else if matches!(e, crate::oauth::OAuthError::Config(_)) {
-                Exit::Config
-            } else {
-                Exit::NoPerm
-            };
-            Err(Failure::new(code, e.to_string()))
-        }
-    }
+    crate::oauth::login(o, &mut out, now)?;
+    Ok(Exit::Ok)
 }
 
 /// `mailhop dkim keygen`: a new key in `out` (created, never replaced),

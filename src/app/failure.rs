@@ -51,6 +51,40 @@ pub fn exit_for(e: &transport::Error) -> Exit {
     }
 }
 
+impl From<queue::QueueError> for Failure {
+    fn from(e: queue::QueueError) -> Failure {
+        queue_failure(e)
+    }
+}
+
+impl From<crate::dkim::DkimError> for Failure {
+    fn from(e: crate::dkim::DkimError) -> Failure {
+        Failure::new(dkim_exit(&e), e.to_string())
+    }
+}
+
+impl From<crate::oauth::OAuthError> for Failure {
+    /// A flow without a login (client credentials, token_command) is a
+    /// configuration matter; a refused sign-in is a permission one; an
+    /// unreachable endpoint is worth retrying.
+    fn from(e: crate::oauth::OAuthError) -> Failure {
+        let code = if e.is_transient() {
+            Exit::TempFail
+        } else if matches!(e, crate::oauth::OAuthError::Config(_)) {
+            Exit::Config
+        } else {
+            Exit::NoPerm
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<transport::Error> for Failure {
+    fn from(e: transport::Error) -> Failure {
+        Failure::new(exit_for(&e), e.detail)
+    }
+}
+
 pub(super) fn queue_failure(e: queue::QueueError) -> Failure {
     let code = match &e {
         queue::QueueError::NotFound(_) | queue::QueueError::BadId(_) => Exit::Usage,

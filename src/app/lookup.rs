@@ -121,8 +121,6 @@ impl Directory for Lookup<'_> {
     }
 }
 
-/// `sendmail -bv`: shows what each recipient expands to and where it would
-/// go, without reading or sending a message.
 /// What `prepare` needs to know of the invocation.
 pub(super) fn prepare_context<'a>(
     env: &'a Env,

@@ -41,7 +41,7 @@ fn list(
     json: bool,
     mine: &dyn Fn(&queue::Meta) -> bool,
 ) -> Result<Exit, Failure> {
-    let (items, damaged) = spool.list().map_err(queue_failure)?;
+    let (items, damaged) = spool.list()?;
     let items: Vec<queue::Meta> = items.into_iter().filter(|m| mine(m)).collect();
     let failed: Vec<queue::Meta> = spool
         .list_failed()
@@ -75,7 +75,7 @@ fn show(
     envelope: bool,
     mine: &dyn Fn(&queue::Meta) -> bool,
 ) -> Result<Exit, Failure> {
-    let (meta, area) = spool.find(id).map_err(queue_failure)?;
+    let (meta, area) = spool.find(id)?;
     if !mine(&meta) {
         return Err(queue_failure(queue::QueueError::NotFound(id.to_string())));
     }
@@ -84,7 +84,7 @@ fn show(
         let text = String::from_utf8_lossy(&meta.to_bytes()).into_owned();
         let _ = writeln!(out, "{}", text.split("\n\n").next().unwrap_or(""));
     } else {
-        let mut data = spool.open_data(id, area).map_err(queue_failure)?;
+        let mut data = spool.open_data(id, area)?;
         let _ = out.write_all(&meta.header);
         let _ = out.write_all(b"\r\n");
         let _ = io::copy(&mut data, &mut out);
@@ -116,7 +116,7 @@ fn run(env: &Env, spool: &queue::Spool, action: &cli::QueueAction) -> Result<Exi
         uid: (!sees_all(env)).then_some(env.uid),
     };
     let mut relay = SmtpRelay { env };
-    let report = crate::deliver::run(spool, &mut relay, &opts).map_err(queue_failure)?;
+    let report = crate::deliver::run(spool, &mut relay, &opts)?;
     super::stats::after_run(env, spool, &report);
     for line in &report.lines {
         log_line(env, Severity::Info, &format!("queue: {}", log::field(line)));
@@ -137,7 +137,7 @@ fn manage(
 ) -> Result<Exit, Failure> {
     use cli::QueueAction as A;
     let ids: Vec<String> = if sel.all {
-        let queued = spool.list().map_err(queue_failure)?.0;
+        let queued = spool.list()?.0;
         // delete --all empties failed/ too; hold and release
         // concern only what the runner could deliver.
         let failed = match action {
@@ -387,7 +387,7 @@ pub(super) fn queue_json(
 pub(super) fn queue_select_flush(env: &Env, kind: &str, value: &str) -> Result<Exit, Failure> {
     let spool = spool_for(env).ok_or_else(|| Failure::new(Exit::Config, "no queue directory"))?;
     let needle = value.to_ascii_lowercase();
-    let (items, _) = spool.list().map_err(queue_failure)?;
+    let (items, _) = spool.list()?;
     let ids: Vec<String> = items
         .into_iter()
         .filter(|m| sees_all(env) || m.uid == env.uid)

@@ -232,7 +232,7 @@ fn write_atomically(
 /// counted, not fatal.
 fn gather(env: &Env, spool: &queue::Spool) -> Result<QueueStats, Failure> {
     let mine = |m: &queue::Meta| sees_all(env) || m.uid == env.uid;
-    let (items, damaged) = spool.list().map_err(queue_failure)?;
+    let (items, damaged) = spool.list()?;
     let items: Vec<queue::Meta> = items.into_iter().filter(|m| mine(m)).collect();
     let failed = spool.list_failed().into_iter().filter(|m| mine(m)).count();
     let counters = match read_counters(spool.root()) {

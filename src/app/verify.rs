@@ -11,6 +11,8 @@ use super::env::*;
 use super::failure::*;
 use super::lookup::*;
 
+/// `sendmail -bv`: shows what each recipient expands to and where it would
+/// go, without reading or sending a message.
 pub(super) fn verify(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
     let (aliases, warnings) = load_aliases(env)?;
     for w in &warnings {
