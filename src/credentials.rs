@@ -113,6 +113,49 @@ impl fmt::Debug for Source {
     }
 }
 
+/// The process's ids, read once by the caller (the app layer, when its
+/// environment is gathered) and passed in: the library code takes them as
+/// a parameter rather than asking the kernel, so what it decides follows
+/// from what it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    /// The real uid: who is asking.
+    pub uid: u32,
+    pub euid: u32,
+    /// The real gid.
+    pub gid: u32,
+    /// The effective gid: mailhop's own group in the setgid install.
+    pub egid: u32,
+    /// The `mailhop` group's gid, if the group exists.
+    pub mailhop_gid: Option<u32>,
+}
+
+impl Ids {
+    /// The ids of this process now, without the `mailhop` group: the
+    /// caller adds it when it is needed (on a machine without the group,
+    /// NSS falls through to slow modules). For the app layer, which builds
+    /// the ids once, and for tests; not for the library code.
+    pub fn current() -> Ids {
+        Ids {
+            uid: nix::unistd::getuid().as_raw(),
+            euid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            mailhop_gid: None,
+        }
+    }
+
+    /// Running set-group-ID: the environment is the caller's.
+    pub fn setgid(&self) -> bool {
+        self.egid != self.gid
+    }
+
+    /// Running set-user-ID or set-group-ID.
+    pub fn setid(&self) -> bool {
+        self.setgid() || self.euid != self.uid
+    }
+}
+
 /// Who may own and read a password file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -1016,9 +1059,25 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             allowed_group: None,
-            euid: nix::unistd::geteuid().as_raw(),
+            euid: Ids::current().euid,
             clean_env: false,
         }
+    }
+
+    #[test]
+    fn set_id_follows_the_ids() {
+        let plain = Ids {
+            uid: 1000,
+            euid: 1000,
+            gid: 1000,
+            egid: 1000,
+            mailhop_gid: None,
+        };
+        assert!(!plain.setgid() && !plain.setid());
+        let setgid = Ids { egid: 120, ..plain };
+        assert!(setgid.setgid() && setgid.setid());
+        let setuid = Ids { euid: 0, ..plain };
+        assert!(!setuid.setgid() && setuid.setid());
     }
 
     fn cmd(command: &str, timeout: Duration) -> Source {

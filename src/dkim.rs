@@ -1987,7 +1987,7 @@ mod tests {
     }
 
     fn euid() -> u32 {
-        nix::unistd::geteuid().as_raw()
+        crate::credentials::Ids::current().euid
     }
 
     fn load(path: &Path, algorithm: Algorithm) -> Result<(Key, Vec<String>), DkimError> {

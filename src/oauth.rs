@@ -58,7 +58,7 @@ use oauth2::{
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::credentials::{self, Secret};
+use crate::credentials::{self, Ids, Secret};
 
 /// An access token is used until this long before it expires.
 pub const EXPIRY_MARGIN: u64 = 300;
@@ -471,20 +471,25 @@ fn check_url(account: &str, key: &str, url: &str) -> Result<Url, OAuthError> {
 /// The access token to send: from the cache while it is valid for more
 /// than [`EXPIRY_MARGIN`] seconds after `now`, otherwise refreshed under
 /// the lock. `force_refresh` skips the cache (after a 5.7.x refusal).
-pub fn access_token(s: &Settings, now: u64, force_refresh: bool) -> Result<Secret, OAuthError> {
+pub fn access_token(
+    s: &Settings,
+    ids: &Ids,
+    now: u64,
+    force_refresh: bool,
+) -> Result<Secret, OAuthError> {
     s.validate()?;
     if let Flow::TokenCommand(cmd) = &s.flow {
-        return run_token_command(cmd);
+        return run_token_command(cmd, ids);
     }
-    if !force_refresh && let Some(token) = cached_token(s, now)? {
+    if !force_refresh && let Some(token) = cached_token(s, ids, now)? {
         return Ok(token);
     }
-    let _lock = lock(s)?;
+    let _lock = lock(s, ids)?;
     // Whoever held the lock before us may have refreshed already.
-    if !force_refresh && let Some(token) = cached_token(s, now)? {
+    if !force_refresh && let Some(token) = cached_token(s, ids, now)? {
         return Ok(token);
     }
-    refresh_locked(s, now)
+    refresh_locked(s, ids, now)
 }
 
 /// Drops the cached access token (after the server refused it).
@@ -512,15 +517,15 @@ fn readable<T>(r: Result<Option<T>, OAuthError>) -> (Option<T>, Option<String>) 
 }
 
 /// What `mailhop check` shows: never a secret.
-pub fn status(s: &Settings) -> Status {
+pub fn status(s: &Settings, ids: &Ids) -> Status {
     if let Flow::TokenCommand(_) = s.flow {
         return Status::default();
     }
     let (stored, stored_problem) = match s.flow {
-        Flow::RefreshToken => readable(read_stored(&s.token_file)),
+        Flow::RefreshToken => readable(read_stored(&s.token_file, ids)),
         _ => (None, None),
     };
-    let (cache, cache_problem) = readable(read_cache(s));
+    let (cache, cache_problem) = readable(read_cache(s, ids));
     let problem = stored_problem.or(cache_problem);
     let scopes = cache
         .as_ref()
@@ -544,14 +549,15 @@ pub fn status(s: &Settings) -> Status {
 /// (Microsoft, or custom with `device_url`) or an authorization code with
 /// PKCE and a loopback redirect (Google, or custom with `auth_url`). Writes
 /// the refresh token file (and caches the access token that came with it).
-pub fn login(s: &Settings, out: &mut dyn Write, now: u64) -> Result<(), OAuthError> {
-    login_with_sleep(s, out, now, &|d| std::thread::sleep(d))
+pub fn login(s: &Settings, ids: &Ids, out: &mut dyn Write, now: u64) -> Result<(), OAuthError> {
+    login_with_sleep(s, ids, out, now, &|d| std::thread::sleep(d))
 }
 
 /// [`login`] with the device-flow polling delay injected (tests pass a
 /// function that records the intervals instead of sleeping).
 pub fn login_with_sleep(
     s: &Settings,
+    ids: &Ids,
     out: &mut dyn Write,
     now: u64,
     sleep: &dyn Fn(Duration),
@@ -580,7 +586,7 @@ pub fn login_with_sleep(
     };
     let response = if use_device {
         let device = ep.device.clone().unwrap_or_default();
-        device_login(s, &ep, &device, out, now, sleep)?
+        device_login(s, ids, &ep, &device, out, now, sleep)?
     } else {
         let Some(auth) = ep.auth.clone() else {
             return Err(config_err(format!(
@@ -588,7 +594,7 @@ pub fn login_with_sleep(
                  or auth_url (browser sign-in) for `mailhop oauth login`"
             )));
         };
-        loopback_login(s, &ep, &auth, out)?
+        loopback_login(s, ids, &ep, &auth, out)?
     };
     if response.refresh_token().is_none() {
         return Err(OAuthError::Login(format!(
@@ -602,8 +608,8 @@ pub fn login_with_sleep(
         )));
     }
     {
-        let _lock = lock(s)?;
-        store_response(s, now, &response)?;
+        let _lock = lock(s, ids)?;
+        store_response(s, ids, now, &response)?;
     }
     let _ = writeln!(
         out,
@@ -618,10 +624,10 @@ pub fn login_with_sleep(
 // Refresh
 
 /// Obtains a new access token from the endpoint. The caller holds the lock.
-fn refresh_locked(s: &Settings, now: u64) -> Result<Secret, OAuthError> {
+fn refresh_locked(s: &Settings, ids: &Ids, now: u64) -> Result<Secret, OAuthError> {
     let ep = s.endpoints();
-    let client_secret = read_client_secret(s)?;
-    let http = HttpClient::new(s)?;
+    let client_secret = read_client_secret(s, ids)?;
+    let http = HttpClient::new(s, ids)?;
     let client = base_client(s, &ep, client_secret.as_ref())?;
     let mut redact: Vec<&str> = client_secret.iter().map(Secret::expose).collect();
     let scopes = s.scope_list();
@@ -632,7 +638,7 @@ fn refresh_locked(s: &Settings, now: u64) -> Result<Secret, OAuthError> {
             .request(&http)
             .map_err(|e| endpoint_error(s, &ep.token, &http, e, &redact))?,
         _ => {
-            let Some(stored) = read_stored(&s.token_file)? else {
+            let Some(stored) = read_stored(&s.token_file, ids)? else {
                 return Err(OAuthError::NotLoggedIn {
                     account: s.account.clone(),
                     path: s.token_file.clone(),
@@ -653,7 +659,7 @@ fn refresh_locked(s: &Settings, now: u64) -> Result<Secret, OAuthError> {
                 .map_err(|e| endpoint_error(s, &ep.token, &http, e, &redact))?
         }
     };
-    store_response(s, now, &response)
+    store_response(s, ids, now, &response)
 }
 
 type TokenClient =
@@ -680,7 +686,12 @@ fn base_client(
 
 /// Writes the rotated refresh token (if any) and the access-token cache;
 /// returns the access token. The caller holds the lock.
-fn store_response(s: &Settings, now: u64, r: &BasicTokenResponse) -> Result<Secret, OAuthError> {
+fn store_response(
+    s: &Settings,
+    ids: &Ids,
+    now: u64,
+    r: &BasicTokenResponse,
+) -> Result<Secret, OAuthError> {
     let access = r.access_token().secret();
     if access.is_empty() {
         return Err(OAuthError::Http {
@@ -695,7 +706,7 @@ fn store_response(s: &Settings, now: u64, r: &BasicTokenResponse) -> Result<Secr
     if let Some(new_refresh) = r.refresh_token()
         && s.flow == Flow::RefreshToken
     {
-        let old = read_stored(&s.token_file).ok().flatten();
+        let old = read_stored(&s.token_file, ids).ok().flatten();
         let changed = old
             .as_ref()
             .is_none_or(|o| o.refresh_token != *new_refresh.secret());
@@ -709,7 +720,7 @@ fn store_response(s: &Settings, now: u64, r: &BasicTokenResponse) -> Result<Secr
             };
             let json = Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default());
             stored.refresh_token.zeroize();
-            write_atomic(&s.token_file, &json)?;
+            write_atomic(&s.token_file, &json, ids)?;
         }
     }
     let lifetime = r
@@ -726,13 +737,13 @@ fn store_response(s: &Settings, now: u64, r: &BasicTokenResponse) -> Result<Secr
         }),
     };
     let json = Zeroizing::new(serde_json::to_vec(&cache).unwrap_or_default());
-    write_atomic(&s.cache_path(), &json)?;
+    write_atomic(&s.cache_path(), &json, ids)?;
     Ok(cache.into_secret())
 }
 
 /// The cached access token if it is still good at `now`.
-fn cached_token(s: &Settings, now: u64) -> Result<Option<Secret>, OAuthError> {
-    let Some(cache) = read_cache(s)? else {
+fn cached_token(s: &Settings, ids: &Ids, now: u64) -> Result<Option<Secret>, OAuthError> {
+    let Some(cache) = read_cache(s, ids)? else {
         return Ok(None);
     };
     let lifetime = cache.expires_at.saturating_sub(cache.obtained);
@@ -745,9 +756,9 @@ fn cached_token(s: &Settings, now: u64) -> Result<Option<Secret>, OAuthError> {
     Ok(fresh.then(|| cache.into_secret()))
 }
 
-fn read_cache(s: &Settings) -> Result<Option<Cached>, OAuthError> {
+fn read_cache(s: &Settings, ids: &Ids) -> Result<Option<Cached>, OAuthError> {
     let path = s.cache_path();
-    let Some(bytes) = read_private(&path, "access-token cache")? else {
+    let Some(bytes) = read_private(&path, "access-token cache", ids)? else {
         return Ok(None);
     };
     // A damaged cache is just a miss: the refresh rewrites it.
@@ -756,8 +767,8 @@ fn read_cache(s: &Settings) -> Result<Option<Cached>, OAuthError> {
 
 /// The refresh-token file: JSON as mailhop writes it, or (for a token
 /// obtained elsewhere) the token alone on the first line.
-fn read_stored(path: &Path) -> Result<Option<Stored>, OAuthError> {
-    let Some(bytes) = read_private(path, "token file")? else {
+fn read_stored(path: &Path, ids: &Ids) -> Result<Option<Stored>, OAuthError> {
+    let Some(bytes) = read_private(path, "token file", ids)? else {
         return Ok(None);
     };
     let text =
@@ -801,11 +812,11 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-fn read_client_secret(s: &Settings) -> Result<Option<Secret>, OAuthError> {
+fn read_client_secret(s: &Settings, ids: &Ids) -> Result<Option<Secret>, OAuthError> {
     let Some(path) = &s.client_secret_file else {
         return Ok(None);
     };
-    let Some(bytes) = read_private(path, "client secret file")? else {
+    let Some(bytes) = read_private(path, "client secret file", ids)? else {
         return Err(file_err(
             path,
             "client secret file does not exist; check client_secret_file",
@@ -824,11 +835,11 @@ fn read_client_secret(s: &Settings) -> Result<Option<Secret>, OAuthError> {
     Ok(Some(Secret::new(line.to_string())))
 }
 
-fn run_token_command(cmd: &str) -> Result<Secret, OAuthError> {
+fn run_token_command(cmd: &str, ids: &Ids) -> Result<Secret, OAuthError> {
     let policy = credentials::Policy {
         allowed_group: None,
-        euid: nix::unistd::geteuid().as_raw(),
-        clean_env: nix::unistd::getegid() != nix::unistd::getgid(),
+        euid: ids.euid,
+        clean_env: ids.setgid(),
     };
     let source = credentials::Source::Command {
         command: cmd.to_string(),
@@ -885,18 +896,13 @@ impl Drop for Stored {
 
 /// The group that may share our files: mailhop's own in the setgid
 /// installation.
-fn allowed_group() -> Option<u32> {
-    let (egid, gid) = (nix::unistd::getegid(), nix::unistd::getgid());
-    if egid != gid {
-        return Some(egid.as_raw());
+fn allowed_group(ids: &Ids) -> Option<u32> {
+    if ids.setgid() {
+        return Some(ids.egid);
     }
     // The packaged runner runs as the mailhop user with the mailhop group
     // as its own: a member too, though not set-group-ID.
-    nix::unistd::Group::from_name("mailhop")
-        .ok()
-        .flatten()
-        .filter(|g| g.gid == egid)
-        .map(|g| g.gid.as_raw())
+    ids.mailhop_gid.filter(|&g| g == ids.egid)
 }
 
 /// Reads a file that holds a secret, with the same checks as
@@ -904,12 +910,16 @@ fn allowed_group() -> Option<u32> {
 /// us or root, no access for others (nor for a group, except mailhop's in
 /// the setgid installation). Checked on the open descriptor. `Ok(None)`
 /// when it does not exist.
-fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, OAuthError> {
+fn read_private(
+    path: &Path,
+    what: &str,
+    ids: &Ids,
+) -> Result<Option<Zeroizing<Vec<u8>>>, OAuthError> {
     use credentials::PrivateFileError as P;
-    let euid = nix::unistd::geteuid().as_raw();
+    let euid = ids.euid;
     // In the shared (setgid) install another user of the group may have
     // written the file last: its group, not its owner, vouches for it.
-    let file = match credentials::open_private(path, allowed_group(), euid, shared()) {
+    let file = match credentials::open_private(path, allowed_group(ids), euid, shared(ids)) {
         Ok(f) => f,
         Err(P::Missing) => return Ok(None),
         Err(e) => {
@@ -954,23 +964,23 @@ fn read_private(path: &Path, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, O
 /// effective group (the setgid binary, or the runner). Token files are then
 /// shared by the group, since cron (root), PHP (www-data) and the runner
 /// all send through the same account and must see one token.
-fn shared() -> bool {
-    allowed_group().is_some_and(|g| nix::unistd::getegid().as_raw() == g)
+fn shared(ids: &Ids) -> bool {
+    allowed_group(ids).is_some_and(|g| ids.egid == g)
 }
 
 /// File and directory modes: group-shared in the shared install, private
 /// otherwise.
-fn file_mode() -> u32 {
-    if shared() { 0o640 } else { 0o600 }
+fn file_mode(ids: &Ids) -> u32 {
+    if shared(ids) { 0o640 } else { 0o600 }
 }
 
 /// Creates `dir` (and its parents) if missing: 0770 in the shared install,
 /// else 0700; set explicitly so the umask cannot take the group's bits.
-fn ensure_dir(dir: &Path) -> Result<(), OAuthError> {
+fn ensure_dir(dir: &Path, ids: &Ids) -> Result<(), OAuthError> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
-    let mode = if shared() { 0o770 } else { 0o700 };
+    let mode = if shared(ids) { 0o770 } else { 0o700 };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
@@ -988,16 +998,16 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Replaces `path` with `bytes` atomically: a 0600 temporary file in the
 /// same directory, fsync, rename, fsync of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
+fn write_atomic(path: &Path, bytes: &[u8], ids: &Ids) -> Result<(), OAuthError> {
     let dir = parent_dir(path);
-    ensure_dir(dir)?;
+    ensure_dir(dir, ids)?;
     let err = |e: io::Error| file_err(path, format!("cannot write: {e}"));
     let mut tmp = tempfile::Builder::new()
         .prefix(".mailhop-oauth-")
         .tempfile_in(dir)
         .map_err(err)?;
     tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(file_mode()))
+        .set_permissions(fs::Permissions::from_mode(file_mode(ids)))
         .map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
@@ -1011,9 +1021,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
 /// Takes the account's refresh lock: an exclusive `flock` on its own open
 /// file description, so threads of one process exclude each other too.
 /// Released when the returned file is dropped.
-fn lock(s: &Settings) -> Result<File, OAuthError> {
+fn lock(s: &Settings, ids: &Ids) -> Result<File, OAuthError> {
     let path = s.lock_path();
-    ensure_dir(parent_dir(&path))?;
+    ensure_dir(parent_dir(&path), ids)?;
     let flags = libc::O_NOFOLLOW | libc::O_NOCTTY;
     let open_err = |e: io::Error| file_err(&path, format!("cannot open the token lock file: {e}"));
     // Read-write when permitted (NFS emulates flock with fcntl locks, and
@@ -1035,7 +1045,7 @@ fn lock(s: &Settings) -> Result<File, OAuthError> {
     let file = match existing {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mode = if shared() { 0o660 } else { 0o600 };
+            let mode = if shared(ids) { 0o660 } else { 0o600 };
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -1121,14 +1131,14 @@ struct HttpClient {
 }
 
 impl HttpClient {
-    fn new(s: &Settings) -> Result<HttpClient, OAuthError> {
-        HttpClient::with_timeout(s, HTTP_TIMEOUT)
+    fn new(s: &Settings, ids: &Ids) -> Result<HttpClient, OAuthError> {
+        HttpClient::with_timeout(s, ids, HTTP_TIMEOUT)
     }
 
     /// `timeout` bounds each call end to end (DNS, connect, TLS, headers
     /// and body): ureq's per-read timeouts alone would let an endpoint
     /// that trickles its answer hold us for ever (issue #15.9).
-    fn with_timeout(s: &Settings, timeout: Duration) -> Result<HttpClient, OAuthError> {
+    fn with_timeout(s: &Settings, ids: &Ids, timeout: Duration) -> Result<HttpClient, OAuthError> {
         let mut roots = Vec::new();
         if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
             // An unreadable system bundle is not fatal: ca_file may do.
@@ -1144,8 +1154,7 @@ impl HttpClient {
                 )));
             }
         }
-        let setid = nix::unistd::getegid() != nix::unistd::getgid()
-            || nix::unistd::geteuid() != nix::unistd::getuid();
+        let setid = ids.setid();
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
@@ -1337,6 +1346,7 @@ fn endpoint_error<T: oauth2::ErrorResponseType + fmt::Display>(
 
 fn device_login(
     s: &Settings,
+    ids: &Ids,
     ep: &Endpoints,
     device_url: &str,
     out: &mut dyn Write,
@@ -1344,9 +1354,9 @@ fn device_login(
     sleep: &dyn Fn(Duration),
 ) -> Result<BasicTokenResponse, OAuthError> {
     check_url(&s.account, "device_url", device_url)?;
-    let client_secret = read_client_secret(s)?;
+    let client_secret = read_client_secret(s, ids)?;
     let redact: Vec<&str> = client_secret.iter().map(Secret::expose).collect();
-    let http = HttpClient::new(s)?;
+    let http = HttpClient::new(s, ids)?;
     let client = base_client(s, ep, client_secret.as_ref())?.set_device_authorization_url(
         DeviceAuthorizationUrl::new(device_url.to_string())
             .map_err(|e| config_err(format!("device_url {device_url}: {e}")))?,
@@ -1403,14 +1413,15 @@ fn device_login(
 
 fn loopback_login(
     s: &Settings,
+    ids: &Ids,
     ep: &Endpoints,
     auth_url: &str,
     out: &mut dyn Write,
 ) -> Result<BasicTokenResponse, OAuthError> {
     check_url(&s.account, "auth_url", auth_url)?;
-    let client_secret = read_client_secret(s)?;
+    let client_secret = read_client_secret(s, ids)?;
     let redact: Vec<&str> = client_secret.iter().map(Secret::expose).collect();
-    let http = HttpClient::new(s)?;
+    let http = HttpClient::new(s, ids)?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| OAuthError::Login(format!("cannot listen on 127.0.0.1: {e}")))?;
     let port = listener
@@ -1613,6 +1624,18 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// This process's ids, the `mailhop` group looked up as the app
+    /// layer does.
+    fn ids() -> Ids {
+        Ids {
+            mailhop_gid: nix::unistd::Group::from_name("mailhop")
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw()),
+            ..Ids::current()
+        }
+    }
+
     /// Writes `bytes` one at a time, `pause` apart, until the peer goes
     /// away. The pause is the fault under test (#15.9), not a wait.
     fn trickle(mut stream: TcpStream, bytes: &[u8], pause: Duration) {
@@ -1644,7 +1667,8 @@ mod tests {
             trickle(stream, &answer, Duration::from_millis(100));
         });
         let dir = tempfile::tempdir().unwrap();
-        let http = HttpClient::with_timeout(&settings(dir.path()), Duration::from_secs(1)).unwrap();
+        let http = HttpClient::with_timeout(&settings(dir.path()), &ids(), Duration::from_secs(1))
+            .unwrap();
         let request = oauth2::http::Request::builder()
             .method("POST")
             .uri(format!("http://127.0.0.1:{port}/token"))
@@ -1844,21 +1868,37 @@ mod tests {
             obtained: 10_000,
             scope: None,
         };
-        write_atomic(&s.cache_path(), &serde_json::to_vec(&cache).unwrap()).unwrap();
+        write_atomic(
+            &s.cache_path(),
+            &serde_json::to_vec(&cache).unwrap(),
+            &ids(),
+        )
+        .unwrap();
         let mode = fs::metadata(s.cache_path()).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(cached_token(&s, 10_000).unwrap().unwrap().expose(), "tok");
-        assert!(cached_token(&s, 10_000 + 3600 - 301).unwrap().is_some());
-        assert!(cached_token(&s, 10_000 + 3600 - 300).unwrap().is_none());
+        assert_eq!(
+            cached_token(&s, &ids(), 10_000).unwrap().unwrap().expose(),
+            "tok"
+        );
+        assert!(
+            cached_token(&s, &ids(), 10_000 + 3600 - 301)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            cached_token(&s, &ids(), 10_000 + 3600 - 300)
+                .unwrap()
+                .is_none()
+        );
         // The clock went backwards by more than a minute.
-        assert!(cached_token(&s, 9_000).unwrap().is_none());
-        let st = status(&s);
+        assert!(cached_token(&s, &ids(), 9_000).unwrap().is_none());
+        let st = status(&s, &ids());
         assert_eq!(st.access_expires, Some(13_600));
         assert_eq!(st.last_refresh, Some(10_000));
         assert!(!st.has_refresh_token);
         assert!(!format!("{st:?}").contains("tok\""));
         invalidate(&s).unwrap();
-        assert!(cached_token(&s, 10_000).unwrap().is_none());
+        assert!(cached_token(&s, &ids(), 10_000).unwrap().is_none());
         invalidate(&s).unwrap();
     }
 
@@ -1872,9 +1912,14 @@ mod tests {
             obtained: 100,
             scope: None,
         };
-        write_atomic(&s.cache_path(), &serde_json::to_vec(&cache).unwrap()).unwrap();
-        assert!(cached_token(&s, 159).unwrap().is_some());
-        assert!(cached_token(&s, 160).unwrap().is_none());
+        write_atomic(
+            &s.cache_path(),
+            &serde_json::to_vec(&cache).unwrap(),
+            &ids(),
+        )
+        .unwrap();
+        assert!(cached_token(&s, &ids(), 159).unwrap().is_some());
+        assert!(cached_token(&s, &ids(), 160).unwrap().is_none());
     }
 
     #[test]
@@ -1883,19 +1928,22 @@ mod tests {
         let p = dir.path().join("t");
         fs::write(&p, "rt-plain\nsecond\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_stored(&p).unwrap().unwrap().refresh_token, "rt-plain");
+        assert_eq!(
+            read_stored(&p, &ids()).unwrap().unwrap().refresh_token,
+            "rt-plain"
+        );
         fs::write(&p, r#"{"refresh_token":"rt-json","updated":5}"#).unwrap();
-        let st = read_stored(&p).unwrap().unwrap();
+        let st = read_stored(&p, &ids()).unwrap().unwrap();
         assert_eq!(st.refresh_token, "rt-json");
         assert_eq!(st.updated, Some(5));
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_stored(&p).err().unwrap().to_string();
+        let e = read_stored(&p, &ids()).err().unwrap().to_string();
         assert!(e.contains("chmod 600"), "{e}");
         assert!(!e.contains("rt-json"), "{e}");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(
-            read_stored(&link)
+            read_stored(&link, &ids())
                 .err()
                 .unwrap()
                 .to_string()
@@ -1903,9 +1951,13 @@ mod tests {
         );
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&p, "{\"refresh_token\": \"rt-secret\", ").unwrap();
-        let e = read_stored(&p).err().unwrap().to_string();
+        let e = read_stored(&p, &ids()).err().unwrap().to_string();
         assert!(!e.contains("rt-secret"), "{e}");
-        assert!(read_stored(&dir.path().join("missing")).unwrap().is_none());
+        assert!(
+            read_stored(&dir.path().join("missing"), &ids())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -1915,7 +1967,7 @@ mod tests {
             token_url: Some("http://127.0.0.1:9/token".into()),
             ..settings(dir.path())
         };
-        let e = access_token(&s, 1000, false).unwrap_err();
+        let e = access_token(&s, &ids(), 1000, false).unwrap_err();
         assert!(e.needs_login());
         assert!(e.to_string().contains("mailhop oauth login work"), "{e}");
     }
@@ -1928,17 +1980,79 @@ mod tests {
             ..settings(dir.path())
         };
         assert_eq!(
-            access_token(&s, 0, false).unwrap().expose(),
+            access_token(&s, &ids(), 0, false).unwrap().expose(),
             "at-from-helper"
         );
         let bad = Settings {
             flow: Flow::TokenCommand("printf leaked; exit 2".into()),
             ..settings(dir.path())
         };
-        let e = access_token(&bad, 0, false).unwrap_err().to_string();
+        let e = access_token(&bad, &ids(), 0, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("token_command"), "{e}");
         assert!(!e.contains("password"), "{e}");
-        assert_eq!(status(&s), Status::default());
+        assert_eq!(status(&s, &ids()), Status::default());
+    }
+
+    /// The sharing decision follows the ids it is given, not the kernel's.
+    #[test]
+    fn the_group_that_may_share_token_files_follows_the_ids() {
+        let plain = Ids {
+            uid: 1000,
+            euid: 1000,
+            gid: 1000,
+            egid: 1000,
+            mailhop_gid: Some(120),
+        };
+        assert_eq!(allowed_group(&plain), None);
+        assert!(!shared(&plain));
+        assert_eq!(file_mode(&plain), 0o600);
+        // The setgid binary: its effective group, whatever its name.
+        let setgid = Ids { egid: 121, ..plain };
+        assert_eq!(allowed_group(&setgid), Some(121));
+        assert!(shared(&setgid));
+        assert_eq!(file_mode(&setgid), 0o640);
+        // The runner: the mailhop group is its own.
+        let runner = Ids {
+            gid: 120,
+            egid: 120,
+            ..plain
+        };
+        assert_eq!(allowed_group(&runner), Some(120));
+        assert!(shared(&runner));
+        let no_group = Ids {
+            mailhop_gid: None,
+            ..runner
+        };
+        assert_eq!(allowed_group(&no_group), None);
+    }
+
+    /// Given set-group-ID ids, the files are written for the group and
+    /// read back as the group's, whatever ids the test itself runs with.
+    #[test]
+    fn shared_ids_write_group_readable_token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let now = Ids::current();
+        let setgid = Ids {
+            gid: now.egid.wrapping_add(1),
+            ..now
+        };
+        let cache = Cached {
+            access_token: "tok".into(),
+            expires_at: 10_000 + 3600,
+            obtained: 10_000,
+            scope: None,
+        };
+        let json = serde_json::to_vec(&cache).unwrap();
+        write_atomic(&s.cache_path(), &json, &setgid).unwrap();
+        let mode = fs::metadata(s.cache_path()).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert!(cached_token(&s, &setgid, 10_000).unwrap().is_some());
+        // Not shared: the same file is refused as others' to read.
+        let e = cached_token(&s, &now, 10_000).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
     }
 
     #[test]

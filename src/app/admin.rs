@@ -167,7 +167,7 @@ pub(super) fn oauth_login(env: &Env, account: &str) -> Result<Exit, Failure> {
     })?;
     let now = unix_secs(env.now);
     let mut out = io::stdout().lock();
-    crate::oauth::login(o, &mut out, now)?;
+    crate::oauth::login(o, &env.ids(), &mut out, now)?;
     Ok(Exit::Ok)
 }
 

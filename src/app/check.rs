@@ -134,7 +134,7 @@ fn secret_source(
     out: &mut dyn Write,
 ) -> Result<(), Exit> {
     if let Some(o) = &a.oauth {
-        return oauth_status(o, out);
+        return oauth_status(o, &env.ids(), out);
     }
     if s.username.is_none() || s.auth == transport::AuthMode::None {
         return Ok(());
@@ -151,8 +151,12 @@ fn secret_source(
     }
 }
 
-fn oauth_status(o: &crate::oauth::Settings, out: &mut dyn Write) -> Result<(), Exit> {
-    let st = crate::oauth::status(o);
+fn oauth_status(
+    o: &crate::oauth::Settings,
+    ids: &crate::credentials::Ids,
+    out: &mut dyn Write,
+) -> Result<(), Exit> {
+    let st = crate::oauth::status(o, ids);
     let expiry = match st.access_expires {
         Some(t) => format!("cached access token valid until {}", arrival_text(t)),
         None => "no cached access token".to_string(),

@@ -30,6 +30,9 @@ pub(super) struct Env {
     pub(super) privileged: bool,
     /// The `mailhop` group, if it exists (group-readable secrets).
     pub(super) mailhop_gid: std::cell::OnceCell<Option<u32>>,
+    /// The process's ids once the configuration is chosen (the group may
+    /// have been given up for it); `ids()` adds the `mailhop` group.
+    pub(super) process_ids: crate::credentials::Ids,
     /// Base for the per-user queue: $XDG_STATE_HOME, or ~/.local/state
     /// from the password database when the environment is not ours.
     pub(super) state_dir: Option<PathBuf>,
@@ -262,6 +265,7 @@ pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
     };
     // Still elevated only with the system's configuration.
     let privileged = elevated();
+    let process_ids = crate::credentials::Ids::current();
     let Identity {
         uid,
         euid,
@@ -313,6 +317,7 @@ pub(super) fn gather_env(args: &SendArgs) -> Result<Env, Failure> {
         // Looked up only when a secret or key file is checked: on a
         // machine without the group, NSS falls through to slow modules.
         mailhop_gid: std::cell::OnceCell::new(),
+        process_ids,
         state_dir,
         verbose: args.common.verbose,
         tag: args
@@ -335,6 +340,15 @@ impl Env {
     /// user of the machine (not -C, not the user's own).
     pub(super) fn uses_system_config(&self) -> bool {
         self.config.source.as_deref() == Some(Path::new(config::SYSTEM_FILE))
+    }
+
+    /// The process's ids, for the code that checks secret files' owners
+    /// and modes (oauth, credentials) rather than asking the kernel.
+    pub(super) fn ids(&self) -> crate::credentials::Ids {
+        crate::credentials::Ids {
+            mailhop_gid: self.mailhop_gid(),
+            ..self.process_ids
+        }
     }
 
     /// The `mailhop` group's gid, if the group exists.

@@ -73,9 +73,11 @@ pub(super) fn obtain_secret_forced(
 ) -> Result<crate::credentials::Secret, transport::SecretError> {
     if let Some(o) = &a.oauth {
         let now = unix_secs(env.now);
-        return crate::oauth::access_token(o, now, force).map_err(|e| transport::SecretError {
-            message: format!("{e} (account {})", a.name),
-            transient: e.is_transient(),
+        return crate::oauth::access_token(o, &env.ids(), now, force).map_err(|e| {
+            transport::SecretError {
+                message: format!("{e} (account {})", a.name),
+                transient: e.is_transient(),
+            }
         });
     }
     obtain_password(env, a).map_err(transport::SecretError::from)

@@ -15,11 +15,25 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use mailhop::credentials::Ids;
 use mailhop::oauth::{self, Flow, OAuthError, Provider, Settings};
 use mailhop::transport::{self, AuthMode, Dsn, Envelope, Kind, MinTls, Session, TlsMode};
 
 use crate::certs::TestPki;
 use crate::smtpd::{Mode, Smtpd, SmtpdOptions, peer_script, python};
+
+/// This process's ids, as the app layer gives them to `oauth`: read when
+/// called (a child of a test may run with other ids), the `mailhop` group
+/// looked up by name.
+fn ids() -> Ids {
+    Ids {
+        mailhop_gid: nix::unistd::Group::from_name("mailhop")
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
+        ..Ids::current()
+    }
+}
 
 /// An arbitrary "now" (2030); tests move it forward instead of sleeping.
 const NOW: u64 = 1_900_000_000;
@@ -208,10 +222,10 @@ fn cached_token_serves_many_calls_with_one_request() {
     let t = setup(&[]);
     let s = t.client_credentials();
     s.validate().unwrap();
-    let first = oauth::access_token(&s, NOW, false).unwrap();
+    let first = oauth::access_token(&s, &ids(), NOW, false).unwrap();
     assert_eq!(first.expose(), "at-1");
     for i in 0..20 {
-        let tok = oauth::access_token(&s, NOW + i * 60, false).unwrap();
+        let tok = oauth::access_token(&s, &ids(), NOW + i * 60, false).unwrap();
         assert_eq!(tok.expose(), "at-1");
     }
     let reqs = t.server.token_requests();
@@ -229,18 +243,20 @@ fn token_is_refreshed_five_minutes_before_expiry() {
     let t = setup(&["--expires-in", "3600"]);
     let s = t.client_credentials();
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-1"
     );
     // Still good for more than five minutes: cached.
-    let tok = oauth::access_token(&s, NOW + 3600 - 301, false).unwrap();
+    let tok = oauth::access_token(&s, &ids(), NOW + 3600 - 301, false).unwrap();
     assert_eq!(tok.expose(), "at-1");
     assert_eq!(t.server.token_requests().len(), 1);
     // Within five minutes of expiry: refreshed.
-    let tok = oauth::access_token(&s, NOW + 3600 - 299, false).unwrap();
+    let tok = oauth::access_token(&s, &ids(), NOW + 3600 - 299, false).unwrap();
     assert_eq!(tok.expose(), "at-2");
     assert_eq!(t.server.token_requests().len(), 2);
-    let st = oauth::status(&s);
+    let st = oauth::status(&s, &ids());
     assert_eq!(st.access_expires, Some(NOW + 3600 - 299 + 3600));
     assert_eq!(st.last_refresh, Some(NOW + 3600 - 299));
     assert!(!st.has_refresh_token);
@@ -251,15 +267,21 @@ fn one_second_tokens_are_refreshed_when_time_moves() {
     let t = setup(&["--expires-in", "1"]);
     let s = t.client_credentials();
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-1"
     );
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-1"
     );
     assert_eq!(
-        oauth::access_token(&s, NOW + 1, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW + 1, false)
+            .unwrap()
+            .expose(),
         "at-2"
     );
     assert_eq!(t.server.token_requests().len(), 2);
@@ -270,19 +292,28 @@ fn force_refresh_and_invalidate_skip_the_cache() {
     let t = setup(&[]);
     let s = t.client_credentials();
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-1"
     );
     oauth::invalidate(&s).unwrap();
     assert!(!cache_path(&s).exists());
     oauth::invalidate(&s).unwrap();
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-2"
     );
-    assert_eq!(oauth::access_token(&s, NOW, true).unwrap().expose(), "at-3");
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, true).unwrap().expose(),
+        "at-3"
+    );
+    assert_eq!(
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-3"
     );
     assert_eq!(t.server.token_requests().len(), 3);
@@ -296,7 +327,9 @@ fn rotated_refresh_token_is_persisted_atomically() {
     let s = t.delegated("rt-initial");
     let inode_before = std::fs::metadata(&s.token_file).unwrap().ino();
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-1"
     );
     let text = t.token_file_text(&s);
@@ -309,7 +342,9 @@ fn rotated_refresh_token_is_persisted_atomically() {
     );
 
     assert_eq!(
-        oauth::access_token(&s, NOW + 4000, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW + 4000, false)
+            .unwrap()
+            .expose(),
         "at-2"
     );
     let text = t.token_file_text(&s);
@@ -337,7 +372,7 @@ fn rotated_refresh_token_is_persisted_atomically() {
     names.sort();
     assert_eq!(names, ["work.json", "work.json.access", "work.json.lock"]);
 
-    let st = oauth::status(&s);
+    let st = oauth::status(&s, &ids());
     assert!(st.has_refresh_token);
     assert_eq!(st.access_expires, Some(NOW + 4000 + 3600));
     assert_eq!(st.last_refresh, Some(NOW + 4000));
@@ -361,7 +396,7 @@ fn fifty_concurrent_callers_make_one_token_request() {
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    oauth::access_token(&s, NOW, false)
+                    oauth::access_token(&s, &ids(), NOW, false)
                         .map(|t| t.expose().to_string())
                         .map_err(|e| e.to_string())
                 })
@@ -401,7 +436,7 @@ fn child_access_token() {
         scopes: None,
         ca_file: Some(var("MAILHOP_OAUTH_CHILD_CA").into()),
     };
-    match oauth::access_token(&s, NOW, false) {
+    match oauth::access_token(&s, &ids(), NOW, false) {
         Ok(t) => println!("TOKEN {}", t.expose()),
         Err(e) => println!("ERROR {e}"),
     }
@@ -457,7 +492,7 @@ fn fifty_processes_make_one_token_request() {
 fn invalid_grant_shows_aadsts_text_and_login_advice() {
     let t = setup(&["--expired-refresh", "rt-expired-0xDEAD"]);
     let s = t.delegated("rt-expired-0xDEAD");
-    let e = oauth::access_token(&s, NOW, false).unwrap_err();
+    let e = oauth::access_token(&s, &ids(), NOW, false).unwrap_err();
     let msg = e.to_string();
     eprintln!("{msg}");
     assert!(
@@ -487,7 +522,7 @@ fn wrong_client_secret_is_explained_without_showing_it() {
     let t = setup(&[]);
     let mut s = t.client_credentials();
     s.client_secret_file = Some(t.write_private("wrong", "Wr0ng-secret-VALUE\n"));
-    let e = oauth::access_token(&s, NOW, false).unwrap_err();
+    let e = oauth::access_token(&s, &ids(), NOW, false).unwrap_err();
     let msg = e.to_string();
     eprintln!("{msg}");
     assert!(msg.contains("invalid_client"), "{msg}");
@@ -504,16 +539,18 @@ fn wrong_client_secret_is_explained_without_showing_it() {
 fn missing_refresh_token_and_unsafe_files() {
     let t = setup(&[]);
     let s = t.delegated("");
-    let e = oauth::access_token(&s, NOW, false).unwrap_err();
+    let e = oauth::access_token(&s, &ids(), NOW, false).unwrap_err();
     assert!(e.needs_login(), "{e:?}");
     assert!(e.to_string().contains("mailhop oauth login work"), "{e}");
-    let st = oauth::status(&s);
+    let st = oauth::status(&s, &ids());
     assert!(!st.has_refresh_token);
     assert_eq!(st.access_expires, None);
 
     let s = t.delegated("rt-readable");
     std::fs::set_permissions(&s.token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let e = oauth::access_token(&s, NOW, false).unwrap_err().to_string();
+    let e = oauth::access_token(&s, &ids(), NOW, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("chmod 600"), "{e}");
     assert!(!e.contains("rt-readable"), "{e}");
     assert!(t.server.token_requests().is_empty());
@@ -524,7 +561,7 @@ fn untrusted_certificate_is_refused() {
     let t = setup(&[]);
     let mut s = t.client_credentials();
     s.ca_file = None;
-    let e = oauth::access_token(&s, NOW, false).unwrap_err();
+    let e = oauth::access_token(&s, &ids(), NOW, false).unwrap_err();
     let msg = e.to_string();
     eprintln!("{msg}");
     assert!(matches!(e, OAuthError::Http { .. }), "{e:?}");
@@ -545,7 +582,10 @@ fn device_code_login_polls_and_writes_the_refresh_token() {
     let s = t.delegated("");
     let sleeps = Mutex::new(Vec::new());
     let mut out = Vec::new();
-    oauth::login_with_sleep(&s, &mut out, NOW, &|d| sleeps.lock().unwrap().push(d)).unwrap();
+    oauth::login_with_sleep(&s, &ids(), &mut out, NOW, &|d| {
+        sleeps.lock().unwrap().push(d)
+    })
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("ABCD-EFGH"), "{out}");
     assert!(out.contains(&t.server.url("/devicelogin")), "{out}");
@@ -582,16 +622,20 @@ fn device_code_login_polls_and_writes_the_refresh_token() {
     assert_eq!(mode(&s.token_file), 0o600);
     // The access token that came with the sign-in is cached and used.
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "at-1"
     );
     assert_eq!(t.server.token_requests().len(), 4);
     // And the refresh token works later.
     assert_eq!(
-        oauth::access_token(&s, NOW + 7200, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW + 7200, false)
+            .unwrap()
+            .expose(),
         "at-2"
     );
-    assert!(oauth::status(&s).has_refresh_token);
+    assert!(oauth::status(&s, &ids()).has_refresh_token);
 }
 
 #[test]
@@ -599,7 +643,7 @@ fn device_code_login_reports_a_declined_sign_in() {
     let t = setup(&["--device-script", "authorization_pending,access_denied"]);
     let s = t.delegated("");
     let mut out = Vec::new();
-    let e = oauth::login_with_sleep(&s, &mut out, NOW, &|_| {}).unwrap_err();
+    let e = oauth::login_with_sleep(&s, &ids(), &mut out, NOW, &|_| {}).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("access_denied"), "{msg}");
     assert!(msg.contains("mailhop oauth login work"), "{msg}");
@@ -610,7 +654,7 @@ fn device_code_login_reports_a_declined_sign_in() {
 fn login_is_refused_for_client_credentials() {
     let t = setup(&[]);
     let s = t.client_credentials();
-    let e = oauth::login(&s, &mut Vec::new(), NOW).unwrap_err();
+    let e = oauth::login(&s, &ids(), &mut Vec::new(), NOW).unwrap_err();
     assert!(e.to_string().contains("client credentials"), "{e}");
 }
 
@@ -699,7 +743,7 @@ fn pkce_loopback_login_receives_the_code_and_exchanges_it() {
     let s = google(&t);
     let (tx, rx) = mpsc::channel();
     let (url, result, page) = std::thread::scope(|scope| {
-        let login = scope.spawn(|| oauth::login(&s, &mut ChanWriter(tx), NOW));
+        let login = scope.spawn(|| oauth::login(&s, &ids(), &mut ChanWriter(tx), NOW));
         let url = wait_for_url(&rx);
         let page = play_browser(&t, &url);
         (url, login.join().unwrap(), page)
@@ -729,11 +773,15 @@ fn pkce_loopback_login_receives_the_code_and_exchanges_it() {
     assert!(text.contains("g-rt-1"), "{text}");
     assert_eq!(mode(&s.token_file), 0o600);
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "g-at-1"
     );
     assert_eq!(
-        oauth::access_token(&s, NOW + 3600, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW + 3600, false)
+            .unwrap()
+            .expose(),
         "g-at-2"
     );
     let used = &t.server.token_requests()[1]["form"];
@@ -747,7 +795,7 @@ fn pkce_loopback_login_reports_a_denied_consent() {
     let s = google(&t);
     let (tx, rx) = mpsc::channel();
     let result = std::thread::scope(|scope| {
-        let login = scope.spawn(|| oauth::login(&s, &mut ChanWriter(tx), NOW));
+        let login = scope.spawn(|| oauth::login(&s, &ids(), &mut ChanWriter(tx), NOW));
         let url = wait_for_url(&rx);
         let _ = play_browser(&t, &url);
         login.join().unwrap()
@@ -767,7 +815,9 @@ fn client_credentials_token_authenticates_xoauth2() {
     // The cache holds e2e-at-1; the mail server only accepts the next
     // token, as if the cached one had been revoked.
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "e2e-at-1"
     );
     let user = "app@contoso.example";
@@ -800,7 +850,7 @@ fn client_credentials_token_authenticates_xoauth2() {
     let sref = &s;
     let token_for = |force: bool| {
         move || {
-            oauth::access_token(sref, NOW, force)
+            oauth::access_token(sref, &ids(), NOW, force)
                 .map_err(|e| transport::SecretError::from(e.to_string()))
         }
     };
@@ -837,7 +887,9 @@ fn client_credentials_token_authenticates_xoauth2() {
     assert_eq!(t.server.token_requests().len(), 2, "{}", t.server.stderr());
     // The renewed token is cached for the next message.
     assert_eq!(
-        oauth::access_token(&s, NOW, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), NOW, false)
+            .unwrap()
+            .expose(),
         "e2e-at-2"
     );
 }
@@ -857,7 +909,9 @@ fn sendmail_with_oauth_refreshes_once_and_caches() {
         .as_secs();
     // Warm the cache with bin-at-1, which the mail server will refuse.
     assert_eq!(
-        oauth::access_token(&s, now, false).unwrap().expose(),
+        oauth::access_token(&s, &ids(), now, false)
+            .unwrap()
+            .expose(),
         "bin-at-1"
     );
     let user = "app@contoso.example";
