@@ -783,12 +783,13 @@ pub fn send_message(
         eight_bit: meta.eight_bit,
         dsn: &dsn,
     };
-    data.seek(SeekFrom::Start(0))
-        .map_err(|e| transport::Error {
-            stage: transport::Stage::Message,
-            kind: transport::Kind::Config,
-            detail: format!("cannot read the queued message: {e}"),
-        })?;
+    data.seek(SeekFrom::Start(0)).map_err(|e| {
+        transport::Error::new(
+            transport::Stage::Message,
+            transport::Kind::Config,
+            format!("cannot read the queued message: {e}"),
+        )
+    })?;
     let head = [meta.header.as_slice(), b"\r\n"].concat();
     let mut message = io::Cursor::new(head).chain(&*data);
     conn.send(&envelope, &mut message)
@@ -1267,16 +1268,16 @@ mod tests {
             msg.read_to_end(&mut data).unwrap();
             self.sends.borrow_mut().push(self.account.clone());
             if self.throttled {
-                return Err(transport::Error {
-                    stage: Stage::Mail,
-                    kind: Kind::Reply(Reply {
+                return Err(transport::Error::new(
+                    Stage::Mail,
+                    Kind::Reply(Reply {
                         code: 432,
                         lines: vec![
                             "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded".into(),
                         ],
                     }),
-                    detail: "432 4.3.2 throttled".into(),
-                });
+                    "432 4.3.2 throttled",
+                ));
             }
             let mut o = Outcome::default();
             for r in env.recipients {
@@ -1301,11 +1302,11 @@ mod tests {
                 }
             }
             if o.accepted.is_empty() {
-                return Err(transport::Error {
-                    stage: Stage::Rcpt,
-                    kind: Kind::AllRecipientsRejected(o.rejected),
-                    detail: "all refused".into(),
-                });
+                return Err(transport::Error::new(
+                    Stage::Rcpt,
+                    Kind::AllRecipientsRejected(o.rejected),
+                    "all refused",
+                ));
             }
             self.got
                 .borrow_mut()
@@ -1326,11 +1327,11 @@ mod tests {
         fn connect(&mut self, account: &str) -> Result<Box<dyn Connection>, transport::Error> {
             self.connects += 1;
             if self.down || self.down_accounts.contains(&account) {
-                return Err(transport::Error {
-                    stage: Stage::Connect,
-                    kind: Kind::Network,
-                    detail: "connection refused".into(),
-                });
+                return Err(transport::Error::new(
+                    Stage::Connect,
+                    Kind::Network,
+                    "connection refused",
+                ));
             }
             Ok(Box::new(FakeConn {
                 got: self.got.clone(),

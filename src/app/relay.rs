@@ -133,18 +133,16 @@ impl crate::deliver::Relay for SmtpRelay<'_> {
         &mut self,
         account: &str,
     ) -> Result<Box<dyn crate::deliver::Connection>, transport::Error> {
-        let a = self
-            .env
-            .config
-            .account_named(account)
-            .ok_or_else(|| transport::Error {
-                stage: transport::Stage::Connect,
-                kind: transport::Kind::Config,
-                detail: format!(
+        let a = self.env.config.account_named(account).ok_or_else(|| {
+            transport::Error::new(
+                transport::Stage::Connect,
+                transport::Kind::Config,
+                format!(
                     "the message was queued for account \"{account}\", which is no longer in {}",
                     config_name(self.env)
                 ),
-            })?;
+            )
+        })?;
         Ok(Box::new(connect_and_login(self.env, a)?))
     }
 

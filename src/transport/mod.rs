@@ -221,21 +221,40 @@ pub enum Kind {
     AllRecipientsRejected(Vec<(String, Reply)>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Error {
     pub stage: Stage,
     pub kind: Kind,
     /// Human explanation: what happened and what to do.
     pub detail: String,
+    /// The lower-level error this one explains (an I/O or TLS error), for
+    /// `source()`.
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
+/// Errors compare by what they mean; their cause is only for `source()`.
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        (self.stage, &self.kind, &self.detail) == (other.stage, &other.kind, &other.detail)
+    }
+}
+
+impl Eq for Error {}
+
 impl Error {
-    fn new(stage: Stage, kind: Kind, detail: impl Into<String>) -> Error {
+    pub fn new(stage: Stage, kind: Kind, detail: impl Into<String>) -> Error {
         Error {
             stage,
             kind,
             detail: detail.into(),
+            cause: None,
         }
+    }
+
+    /// The same error, with the lower-level one it explains as its source.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.cause = Some(Arc::new(cause));
+        self
     }
 
     /// Worth trying again later: 4xx, network, timeout, protocol break.
@@ -309,8 +328,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.certificate()
-            .map(|p| p as &(dyn std::error::Error + 'static))
+        match self.certificate() {
+            Some(p) => Some(p as &(dyn std::error::Error + 'static)),
+            None => self
+                .cause
+                .as_deref()
+                .map(|c| c as &(dyn std::error::Error + 'static)),
+        }
     }
 }
 
@@ -518,6 +542,10 @@ impl fmt::Debug for Session {
 }
 
 fn io_kind(stage: Stage, e: &io::Error, what: &str) -> Error {
+    io_explained(stage, e, what).caused_by(io::Error::new(e.kind(), e.to_string()))
+}
+
+fn io_explained(stage: Stage, e: &io::Error, what: &str) -> Error {
     // Linux reports an expired SO_RCVTIMEO as EAGAIN (WouldBlock), not
     // TimedOut; both are timeouts.
     if matches!(
@@ -549,6 +577,10 @@ fn io_kind(stage: Stage, e: &io::Error, what: &str) -> Error {
 /// Explains a rustls error in words: what the certificate problem is and
 /// what to set.
 fn tls_error(e: &rustls::Error) -> Error {
+    tls_explained(e).caused_by(e.clone())
+}
+
+fn tls_explained(e: &rustls::Error) -> Error {
     use rustls::CertificateError as C;
     let cert = |detail: String| Error::new(Stage::Tls, Kind::Certificate(None), detail);
     match e {
@@ -1736,6 +1768,26 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_and_tls_errors_keep_their_source() {
+        use std::error::Error as _;
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let e = io_kind(Stage::Connect, &refused, "connecting");
+        let source = e.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(
+            source.map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+        let tls = tls_error(&rustls::Error::DecryptError);
+        assert!(
+            tls.source()
+                .and_then(|s| s.downcast_ref::<rustls::Error>())
+                .is_some()
+        );
+        // Equality is about meaning, not the cause.
+        assert_eq!(e.clone(), e);
+    }
 
     fn stuff(data: &[u8], chunk: usize) -> Vec<u8> {
         let mut s = DotStuffer::new();
