@@ -905,7 +905,11 @@ fn parse_revaliases(text: &str, name: &str) -> Result<Vec<RevLine>, ImportError>
             continue;
         };
         let user = user.trim();
-        let mut fields = rest.split([':', ' ', '\t', '\r']).filter(|f| !f.is_empty());
+        // Any whitespace separates, as in ssmtp.conf values: a vertical tab
+        // left inside a host name makes a file mailhop refuses to load.
+        let mut fields = rest
+            .split(|c: char| c == ':' || c.is_whitespace())
+            .filter(|f| !f.is_empty());
         let Some(from) = fields.next() else {
             continue;
         };
@@ -942,6 +946,23 @@ mod tests {
     const O365: &str = include_str!("../../tests/fixtures/import/ssmtp-office365.conf");
     const O365_REV: &str = include_str!("../../tests/fixtures/import/revaliases-office365");
     const GMAIL: &str = include_str!("../../tests/fixtures/import/ssmtp-gmail.conf");
+
+    /// Found by fuzz/fuzz_targets/import_ssmtp.rs: a vertical tab inside a
+    /// revaliases mailhub stayed in the host name, and the imported file
+    /// did not load ("host ... is not a host name").
+    #[test]
+    fn revaliases_fields_split_at_any_whitespace() {
+        let conf = "mailhub=smtp.example.com:587\nUseSTARTTLS=YES\n";
+        let import = |rev: &str| from_ssmtp(conf, "ssmtp.conf", Some((rev, "revaliases")));
+        for ws in ['\u{b}', '\u{c}', '\u{85}', '\u{2003}'] {
+            let odd = import(&format!("root:a@example.com:hub.example.org{ws}:465\n"));
+            assert_eq!(odd, import("root:a@example.com:hub.example.org :465\n"));
+            let odd = import(&format!("root:a@example.com:hub{ws}example.org\n"));
+            assert_eq!(odd, import("root:a@example.com:hub example.org\n"));
+        }
+        let imp = import("root:a@example.com:hub.example.org\u{b}:465\n").unwrap();
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+    }
 
     #[test]
     fn ssmtp_office365_with_revaliases() {
