@@ -913,7 +913,9 @@ fn parse_revaliases(text: &str, name: &str) -> Result<Vec<RevLine>, ImportError>
         let Some(from) = fields.next() else {
             continue;
         };
-        if user.is_empty() {
+        // No login name has whitespace in it, so ssmtp never matched such a
+        // line, and mailhop refuses it as a sender pattern.
+        if user.is_empty() || user.contains(char::is_whitespace) {
             continue;
         }
         let hub = match fields.next() {
@@ -961,6 +963,18 @@ mod tests {
             assert_eq!(odd, import("root:a@example.com:hub example.org\n"));
         }
         let imp = import("root:a@example.com:hub.example.org\u{b}:465\n").unwrap();
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+    }
+
+    /// Found by fuzz/fuzz_targets/import_ssmtp.rs: a revaliases user with
+    /// spaces became a sender pattern the configuration refuses.
+    #[test]
+    fn revaliases_user_with_spaces_is_skipped() {
+        let conf = "mailhub=smtp.example.com:587\nUseSTARTTLS=YES\n";
+        let rev = "S - All:web@example.com:smtp.gmail.com:465\nwww-data:w@example.com\n";
+        let imp = from_ssmtp(conf, "ssmtp.conf", Some((rev, "revaliases"))).unwrap();
+        assert!(!imp.toml.contains("S - All"), "{}", imp.toml);
+        assert!(imp.toml.contains("www-data"), "{}", imp.toml);
         crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
     }
 
