@@ -699,7 +699,10 @@ fn finish_extras(x: &Ctx, extras: Vec<Extra>, out: &mut Out) {
 fn root_alias(x: &Ctx, out: &mut Out) {
     let c = x.c;
     let label = &x.label;
-    if let Some(r) = c.root.as_ref().filter(|r| !r.value.is_empty()) {
+    // `root=,` names nobody: the configuration refuses an alias without a
+    // target, so it is left out like an empty root=.
+    let names_someone = |v: &str| v.split(',').any(|t| !t.trim().is_empty());
+    if let Some(r) = c.root.as_ref().filter(|r| names_someone(&r.value)) {
         {
             out.aliases_map.comment(&format!(
                 "{label}:{}: root=. ssmtp sent mail for root and every other system \
@@ -976,6 +979,21 @@ mod tests {
         assert!(!imp.toml.contains("S - All"), "{}", imp.toml);
         assert!(imp.toml.contains("www-data"), "{}", imp.toml);
         crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+    }
+
+    /// Found by fuzz/fuzz_targets/import_ssmtp.rs: `root=,` became an alias
+    /// with no target, which the configuration refuses.
+    #[test]
+    fn root_of_only_commas_is_no_alias() {
+        let imp = from_ssmtp("mailhub=mail.example.org\nroot=,\n", "ssmtp.conf", None).unwrap();
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+        let imp = from_ssmtp(
+            "mailhub=mail.example.org\nroot=,a@b.c\n",
+            "ssmtp.conf",
+            None,
+        )
+        .unwrap();
+        assert!(imp.toml.contains("root = \",a@b.c\""), "{}", imp.toml);
     }
 
     #[test]
