@@ -362,7 +362,13 @@ fn escape(s: &str) -> String {
             '\n' => out.push_str("%0A"),
             '\r' => out.push_str("%0D"),
             ' ' => out.push_str("%20"),
-            c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32 & 0xff)),
+            // Every octet of the character's UTF-8, so `unescape` gives the
+            // same character back (C1 controls such as U+0085 are two octets).
+            c if c.is_control() => {
+                for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -1248,6 +1254,19 @@ mod tests {
             ],
             header: b"Subject: x\r\nX-8: \xe4\r\n".to_vec(),
         }
+    }
+
+    /// The round trip fuzz/fuzz_targets/queue_record.rs checks: a C1 control
+    /// character (U+0085, say in a server's reply) was written as one octet and
+    /// came back as U+FFFD.
+    #[test]
+    fn control_characters_round_trip() {
+        let mut m = meta(&new_id(SystemTime::now()));
+        m.last_error = Some("a\u{85}b\u{9f}\u{7f}\u{1}\t%".into());
+        m.recipients[0].address = "x\u{85}@y".into();
+        m.recipients[1].last_error = Some("\u{80} \u{9b}".into());
+        let back = Meta::parse(&m.to_bytes()).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -166,16 +166,18 @@ fn line_of<T>(s: &Option<Set<T>>) -> Option<usize> {
     s.as_ref().map(|s| s.line)
 }
 
-/// A text setting that is set and not empty.
+/// A text setting that is set and not blank. msmtp trims only spaces and
+/// tabs; a value of form feeds or other whitespace is still nothing, and
+/// mailhop's configuration would refuse it (`host ""`).
 fn text(s: &Option<Set<String>>) -> Option<&str> {
     s.as_ref()
         .map(|s| s.value.as_str())
-        .filter(|v| !v.is_empty())
+        .filter(|v| !v.trim().is_empty())
 }
 
-/// A text setting that is set and not empty, with its line.
+/// A text setting that is set and not blank, with its line.
 fn nonempty(s: &Option<Set<String>>) -> Option<&Set<String>> {
-    s.as_ref().filter(|s| !s.value.is_empty())
+    s.as_ref().filter(|s| !s.value.trim().is_empty())
 }
 
 /// `timeout` (and the old `connect_timeout`): seconds, or off.
@@ -1783,6 +1785,19 @@ mod tests {
         );
         let e = from_msmtp("account a\naccount a\n", "rc").unwrap_err();
         assert!(e.to_string().contains("defined twice"), "{e}");
+    }
+
+    /// Found by fuzz/fuzz_targets/import_msmtp.rs: a host of form feeds
+    /// (msmtp trims only spaces and tabs) was written as `host = ""`, which
+    /// the configuration refuses.
+    #[test]
+    fn blank_values_count_as_unset() {
+        let e = from_msmtp("account default\nhost \u{c}\u{c}\nfrom a@b.c\n", "rc").unwrap_err();
+        assert!(e.to_string().contains("has no host"), "{e}");
+        let rc = "account a\nhost a.example\nfrom a@a.example\n\
+                  account b\nhost \u{c}\nfrom \u{b}\n";
+        let imp = from_msmtp(rc, "rc").unwrap();
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
     }
 
     #[test]

@@ -699,7 +699,10 @@ fn finish_extras(x: &Ctx, extras: Vec<Extra>, out: &mut Out) {
 fn root_alias(x: &Ctx, out: &mut Out) {
     let c = x.c;
     let label = &x.label;
-    if let Some(r) = c.root.as_ref().filter(|r| !r.value.is_empty()) {
+    // `root=,` names nobody: the configuration refuses an alias without a
+    // target, so it is left out like an empty root=.
+    let names_someone = |v: &str| v.split(',').any(|t| !t.trim().is_empty());
+    if let Some(r) = c.root.as_ref().filter(|r| names_someone(&r.value)) {
         {
             out.aliases_map.comment(&format!(
                 "{label}:{}: root=. ssmtp sent mail for root and every other system \
@@ -905,11 +908,17 @@ fn parse_revaliases(text: &str, name: &str) -> Result<Vec<RevLine>, ImportError>
             continue;
         };
         let user = user.trim();
-        let mut fields = rest.split([':', ' ', '\t', '\r']).filter(|f| !f.is_empty());
+        // Any whitespace separates, as in ssmtp.conf values: a vertical tab
+        // left inside a host name makes a file mailhop refuses to load.
+        let mut fields = rest
+            .split(|c: char| c == ':' || c.is_whitespace())
+            .filter(|f| !f.is_empty());
         let Some(from) = fields.next() else {
             continue;
         };
-        if user.is_empty() {
+        // No login name has whitespace in it, so ssmtp never matched such a
+        // line, and mailhop refuses it as a sender pattern.
+        if user.is_empty() || user.contains(char::is_whitespace) {
             continue;
         }
         let hub = match fields.next() {
@@ -942,6 +951,50 @@ mod tests {
     const O365: &str = include_str!("../../tests/fixtures/import/ssmtp-office365.conf");
     const O365_REV: &str = include_str!("../../tests/fixtures/import/revaliases-office365");
     const GMAIL: &str = include_str!("../../tests/fixtures/import/ssmtp-gmail.conf");
+
+    /// Found by fuzz/fuzz_targets/import_ssmtp.rs: a vertical tab inside a
+    /// revaliases mailhub stayed in the host name, and the imported file
+    /// did not load ("host ... is not a host name").
+    #[test]
+    fn revaliases_fields_split_at_any_whitespace() {
+        let conf = "mailhub=smtp.example.com:587\nUseSTARTTLS=YES\n";
+        let import = |rev: &str| from_ssmtp(conf, "ssmtp.conf", Some((rev, "revaliases")));
+        for ws in ['\u{b}', '\u{c}', '\u{85}', '\u{2003}'] {
+            let odd = import(&format!("root:a@example.com:hub.example.org{ws}:465\n"));
+            assert_eq!(odd, import("root:a@example.com:hub.example.org :465\n"));
+            let odd = import(&format!("root:a@example.com:hub{ws}example.org\n"));
+            assert_eq!(odd, import("root:a@example.com:hub example.org\n"));
+        }
+        let imp = import("root:a@example.com:hub.example.org\u{b}:465\n").unwrap();
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+    }
+
+    /// Found by fuzz/fuzz_targets/import_ssmtp.rs: a revaliases user with
+    /// spaces became a sender pattern the configuration refuses.
+    #[test]
+    fn revaliases_user_with_spaces_is_skipped() {
+        let conf = "mailhub=smtp.example.com:587\nUseSTARTTLS=YES\n";
+        let rev = "S - All:web@example.com:smtp.gmail.com:465\nwww-data:w@example.com\n";
+        let imp = from_ssmtp(conf, "ssmtp.conf", Some((rev, "revaliases"))).unwrap();
+        assert!(!imp.toml.contains("S - All"), "{}", imp.toml);
+        assert!(imp.toml.contains("www-data"), "{}", imp.toml);
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+    }
+
+    /// Found by fuzz/fuzz_targets/import_ssmtp.rs: `root=,` became an alias
+    /// with no target, which the configuration refuses.
+    #[test]
+    fn root_of_only_commas_is_no_alias() {
+        let imp = from_ssmtp("mailhub=mail.example.org\nroot=,\n", "ssmtp.conf", None).unwrap();
+        crate::config::parse(std::path::Path::new("x.toml"), &imp.toml).unwrap();
+        let imp = from_ssmtp(
+            "mailhub=mail.example.org\nroot=,a@b.c\n",
+            "ssmtp.conf",
+            None,
+        )
+        .unwrap();
+        assert!(imp.toml.contains("root = \",a@b.c\""), "{}", imp.toml);
+    }
 
     #[test]
     fn ssmtp_office365_with_revaliases() {

@@ -421,13 +421,24 @@ fn error(make: fn(usize, String) -> AddressError, src: &[u8], at: usize) -> Addr
     make(at, excerpt(src.get(at..).unwrap_or_default()))
 }
 
-/// Drops CR and LF: inside a token they can only be folding.
+/// Drops CR and LF: inside a token they can only be folding. A backslash
+/// before one (obsolete quoted-pair syntax) goes with it: kept, it would
+/// escape whatever follows, such as the closing quote.
 fn unfold(bytes: &[u8]) -> Vec<u8> {
-    bytes
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect()
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut iter = bytes.iter().copied();
+    while let Some(b) = iter.next() {
+        match b {
+            b'\r' | b'\n' => {}
+            b'\\' => match iter.next() {
+                Some(b'\r' | b'\n') => {}
+                Some(next) => out.extend_from_slice(&[b, next]),
+                None => out.push(b),
+            },
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 /// Unescaped, unfolded, trimmed text of a comment token.
@@ -440,7 +451,9 @@ fn comment_text(raw: &[u8]) -> String {
     let mut bytes = inner.iter();
     while let Some(&b) = bytes.next() {
         match b {
-            b'\\' => out.extend(bytes.next()),
+            // A quoted CR or LF is folding, like a bare one; it must not
+            // reach the text, which `render` writes back into a header.
+            b'\\' => out.extend(bytes.next().filter(|&&n| n != b'\r' && n != b'\n')),
             b'\r' | b'\n' => {}
             _ => out.push(b),
         }
@@ -1290,6 +1303,22 @@ mod tests {
             let m = mb(input);
             assert_eq!(parse_mailbox(&m.render()).unwrap(), m);
         }
+    }
+
+    /// Found by fuzz/fuzz_targets/address.rs: a backslash before CR or LF
+    /// (obsolete quoted-pair) put a CR into the comment text, and in a
+    /// quoted string it escaped the closing quote once unfolded, so the
+    /// rendered address did not parse back to the same value.
+    #[test]
+    fn quoted_line_breaks_are_folding() {
+        let m = mb("t (a\\\r b)");
+        assert_eq!(m.comment_name.as_deref(), Some("a b"));
+        assert_eq!(parse_mailbox(&m.render()).unwrap(), m);
+        let m = mb("\"a\\\r\n\"@x");
+        assert_eq!(m.local_part, "\"a\"");
+        assert_eq!(parse_mailbox(&m.render()).unwrap(), m);
+        let l = list("\"J\\\r\n Doe\" <j@x>, (c\\\n) k@y");
+        assert_eq!(parse_address_list(&render_list(&l)).unwrap(), l);
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::credentials::Secret;
 
 mod cert;
 mod clock;
-mod reply;
+pub mod reply;
 
 pub use cert::{CertProblem, TrustStore};
 pub use reply::{RefusalClass, Reply};

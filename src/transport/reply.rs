@@ -198,7 +198,7 @@ pub(crate) fn answer(code: u16, wanted: &[u16]) -> Answer {
 }
 
 /// Parses one reply line: `Some((code, is_last, text))`.
-pub(crate) fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
+pub fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let code_bytes = line.get(..3)?;
