@@ -1261,7 +1261,7 @@ mod tests {
     /// came back as U+FFFD.
     #[test]
     fn control_characters_round_trip() {
-        let mut m = meta(&new_id(SystemTime::now()));
+        let mut m = meta(&new_id(SystemTime::now()).unwrap());
         m.last_error = Some("a\u{85}b\u{9f}\u{7f}\u{1}\t%".into());
         m.recipients[0].address = "x\u{85}@y".into();
         m.recipients[1].last_error = Some("\u{80} \u{9b}".into());
