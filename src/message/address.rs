@@ -288,7 +288,10 @@ fn encoded_word_len(src: &[u8], at: usize) -> Option<usize> {
     const MAX: usize = 200;
     let rest = src.get(at..)?.strip_prefix(b"=?")?;
     let rest = rest.get(..rest.len().min(MAX))?;
-    let is_word_byte = |b: &u8| b.is_ascii_graphic() && *b != b'?';
+    // Not a quote, backslash or parenthesis: RFC 2047 allows none of them
+    // in a phrase's encoded word, and an "encoded word" holding one would
+    // render as an unbalanced quoted string or comment.
+    let is_word_byte = |b: &u8| b.is_ascii_graphic() && !b"?\"\\()".contains(b);
     let charset = rest.iter().take_while(|b| is_word_byte(b)).count();
     if charset == 0 {
         return None;
@@ -1413,6 +1416,21 @@ mod tests {
                     show(input)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_encoded_word_with_a_quote_round_trips() {
+        // Found by the address fuzz target in CI.
+        let data =
+            b"un\x8eisfid-reci:\r\r\r\r\r\ro\r\r\r\r\r=?U-8?B?Ss\\r,\"<O2cmc=?= <joplme~\r\r.d>\r;";
+        if let Ok(list) = parse_address_list(data) {
+            let rendered = render_list(&list);
+            assert_eq!(
+                parse_address_list(&rendered).as_ref(),
+                Ok(&list),
+                "{rendered:?}"
+            );
         }
     }
 
