@@ -657,17 +657,25 @@ impl<'a> Parser<'a> {
     }
 
     /// Unfolded source bytes from token `from` up to (not including)
-    /// token `to`.
+    /// token `to`. Tokens that only a line break separated (a bare CR or
+    /// LF, which the tokenizer takes for white space) keep one space
+    /// between them: joined, they would read back as other tokens.
     fn span(&self, from: usize, to: usize) -> Vec<u8> {
-        let start = self.tokens.get(from).map(|t| t.start);
-        let end = to
-            .checked_sub(1)
-            .and_then(|last| self.tokens.get(last))
-            .map(|t| t.end);
-        match (start, end) {
-            (Some(start), Some(end)) => unfold(self.src.get(start..end).unwrap_or_default()),
-            _ => Vec::new(),
+        let mut out = Vec::new();
+        let mut prev_end: Option<usize> = None;
+        for t in self.tokens.get(from..to).unwrap_or_default() {
+            if let Some(end) = prev_end {
+                let gap = unfold(self.src.get(end..t.start).unwrap_or_default());
+                if gap.is_empty() && t.start > end {
+                    out.push(b' ');
+                } else {
+                    out.extend(gap);
+                }
+            }
+            out.extend(unfold(self.src.get(t.start..t.end).unwrap_or_default()));
+            prev_end = Some(t.end);
         }
+        out
     }
 
     /// One mailbox: `[phrase] <addr>` when a `<` comes before the end of
@@ -1416,6 +1424,21 @@ mod tests {
                     show(input)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn tokens_a_bare_line_break_separated_stay_apart() {
+        // Found by the address fuzz target: a group name whose words only
+        // a CR separated rendered as one run that did not parse.
+        let data = b"=?<Y?B?.?=\r\x89\t/\r \n\t:a";
+        if let Ok(list) = parse_address_list(data) {
+            let rendered = render_list(&list);
+            assert_eq!(
+                parse_address_list(&rendered).as_ref(),
+                Ok(&list),
+                "{rendered:?}"
+            );
         }
     }
 
