@@ -1501,6 +1501,23 @@ struct Dns {
     unanswered: std::cell::RefCell<Option<String>>,
 }
 
+/// The TXT records among `answers`, each one string (a record's
+/// character-strings joined, as DKIM, SPF and DMARC read them).
+pub fn txt_strings(answers: &[hickory_resolver::proto::rr::Record]) -> Vec<String> {
+    answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn lookup_txt(dns: &Dns, name: &str) -> Txt {
     if let Some(reason) = dns.unanswered.borrow().as_ref() {
         return Txt::Failed(format!(
@@ -1510,19 +1527,7 @@ async fn lookup_txt(dns: &Dns, name: &str) -> Txt {
     // The trailing dot makes the name absolute: no search domains.
     match dns.resolver.txt_lookup(format!("{name}.")).await {
         Ok(lookup) => {
-            let records: Vec<String> = lookup
-                .answers()
-                .iter()
-                .filter_map(|record| match &record.data {
-                    RData::TXT(txt) => Some(
-                        txt.txt_data
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(s).into_owned())
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
-                .collect();
+            let records = txt_strings(lookup.answers());
             if records.is_empty() {
                 Txt::None
             } else {

@@ -177,19 +177,7 @@ impl TxtResolver {
             .block_on(self.dns.resolver.txt_lookup(format!("{name}.")));
         match lookup {
             Ok(lookup) => {
-                let records: Vec<String> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::TXT(txt) => Some(
-                            txt.txt_data
-                                .iter()
-                                .map(|s| String::from_utf8_lossy(s).into_owned())
-                                .collect::<String>(),
-                        ),
-                        _ => None,
-                    })
-                    .collect();
+                let records = crate::dkim::txt_strings(lookup.answers());
                 if records.is_empty() {
                     Txt::None
                 } else {
