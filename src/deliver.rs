@@ -775,6 +775,13 @@ pub fn send_message(
         notify: meta.dsn_notify.clone(),
         ret_full: meta.dsn_ret_full,
         envid: meta.dsn_envid.clone(),
+        recipients: meta
+            .pending()
+            .map(|r| transport::RcptDsn {
+                notify: r.dsn.notify.clone(),
+                orcpt: r.dsn.orcpt.clone(),
+            })
+            .collect(),
     };
     let envelope = Envelope {
         sender: &meta.sender,
@@ -1042,7 +1049,9 @@ fn finish(
                 return spool.update(&claimed);
             }
         };
-        report.new_bounces.push(bounce);
+        if let Some(bounce) = bounce {
+            report.new_bounces.push(bounce);
+        }
         // Per recipient: one that fails on a later attempt gets a bounce
         // of its own.
         for r in claimed
@@ -1054,16 +1063,30 @@ fn finish(
             r.state = RcptState::Bounced;
         }
         report.bounced += 1;
-        report.lines.push(format!(
-            "{}: bounced to <{}> for {}",
-            claimed.meta.id,
-            opts.bounce_to.as_deref().unwrap_or(&claimed.meta.sender),
-            failed
-                .iter()
+        let (noticed, silent): (Vec<&Recipient>, Vec<&Recipient>) = failed
+            .iter()
+            .partition(|r| r.wants_failure_notice(&claimed.meta));
+        let list = |rs: &[&Recipient]| {
+            rs.iter()
                 .map(|r| r.address.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ));
+        };
+        if !noticed.is_empty() {
+            report.lines.push(format!(
+                "{}: bounced to <{}> for {}",
+                claimed.meta.id,
+                opts.bounce_to.as_deref().unwrap_or(&claimed.meta.sender),
+                list(&noticed)
+            ));
+        }
+        if !silent.is_empty() {
+            report.lines.push(format!(
+                "{}: failed for {}; no bounce: the sender asked for none (NOTIFY)",
+                claimed.meta.id,
+                list(&silent)
+            ));
+        }
     }
     if claimed.meta.pending().next().is_none() {
         // The remover thread deletes it; should that thread be gone (it
@@ -1078,18 +1101,27 @@ fn finish(
     spool.update(&claimed)
 }
 
-/// Queues an RFC 3464 delivery status notification for `failed`.
-fn queue_bounce(
+/// Queues an RFC 3464 delivery status notification for those of `failed`
+/// whose sender asked for one (NOTIFY); `None` when none did.
+pub fn queue_bounce(
     spool: &Spool,
     original: &Meta,
     failed: &[Recipient],
     opts: &RunOptions,
-) -> Result<String, QueueError> {
+) -> Result<Option<String>, QueueError> {
+    let failed: Vec<Recipient> = failed
+        .iter()
+        .filter(|r| r.wants_failure_notice(original))
+        .cloned()
+        .collect();
+    if failed.is_empty() {
+        return Ok(None);
+    }
     let to = opts
         .bounce_to
         .clone()
         .unwrap_or_else(|| original.sender.clone());
-    let msg = build_dsn(original, failed, &to, opts);
+    let msg = build_dsn(original, &failed, &to, opts);
     let split = msg
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -1121,7 +1153,7 @@ fn queue_bounce(
         header,
     };
     spool.commit(&mut draft, &meta, true)?;
-    Ok(meta.id)
+    Ok(Some(meta.id))
 }
 
 /// Builds the DSN: a human-readable part, message/delivery-status, and the
@@ -1175,11 +1207,18 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
             })
             .unwrap_or("5.0.0")
             .to_string();
-        let mut fields: dsn::Fields = vec![
+        let mut fields: dsn::Fields = Vec::new();
+        // RFC 3464 §2.3.1: the ORCPT the client gave, as given.
+        // Written again from its address, so what a client sent cannot
+        // break the field.
+        if let Some((_, addr)) = r.dsn.orcpt.as_deref().and_then(|o| o.split_once(';')) {
+            fields.push(("Original-Recipient", dsn::recipient(addr.trim())));
+        }
+        fields.extend([
             ("Final-Recipient", dsn::recipient(&r.address)),
             ("Action", "failed".into()),
             ("Status", code),
-        ];
+        ]);
         if err.len() >= 3 && err.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
             fields.push(("Diagnostic-Code", format!("smtp; {err}")));
         }
@@ -1355,6 +1394,16 @@ mod tests {
     }
 
     fn enqueue(spool: &Spool, now: SystemTime, sender: &str, rcpts: &[&str]) -> String {
+        enqueue_with(spool, now, sender, rcpts, |_| {})
+    }
+
+    fn enqueue_with(
+        spool: &Spool,
+        now: SystemTime,
+        sender: &str,
+        rcpts: &[&str],
+        edit: impl FnOnce(&mut Meta),
+    ) -> String {
         let mut d = spool.draft(now).unwrap();
         d.data.write_all(b"body\r\n").unwrap();
         let meta = Meta {
@@ -1377,6 +1426,8 @@ mod tests {
                 .collect(),
             header: b"Subject: t\r\n".to_vec(),
         };
+        let mut meta = meta;
+        edit(&mut meta);
         spool.commit(&mut d, &meta, true).unwrap();
         d.id.clone()
     }
@@ -1450,6 +1501,51 @@ mod tests {
         assert_eq!(rep.delivered, 0);
         let rep = run(&spool, &mut relay, &opts(t0 + Duration::from_secs(61))).unwrap();
         assert_eq!(rep.delivered, 2);
+    }
+
+    #[test]
+    fn notify_decides_who_is_bounced_and_orcpt_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let rcpts = ["bad-never@y", "bad-orcpt@y", "bad-delay@y", "good@y"];
+        enqueue_with(&spool, t0, "sender@x", &rcpts, |m| {
+            m.dsn_notify = Some("failure".into());
+            m.recipients[0].dsn.notify = Some("NEVER".into());
+            m.recipients[1].dsn.orcpt = Some("rfc822;Orig@z".into());
+            m.recipients[2].dsn.notify = Some("SUCCESS,DELAY".into());
+        });
+        let mut relay = Fake::default();
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!((rep.delivered, rep.bounced), (2, 1), "{rep:?}");
+        let got = relay.got.borrow().clone();
+        // RCPT carried each recipient's own parameters.
+        let dsns: Vec<&(String, Vec<String>, Vec<u8>)> =
+            got.iter().filter(|(s, _, _)| s.is_empty()).collect();
+        assert_eq!(dsns.len(), 1);
+        let text = String::from_utf8_lossy(&dsns[0].2);
+        assert!(
+            text.contains("Final-Recipient: rfc822; bad-orcpt@y"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Original-Recipient: rfc822; Orig@z"),
+            "{text}"
+        );
+        assert!(!text.contains("bad-never@y"), "{text}");
+        assert!(!text.contains("bad-delay@y"), "{text}");
+        assert!(
+            rep.lines
+                .iter()
+                .any(|l| l.contains("no bounce") && l.contains("bad-never@y, bad-delay@y")),
+            "{rep:?}"
+        );
+        // Every failed recipient is settled; none is bounced later.
+        let items = spool.list().unwrap().0;
+        assert!(
+            items.iter().all(|m| m.sender.is_empty()
+                || m.recipients.iter().all(|r| r.state != RcptState::Failed))
+        );
     }
 
     #[test]

@@ -472,6 +472,7 @@ mod tests {
                 state: RcptState::Pending,
                 last_error: None,
                 via: None,
+                dsn: Default::default(),
             }],
             header: Vec::new(),
         }

@@ -29,6 +29,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The lines of one recipient, in the order `to_bytes` writes them.
+const RCPT_KEYS: [&str; 4] = ["rcpt", "via", "notify", "orcpt"];
+
 /// Format version written in the first line of every metadata file.
 const VERSION: u32 = 1;
 const MAGIC: &str = "mailhop-queue";
@@ -112,6 +115,19 @@ pub struct Recipient {
     /// The account that delivered it (a fallback when the item's own
     /// account failed); `None` until delivered.
     pub via: Option<String>,
+    /// Its own DSN parameters (RFC 3461), as an SMTP client gave them.
+    pub dsn: RcptDsn,
+}
+
+/// A recipient's DSN parameters. Kept per recipient because SMTP gives
+/// them per RCPT: one transaction, one queue item, whatever they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptDsn {
+    /// NOTIFY, e.g. `FAILURE,DELAY` or `NEVER`; `None` falls back to the
+    /// item's `dsn_notify`.
+    pub notify: Option<String>,
+    /// ORCPT, decoded: `rfc822;user@example.com`.
+    pub orcpt: Option<String>,
 }
 
 impl Recipient {
@@ -122,7 +138,22 @@ impl Recipient {
             state: RcptState::Pending,
             last_error: None,
             via: None,
+            dsn: RcptDsn::default(),
         }
+    }
+
+    /// NOTIFY for this recipient: its own, else the item's.
+    pub fn notify<'a>(&'a self, meta: &'a Meta) -> Option<&'a str> {
+        self.dsn.notify.as_deref().or(meta.dsn_notify.as_deref())
+    }
+
+    /// Whether the sender asked for a failure notice (RFC 3461 §4.1): yes
+    /// unless NOTIFY was given without FAILURE (NEVER, or SUCCESS,DELAY).
+    pub fn wants_failure_notice(&self, meta: &Meta) -> bool {
+        self.notify(meta).is_none_or(|n| {
+            n.split(',')
+                .any(|k| k.trim().eq_ignore_ascii_case("failure"))
+        })
     }
 }
 
@@ -203,6 +234,12 @@ impl Meta {
             if let Some(v) = &r.via {
                 out.push_str(&format!("via: {}\n", escape(v)));
             }
+            if let Some(n) = &r.dsn.notify {
+                out.push_str(&format!("notify: {}\n", escape(n)));
+            }
+            if let Some(o) = &r.dsn.orcpt {
+                out.push_str(&format!("orcpt: {}\n", escape(o)));
+            }
         }
         out.push('\n');
         let mut bytes = out.into_bytes();
@@ -244,15 +281,23 @@ impl Meta {
         };
         let num = |v: &str, k: &str| v.parse::<u64>().map_err(|_| format!("bad {k}: {v}"));
         let mut seen_id = false;
-        // `via:` belongs to the `rcpt:` line right above it.
-        let mut after_rcpt = false;
+        // `via:`, `notify:` and `orcpt:` belong to the `rcpt:` line above
+        // them, in that order, each at most once: the rank of the last line
+        // of the recipient being read (rcpt 0), `None` outside one.
+        let mut in_rcpt: Option<u8> = None;
         for line in lines {
             // Every line `to_bytes` writes is `key: value`; anything else
             // is damage, not a newer version's addition.
             let (k, v) = line
                 .split_once(": ")
                 .ok_or_else(|| format!("not a key: value line: {}", line_excerpt(line)))?;
-            let follows_rcpt = std::mem::replace(&mut after_rcpt, k == "rcpt");
+            let rank = RCPT_KEYS.iter().position(|r| *r == k).map(|r| r as u8);
+            let previous = std::mem::replace(&mut in_rcpt, rank);
+            if let Some(rank) = rank.filter(|r| *r > 0)
+                && previous.is_none_or(|p| p >= rank)
+            {
+                return Err(format!("{k}: not after its rcpt: line, or out of order"));
+            }
             match k {
                 "id" => {
                     if std::mem::replace(&mut seen_id, true) {
@@ -297,12 +342,18 @@ impl Meta {
                         state,
                         last_error: err,
                         via: None,
+                        dsn: RcptDsn::default(),
                     });
                 }
-                "via" => match m.recipients.last_mut() {
-                    Some(r) if follows_rcpt => r.via = Some(unescape(v)),
-                    _ => return Err("via: not right after its rcpt: line".into()),
-                },
+                "via" | "notify" | "orcpt" => {
+                    let r = m.recipients.last_mut().ok_or("no recipient")?;
+                    let field = match k {
+                        "via" => &mut r.via,
+                        "notify" => &mut r.dsn.notify,
+                        _ => &mut r.dsn.orcpt,
+                    };
+                    *field = Some(unescape(v));
+                }
                 _ => {}
             }
         }
@@ -1244,12 +1295,17 @@ mod tests {
                     state: RcptState::Failed,
                     last_error: Some("550 5.1.1 no such user".into()),
                     via: None,
+                    dsn: RcptDsn {
+                        notify: Some("NEVER".into()),
+                        orcpt: Some("rfc822;C@y".into()),
+                    },
                 },
                 Recipient {
                     address: "d@y".into(),
                     state: RcptState::Done,
                     last_error: None,
                     via: Some("back up".into()),
+                    dsn: RcptDsn::default(),
                 },
             ],
             header: b"Subject: x\r\nX-8: \xe4\r\n".to_vec(),
@@ -1345,6 +1401,16 @@ mod tests {
                 "via: back%20up\nvia: x\n".to_string(),
             ),
             ("rcpt: pending b@y \n".to_string(), "via: x\n".to_string()),
+            // notify: and orcpt: likewise, and in to_bytes' order.
+            (
+                "notify: NEVER\norcpt: rfc822;C@y\n".to_string(),
+                "orcpt: rfc822;C@y\nnotify: NEVER\n".to_string(),
+            ),
+            (
+                "notify: NEVER\n".to_string(),
+                "notify: NEVER\nnotify: NEVER\n".to_string(),
+            ),
+            ("hold: 1\n".to_string(), "hold: 1\norcpt: x\n".to_string()),
         ] {
             assert!(text.contains(&from), "{from}");
             let damaged = text.replacen(&from, &to, 1);

@@ -89,6 +89,10 @@ pub struct Prepared {
     pub sender: String,
     /// Final envelope recipients, deduplicated, in order of first mention.
     pub recipients: Vec<String>,
+    /// For each of `recipients`, the index in [`Request::recipients`] of
+    /// the argument it came from (after alias expansion), or `None` for
+    /// one found by `-t`: per-recipient DSN parameters follow it.
+    pub origins: Vec<Option<usize>>,
     /// The selected account, if any is configured.
     pub account: Option<String>,
     /// The address in the final From field (DKIM picks its key by it).
@@ -392,6 +396,10 @@ const MAX_RECIPIENT_NOTES: usize = 50;
 /// mention, deduplicated case-insensitively, capped.
 struct Recipients {
     list: Vec<String>,
+    /// Parallel to `list`: see [`Prepared::origins`].
+    origins: Vec<Option<usize>>,
+    /// The argument being added, while there is one.
+    origin: Option<usize>,
     seen: HashSet<String>,
     max: usize,
     /// Recipients rewritten by expansion or qualification.
@@ -433,6 +441,7 @@ impl Recipients {
                 }
             }
             self.list.push(t);
+            self.origins.push(self.origin);
         }
         Ok(())
     }
@@ -489,16 +498,20 @@ fn collect_recipients<D: Directory>(
     header: &Header,
     req: &Request<'_>,
     limits: &Limits,
-) -> Result<Vec<String>, PrepareError> {
+) -> Result<(Vec<String>, Vec<Option<usize>>), PrepareError> {
     let mut acc = Recipients {
         list: Vec::new(),
+        origins: Vec::new(),
+        origin: None,
         seen: HashSet::new(),
         max: limits.max_recipients,
         rewritten: 0,
     };
-    for arg in req.recipients {
+    for (i, arg) in req.recipients.iter().enumerate() {
+        acc.origin = Some(i);
         acc.add_list(p, arg.as_bytes(), || shown(arg))?;
     }
+    acc.origin = None;
     if req.extract_recipients {
         for i in recipient_fields(header) {
             let field = &header.fields()[i];
@@ -518,7 +531,7 @@ fn collect_recipients<D: Directory>(
             extract: req.extract_recipients,
         });
     }
-    Ok(acc.list)
+    Ok((acc.list, acc.origins))
 }
 
 /// A mailbox for a bare addr-spec we produced ourselves.
@@ -566,7 +579,7 @@ pub fn prepare_with_limits<D: Directory>(
     };
 
     // 1. Recipients: argv, plus the header fields with -t.
-    let recipients = collect_recipients(&mut p, &header, req, limits)?;
+    let (recipients, origins) = collect_recipients(&mut p, &header, req, limits)?;
 
     // 2. To/Cc carry the real addresses too, not only the envelope: cron's
     // "To: root" must arrive as the aliased address.
@@ -601,6 +614,7 @@ pub fn prepare_with_limits<D: Directory>(
         header,
         sender,
         recipients,
+        origins,
         account,
         from_address,
         notes: p.notes,
@@ -1220,6 +1234,25 @@ mod tests {
             "{}",
             text(&p.header)
         );
+    }
+
+    #[test]
+    fn each_recipient_knows_the_argument_it_came_from() {
+        let mut dir = Dir::new();
+        dir.aliases.insert("ops", vec!["a@x.org", "b@x.org"]);
+        let args = vec!["ops".to_string(), "c@x.org, a@x.org".to_string()];
+        let p = run(
+            "To: d@x.org, c@x.org\n",
+            Request {
+                recipients: &args,
+                extract_recipients: true,
+                ..Request::default()
+            },
+            FromPolicy::Keep,
+            &dir,
+        );
+        assert_eq!(p.recipients, ["a@x.org", "b@x.org", "c@x.org", "d@x.org"]);
+        assert_eq!(p.origins, [Some(0), Some(0), Some(1), None]);
     }
 
     #[test]

@@ -141,6 +141,40 @@ pub struct Dsn {
     /// RET: true for FULL, false for HDRS.
     pub ret_full: Option<bool>,
     pub envid: Option<String>,
+    /// Per recipient, by position in [`Envelope::recipients`]: its own
+    /// NOTIFY and ORCPT. A recipient without an entry uses `notify`.
+    pub recipients: Vec<RcptDsn>,
+}
+
+/// One recipient's DSN parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptDsn {
+    pub notify: Option<String>,
+    /// `type;address`, decoded (`rfc822;user@example.com`); sent xtext
+    /// encoded.
+    pub orcpt: Option<String>,
+}
+
+impl Dsn {
+    /// The DSN parameters of the `i`th RCPT TO, with their leading space.
+    fn rcpt_params(&self, i: usize) -> String {
+        let own = self.recipients.get(i);
+        let mut out = String::new();
+        if let Some(n) = own.and_then(|r| r.notify.as_ref()).or(self.notify.as_ref()) {
+            out.push_str(&format!(" NOTIFY={}", n.to_ascii_uppercase()));
+        }
+        // The address type is an atom; one that is not cannot be sent.
+        if let Some((kind, addr)) = own
+            .and_then(|r| r.orcpt.as_deref())
+            .and_then(|o| o.split_once(';'))
+            .filter(|(k, _)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        {
+            out.push_str(&format!(" ORCPT={kind};{}", xtext(addr)));
+        }
+        out
+    }
 }
 
 /// One message's envelope as the transport needs it.
@@ -1465,10 +1499,10 @@ impl Session {
             ));
         }
         let mut outcome = Outcome::default();
-        for rcpt in env.recipients {
+        for (i, rcpt) in env.recipients.iter().enumerate() {
             let mut cmd = format!("RCPT TO:<{rcpt}>");
-            if dsn && let Some(n) = &env.dsn.notify {
-                cmd.push_str(&format!(" NOTIFY={}", n.to_ascii_uppercase()));
+            if dsn {
+                cmd.push_str(&env.dsn.rcpt_params(i));
             }
             let r = self.command(&cmd, Stage::Rcpt)?;
             self.expect_2xx(&r, Stage::Rcpt, "RCPT TO")?;
@@ -1919,6 +1953,31 @@ mod tests {
         );
         assert_eq!(parse_fingerprint("sha256:AB"), None);
         assert_eq!(parse_fingerprint("md5:AB"), None);
+    }
+
+    #[test]
+    fn rcpt_dsn_params_per_recipient() {
+        let dsn = Dsn {
+            notify: Some("failure,delay".into()),
+            recipients: vec![
+                RcptDsn {
+                    notify: Some("never".into()),
+                    orcpt: Some("rfc822;Root+x@host".into()),
+                },
+                RcptDsn {
+                    notify: None,
+                    orcpt: Some("bad type;x".into()),
+                },
+            ],
+            ..Dsn::default()
+        };
+        assert_eq!(
+            dsn.rcpt_params(0),
+            " NOTIFY=NEVER ORCPT=rfc822;Root+2Bx@host"
+        );
+        assert_eq!(dsn.rcpt_params(1), " NOTIFY=FAILURE,DELAY");
+        assert_eq!(dsn.rcpt_params(2), " NOTIFY=FAILURE,DELAY");
+        assert_eq!(Dsn::default().rcpt_params(0), "");
     }
 
     #[test]

@@ -223,12 +223,14 @@ fn bounce(diagnostic: &str) -> Vec<u8> {
             state: RcptState::Failed,
             last_error: Some(diagnostic.into()),
             via: None,
+            dsn: Default::default(),
         },
         Recipient {
             address: "j\u{f6}rg@example.org".into(),
             state: RcptState::Failed,
             last_error: Some("550 5.1.1 <j\u{f6}rg@example.org>: no such user".into()),
             via: None,
+            dsn: Default::default(),
         },
     ];
     let original = Meta {
