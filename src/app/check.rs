@@ -315,6 +315,7 @@ fn send_test(env: &Env, a: &config::Account, to: &str, out: &mut dyn Write) -> E
         input: &mut input,
         keep_refused: false,
         may_queue: false,
+        recipient_dsn: &[],
     };
     match super::send::submit(env, &args, &mut source) {
         Ok(_) => {

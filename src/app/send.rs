@@ -246,6 +246,8 @@ pub(super) struct Submission {
     /// The body as sent, when it had to be re-encoded.
     reencoded: Option<Body>,
     prepared: prepare::Prepared,
+    /// Parallel to `prepared.recipients`: each one's DSN parameters.
+    recipient_dsn: Vec<queue::RcptDsn>,
     /// The finished header block: rewritten, scrubbed and signed.
     header: Vec<u8>,
     eight_bit: bool,
@@ -274,13 +276,35 @@ impl Submission {
 pub(super) struct Results {
     /// `a@b (where)`.
     delivered: Vec<String>,
-    /// Recipient, exit status, why.
-    failed: Vec<(String, Exit, String)>,
+    failed: Vec<FailedRcpt>,
     queued: Option<Queued>,
     /// The smarthost took something: older queued mail may go now too.
     reached_smarthost: bool,
     /// Each remote recipient's verdict, for its Postfix-style log line.
     deliveries: Vec<deliver::Record>,
+    /// A bounce for failed recipients is in the queue.
+    bounce_queued: bool,
+}
+
+/// A recipient that failed, and why.
+pub(super) struct FailedRcpt {
+    address: String,
+    exit: Exit,
+    /// What the caller reads.
+    why: String,
+    /// The server's reply, when a server refused it (for a bounce).
+    reply: Option<String>,
+}
+
+impl FailedRcpt {
+    fn new(address: &str, exit: Exit, why: String) -> FailedRcpt {
+        FailedRcpt {
+            address: address.to_string(),
+            exit,
+            why,
+            reply: None,
+        }
+    }
 }
 
 /// The part of a message left in the queue.
@@ -304,6 +328,16 @@ pub(super) struct Source<'a> {
     /// What cannot go now may wait in the queue. `mailhop check
     /// --send-test` wants the answer now instead.
     pub(super) may_queue: bool,
+    /// Per-recipient DSN parameters (an SMTP client's NOTIFY and ORCPT),
+    /// by position in `SendArgs::recipients`; empty for a pipe.
+    pub(super) recipient_dsn: &'a [queue::RcptDsn],
+}
+
+/// A message every recipient of which was delivered or durably queued.
+pub(super) struct Accepted {
+    /// Its queue id (also in its log lines), when it went through the
+    /// spool.
+    pub(super) queue_id: Option<String>,
 }
 
 /// `sendmail` in its default mode: the message on standard input.
@@ -314,15 +348,20 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         input: &mut input,
         keep_refused: true,
         may_queue: true,
+        recipient_dsn: &[],
     };
-    submit(env, args, &mut source)
+    submit(env, args, &mut source).map(|_| Exit::Ok)
 }
 
 /// The send pipeline, for a message from any source: intake, prepare,
 /// scrub, sign, route, commit, attempt, report. Each stage is a function
-/// below. `Ok(Exit::Ok)` means every recipient was delivered or is durably
-/// queued; an error says why not, with its exit status.
-pub(super) fn submit(env: &Env, args: &SendArgs, source: &mut Source<'_>) -> Result<Exit, Failure> {
+/// below. `Ok` means every recipient was delivered or is durably queued;
+/// an error says why not, with its exit status.
+pub(super) fn submit(
+    env: &Env,
+    args: &SendArgs,
+    source: &mut Source<'_>,
+) -> Result<Accepted, Failure> {
     let (aliases, alias_warnings) = load_aliases(env)?;
     if env.verbose > 0 {
         for w in &alias_warnings {
@@ -351,9 +390,19 @@ pub(super) fn submit(env: &Env, args: &SendArgs, source: &mut Source<'_>) -> Res
             Ok(p) => p,
             Err(r) => return Err(refuse(env, &mut spooled, &raw_sender, r.exit, r.message)),
         };
+    let recipient_dsn = prepared
+        .origins
+        .iter()
+        .map(|o| {
+            o.and_then(|i| source.recipient_dsn.get(i))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
     let mut sub = Submission {
         spooled,
         reencoded: None,
+        recipient_dsn,
         prepared,
         header: Vec::new(),
         eight_bit: false,
@@ -545,7 +594,7 @@ fn deliver_locals(env: &Env, sub: &mut Submission, local: &[String], results: &m
         resolve_local(env, r).map(|m| m.path)
     });
     for (r, (code, msg)) in unresolved {
-        results.failed.push((r.to_string(), code, msg));
+        results.failed.push(FailedRcpt::new(r, code, msg));
     }
     for group in groups {
         let written = group
@@ -557,7 +606,7 @@ fn deliver_locals(env: &Env, sub: &mut Submission, local: &[String], results: &m
         for r in group.recipients {
             match &written {
                 Ok(where_) => results.delivered.push(format!("{r} ({where_})")),
-                Err((code, msg)) => results.failed.push((r.to_string(), *code, msg.clone())),
+                Err((code, msg)) => results.failed.push(FailedRcpt::new(r, *code, msg.clone())),
             }
         }
     }
@@ -579,8 +628,27 @@ fn new_meta(env: &Env, args: &SendArgs, sub: &Submission, remote: Vec<String>) -
         dsn_notify: args.dsn_notify.clone(),
         dsn_ret_full: args.dsn_ret.map(|r| r == cli::DsnRet::Full),
         dsn_envid: args.envid.clone(),
-        recipients: remote.into_iter().map(queue::Recipient::pending).collect(),
+        recipients: remote
+            .into_iter()
+            .map(|address| recipient_for(sub, address))
+            .collect(),
         header: sub.header.clone(),
+    }
+}
+
+/// A pending queue recipient, with the DSN parameters its client gave.
+fn recipient_for(sub: &Submission, address: String) -> queue::Recipient {
+    let dsn = sub
+        .prepared
+        .recipients
+        .iter()
+        .position(|r| *r == address)
+        .and_then(|i| sub.recipient_dsn.get(i))
+        .cloned()
+        .unwrap_or_default();
+    queue::Recipient {
+        dsn,
+        ..queue::Recipient::pending(address)
     }
 }
 
@@ -646,9 +714,10 @@ fn deliver_remote(
             Fate::Failed(cause) => {
                 results.reached_smarthost = true;
                 let why = caller_text(&meta, v, account);
-                results
-                    .failed
-                    .push((v.address.clone(), exit_for_fate(Fate::Failed(cause)), why));
+                results.failed.push(FailedRcpt {
+                    reply: v.reason.clone(),
+                    ..FailedRcpt::new(&v.address, exit_for_fate(Fate::Failed(cause)), why)
+                });
             }
             Fate::Deferred(_) => {}
         }
@@ -822,7 +891,7 @@ fn fail_pending(
                 format!("{why} (account {}){unqueued}", a.name),
             ),
         };
-        results.failed.push((r.address.clone(), exit, why));
+        results.failed.push(FailedRcpt::new(&r.address, exit, why));
     }
 }
 
@@ -856,8 +925,11 @@ fn report(
     args: &SendArgs,
     spool: Option<&queue::Spool>,
     mut sub: Submission,
-    results: Results,
-) -> Result<Exit, Failure> {
+    mut results: Results,
+) -> Result<Accepted, Failure> {
+    if !sub.spooled.keep_refused {
+        bounce_the_failed(env, args, spool, &sub, &mut results);
+    }
     // Postfix's lines are for mail that goes to a smarthost, now or later.
     if !results.deliveries.is_empty() || results.queued.is_some() {
         let body = sub.body().file().metadata().map(|m| m.len()).unwrap_or(0);
@@ -890,17 +962,20 @@ fn report(
         let reachable_again = results.queued.is_none()
             && results.reached_smarthost
             && spool.is_some_and(queue::Spool::has_items);
+        let queue_id = sub.draft_id().map(str::to_string);
         // Release our lock on the item before a runner looks at it.
         drop(sub);
-        if !env.config.accounts.is_empty() && (queued_by_choice || reachable_again) {
+        if !env.config.accounts.is_empty()
+            && (queued_by_choice || reachable_again || results.bounce_queued)
+        {
             spawn_runner(args);
         }
-        return Ok(Exit::Ok);
+        return Ok(Accepted { queue_id });
     }
     // Some or all failed: report each, keep the message, pick the exit code.
     let mut text = String::new();
-    for (r, _, m) in &results.failed {
-        text.push_str(&format!("{r}: {m}\n"));
+    for f in &results.failed {
+        text.push_str(&format!("{}: {}\n", f.address, f.why));
     }
     if !results.delivered.is_empty() {
         text.push_str(&format!("delivered to: {}\n", results.delivered.join(", ")));
@@ -912,7 +987,7 @@ fn report(
             q.recipients.join(", ")
         ));
     }
-    let code = worst(results.failed.iter().map(|(_, c, _)| *c));
+    let code = worst(results.failed.iter().map(|f| f.exit));
     let sender = sub.prepared.sender.clone();
     let message = text.trim_end().to_string();
     Err(refuse_logged(
@@ -923,6 +998,75 @@ fn report(
         message,
         &sub.summary,
     ))
+}
+
+/// An SMTP client gets one reply for the whole message: once some
+/// recipients were delivered or queued, it must be 250, or the client
+/// sends them all again. So, as Postfix does, the recipients that failed
+/// get a bounce (unless their NOTIFY asks for none; never for a bounce)
+/// and leave `failed`. If the bounce cannot be queued they stay, and the
+/// client hears of them.
+fn bounce_the_failed(
+    env: &Env,
+    args: &SendArgs,
+    spool: Option<&queue::Spool>,
+    sub: &Submission,
+    results: &mut Results,
+) {
+    let Some(spool) = spool else { return };
+    if results.failed.is_empty() || (results.delivered.is_empty() && results.queued.is_none()) {
+        return;
+    }
+    let mut original = new_meta(env, args, sub, Vec::new());
+    original.recipients = results
+        .failed
+        .iter()
+        .map(|f| {
+            let mut r = recipient_for(sub, f.address.clone());
+            r.state = queue::RcptState::Failed;
+            r.last_error = Some(f.reply.clone().unwrap_or_else(|| f.why.clone()));
+            r
+        })
+        .collect();
+    let opts = deliver::RunOptions {
+        now: env.now,
+        force: false,
+        only: None,
+        max_age: env.config.queue.max_age,
+        bounce_to: env.config.queue.bounce_to.clone(),
+        hostname: env.hostname.clone(),
+        uid: None,
+    };
+    let bounce = if original.sender.is_empty() {
+        Ok(None)
+    } else {
+        deliver::queue_bounce(spool, &original, &original.recipients, &opts)
+    };
+    match bounce {
+        Ok(id) => {
+            let list: Vec<&str> = results.failed.iter().map(|f| f.address.as_str()).collect();
+            let how = match &id {
+                Some(id) => format!("bounce queued as {id}"),
+                None => "no bounce: the sender asked for none, or is <>".to_string(),
+            };
+            log_line(
+                env,
+                Severity::Info,
+                &format!(
+                    "{} status=bounced ({}: {how})",
+                    sub.summary,
+                    log::field(&list.join(", "))
+                ),
+            );
+            results.bounce_queued = id.is_some();
+            results.failed.clear();
+        }
+        Err(e) => log_line(
+            env,
+            Severity::Err,
+            &format!("{} the bounce could not be queued: {e}", sub.summary),
+        ),
+    }
 }
 
 /// What the log line says happened: `status=sent (…)`, `status=queued (…)`.

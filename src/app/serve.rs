@@ -17,6 +17,7 @@ use crate::config;
 use crate::exit::Exit;
 use crate::message::header::Header;
 use crate::message::prepare::{self, PrepareError};
+use crate::queue::RcptDsn;
 use crate::smtpd::{self, Access, Deadlines, End, Envelope, Reply, Server, Settings, Timed};
 
 use super::env::*;
@@ -171,53 +172,60 @@ impl smtpd::Backend for App<'_> {
 
     fn deliver(&mut self, envelope: &Envelope, message: &mut File) -> Reply {
         match deliver(&self.shared.base, envelope, message) {
-            Ok(()) => Reply::new(250, "2.0.0", "Ok: message accepted"),
+            Ok(Some(id)) => Reply::new(250, "2.0.0", format!("Ok: queued as {id}")),
+            Ok(None) => Reply::new(250, "2.0.0", "Ok: message accepted"),
             Err(f) => reply_for(&f),
         }
     }
 }
 
-/// One message through the send pipeline. DSN NOTIFY is per recipient in
-/// SMTP but per queue item in mailhop, so recipients with different
-/// NOTIFY values go through as separate submissions of the same message.
-fn deliver(base: &SendArgs, envelope: &Envelope, message: &mut File) -> Result<(), Failure> {
+/// One message through the send pipeline, as one submission whatever
+/// its recipients' DSN parameters: the queue item keeps them per
+/// recipient. Returns its queue id.
+fn deliver(
+    base: &SendArgs,
+    envelope: &Envelope,
+    message: &mut File,
+) -> Result<Option<String>, Failure> {
     use std::io::{Seek, SeekFrom};
-    let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-    for r in &envelope.recipients {
-        groups
-            .entry(r.notify.clone())
-            .or_default()
-            .push(r.address.clone());
-    }
     let mail = &envelope.mail;
-    for (notify, recipients) in groups {
-        let args = SendArgs {
-            common: base.common.clone(),
-            sender: Some(mail.address.clone()),
-            recipients,
-            ignore_dots: true,
-            dsn_notify: notify,
-            dsn_ret: mail.ret.map(|r| match r {
-                smtpd::command::Ret::Full => cli::DsnRet::Full,
-                smtpd::command::Ret::Hdrs => cli::DsnRet::Hdrs,
-            }),
-            envid: mail.envid.clone(),
-            ..SendArgs::default()
-        };
-        // A fresh environment per message: its clock stamps Date, and a
-        // changed configuration applies to the next message.
-        let env = gather_env(&args)?;
-        message
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Failure::new(Exit::IoErr, format!("cannot read the spool file: {e}")))?;
-        let mut source = Source {
-            may_queue: true,
-            input: message,
-            keep_refused: false,
-        };
-        submit(&env, &args, &mut source)?;
-    }
-    Ok(())
+    let args = SendArgs {
+        common: base.common.clone(),
+        sender: Some(mail.address.clone()),
+        recipients: envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.clone())
+            .collect(),
+        ignore_dots: true,
+        dsn_ret: mail.ret.map(|r| match r {
+            smtpd::command::Ret::Full => cli::DsnRet::Full,
+            smtpd::command::Ret::Hdrs => cli::DsnRet::Hdrs,
+        }),
+        envid: mail.envid.clone(),
+        ..SendArgs::default()
+    };
+    let dsn: Vec<RcptDsn> = envelope
+        .recipients
+        .iter()
+        .map(|r| RcptDsn {
+            notify: r.notify.clone(),
+            orcpt: r.orcpt.clone(),
+        })
+        .collect();
+    // A fresh environment per message: its clock stamps Date, and a
+    // changed configuration applies to the next message.
+    let env = gather_env(&args)?;
+    message
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Failure::new(Exit::IoErr, format!("cannot read the spool file: {e}")))?;
+    let mut source = Source {
+        may_queue: true,
+        input: message,
+        keep_refused: false,
+        recipient_dsn: &dsn,
+    };
+    Ok(submit(&env, &args, &mut source)?.queue_id)
 }
 
 /// stdin and stdout as one stream; reads wait at most the idle time.

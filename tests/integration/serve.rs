@@ -709,3 +709,109 @@ fn kill_9_before_the_250() {
     assert_eq!(w.sendmail(&["-q"], b"").code, 0);
     assert_eq!(server.messages().len(), 1);
 }
+
+/// DSN parameters are per RCPT in SMTP: one transaction with different
+/// NOTIFY and ORCPT values is still one message to the smarthost, each
+/// recipient keeping its own; the 250 names the queue id the log uses.
+#[test]
+fn one_transaction_keeps_each_recipients_dsn_and_replies_with_its_queue_id() {
+    let (w, server) = relay_world("");
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let mut c = Client::connect(&s.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("EHLO client"), 250);
+    assert_eq!(
+        c.cmd("MAIL FROM:<app@example.com> RET=HDRS ENVID=e+2B1"),
+        250
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<b@example.net> NOTIFY=NEVER ORCPT=rfc822;B+2Bx@example.net"),
+        250
+    );
+    assert_eq!(c.cmd("RCPT TO:<c@example.net> NOTIFY=SUCCESS,FAILURE"), 250);
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send(format!("{MSG}.\r\n").as_bytes());
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let id = text
+        .trim_end()
+        .rsplit_once("queued as ")
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_else(|| panic!("no queue id in {text:?}"));
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{id}"
+    );
+    assert_eq!(c.cmd("QUIT"), 221);
+    let got = server.wait_messages(1);
+    assert_eq!(
+        got[0].rcpt_tos,
+        ["b@example.net", "c@example.net"],
+        "one transaction"
+    );
+    assert_eq!(
+        got[0].rcpt_options,
+        [
+            vec![
+                "NOTIFY=NEVER".to_string(),
+                "ORCPT=rfc822;B+2Bx@example.net".to_string()
+            ],
+            vec!["NOTIFY=SUCCESS,FAILURE".to_string()],
+        ]
+    );
+    assert!(
+        got[0].mail_options.iter().any(|o| o == "ENVID=e+2B1"),
+        "{got:?}"
+    );
+    s.stop();
+    let log = w.log();
+    assert!(log.contains(&format!("{id}: to=<b@example.net>")), "{log}");
+}
+
+/// Once one recipient went, the client must hear 250 (or it sends them
+/// all again): a recipient the smarthost refused gets a bounce instead,
+/// carrying its ORCPT, unless its NOTIFY asked for none (Postfix's way).
+#[test]
+fn a_recipient_refused_beside_one_delivered_is_bounced_not_replied() {
+    let (w, server) = relay_world("");
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let mut c = Client::connect(&s.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("EHLO client"), 250);
+    assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.net>"), 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<reject550@example.net> ORCPT=rfc822;orig@example.net"),
+        250
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<reject550-quiet@example.net> NOTIFY=NEVER"),
+        250
+    );
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send(format!("{MSG}.\r\n").as_bytes());
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("QUIT"), 221);
+    // The message to b@, then the bounce, sent by the runner the server
+    // started, to the envelope sender.
+    let got = server.wait_messages(2);
+    assert_eq!(got[0].rcpt_tos, ["b@example.net"]);
+    let bounce = &got[1];
+    assert_eq!(bounce.mail_from, "");
+    // To the envelope sender as rewritten for the account, as the runner
+    // bounces (and the smarthost would).
+    assert_eq!(bounce.rcpt_tos, ["shop@example.com"]);
+    let dsn = String::from_utf8_lossy(&bounce.data);
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; reject550@example.net"),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains("Original-Recipient: rfc822; orig@example.net"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(!dsn.contains("reject550-quiet"), "NOTIFY=NEVER: {dsn}");
+    s.stop();
+}
