@@ -354,6 +354,9 @@ pub(super) fn queue_json(
                         queue::RcptState::Bounced => "bounced",
                     },
                     "last_error": r.last_error,
+                    "via": r.via,
+                    "notify": r.dsn.notify,
+                    "orcpt": r.dsn.orcpt,
                 })
             })
             .collect();

@@ -134,6 +134,12 @@ fn mailq_shows_what_a_fallback_delivered_and_a_permanent_refusal_does_not_fail_o
     let q = w2.mailq();
     assert!(q.contains("ok@example.net (sent via backup)"), "{q}");
     assert!(q.contains("temp450@example.net"), "{q}");
+    let r = w2.run("mailhop", &["queue", "list", "--json"], b"");
+    let items: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rcpts = &items[0]["recipients"];
+    assert_eq!(rcpts[0]["address"], "ok@example.net", "{items}");
+    assert_eq!(rcpts[0]["via"], "backup", "{items}");
+    assert_eq!(rcpts[1]["via"], serde_json::Value::Null, "{items}");
 }
 
 #[test]
