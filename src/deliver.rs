@@ -938,9 +938,14 @@ fn fate_of(address: &str, event: Event<'_>) -> (Fate, Option<String>) {
             }
         }
         Event::Error(e) => {
-            if let transport::Kind::AllRecipientsRejected(list) = &e.kind
-                && let Some((_, reply)) = list.iter().find(|(a, _)| a == address)
-            {
+            // Refused at RCPT: its own reply decides, even when the
+            // transaction then failed for the others (a 4xx RCPT stays
+            // deferred under a 5xx to DATA).
+            let list = match &e.kind {
+                transport::Kind::AllRecipientsRejected(list) => list.as_slice(),
+                _ => e.rejected(),
+            };
+            if let Some((_, reply)) = list.iter().find(|(a, _)| a == address) {
                 return (rcpt_fate(reply), Some(reply.one_line()));
             }
             // The reply itself ("554 5.6.0 …") where there is one, so a

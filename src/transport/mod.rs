@@ -264,6 +264,9 @@ pub struct Error {
     /// The lower-level error this one explains (an I/O or TLS error), for
     /// `source()`.
     cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// Recipients the server refused at RCPT before the transaction failed
+    /// later (at DATA, say): their own reply is their fate, not this error.
+    rejected: Vec<(String, Reply)>,
 }
 
 /// Errors compare by what they mean; their cause is only for `source()`.
@@ -282,7 +285,13 @@ impl Error {
             kind,
             detail: detail.into(),
             cause: None,
+            rejected: Vec::new(),
         }
+    }
+
+    /// The recipients refused at RCPT before this error, with their replies.
+    pub fn rejected(&self) -> &[(String, Reply)] {
+        &self.rejected
     }
 
     /// The same error, with the lower-level one it explains as its source.
@@ -1526,6 +1535,20 @@ impl Session {
                 ),
             ));
         }
+        match self.data_phase(message) {
+            Ok(r) => {
+                outcome.reply = Some(r);
+                Ok(outcome)
+            }
+            Err(mut e) => {
+                e.rejected = outcome.rejected;
+                Err(e)
+            }
+        }
+    }
+
+    /// DATA, the message and its end: the server's final reply.
+    fn data_phase(&mut self, message: &mut dyn Read) -> Result<Reply, Error> {
         let r = self.command("DATA", Stage::Data)?;
         self.expect(&r, Stage::Data, &[354], "DATA")?;
         if r.code != 354 {
@@ -1551,8 +1574,7 @@ impl Session {
                 format!("{} refused the message: {r}{hint}", self.settings.host),
             ));
         }
-        outcome.reply = Some(r);
-        Ok(outcome)
+        Ok(r)
     }
 
     /// Streams the message with dot-stuffing and the terminator, in as few

@@ -320,6 +320,31 @@ fn faults_at_each_stage_map_to_exit_codes() {
     assert_eq!(s.world.dead().len(), 7, "every failed message was kept");
 }
 
+/// A 5xx to DATA fails the recipients the server took at RCPT, not one it
+/// had already refused with a 4xx: that one still waits in the queue.
+#[test]
+fn a_5xx_to_data_leaves_a_4xx_rcpt_refusal_deferred() {
+    let s = setup(
+        Mode::StartTls,
+        "server",
+        "",
+        "[rewrite]\nfrom_policy = \"keep\"\ndomain = \"host.example.com\"\n",
+    );
+    let r = send(
+        &s,
+        &["-oi", "datafail5@example.net", "temp450@example.net"],
+        b"Subject: x\n\nbody\n",
+    );
+    assert_eq!(r.code, 69, "{r:?}");
+    assert!(r.stderr.contains("datafail5@example.net"), "{}", r.stderr);
+    assert!(!r.stderr.contains("temp450@example.net:"), "{}", r.stderr);
+    assert!(r.stderr.contains("queued as"), "{}", r.stderr);
+    let q = s.world.mailq();
+    assert!(q.contains("temp450@example.net"), "{q}");
+    assert!(q.contains("450"), "its own reply is its reason: {q}");
+    assert!(!q.contains("datafail5@example.net"), "{q}");
+}
+
 #[test]
 fn slow_server_times_out() {
     let s = setup(
