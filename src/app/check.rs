@@ -316,6 +316,7 @@ fn send_test(env: &Env, a: &config::Account, to: &str, out: &mut dyn Write) -> E
         keep_refused: false,
         may_queue: false,
         recipient_dsn: &[],
+        start_runner: super::send::spawn_runner,
     };
     match super::send::submit(env, &args, &mut source) {
         Ok(_) => {

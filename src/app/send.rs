@@ -331,6 +331,10 @@ pub(super) struct Source<'a> {
     /// Per-recipient DSN parameters (an SMTP client's NOTIFY and ORCPT),
     /// by position in `SendArgs::recipients`; empty for a pipe.
     pub(super) recipient_dsn: &'a [queue::RcptDsn],
+    /// Starts a queue runner for what this message left queued:
+    /// `spawn_runner` for a one-message process; the SMTP server's own,
+    /// which keeps one runner at a time across its messages.
+    pub(super) start_runner: fn(&SendArgs),
 }
 
 /// A message every recipient of which was delivered or durably queued.
@@ -349,6 +353,7 @@ pub(super) fn send(env: &Env, args: &SendArgs) -> Result<Exit, Failure> {
         keep_refused: true,
         may_queue: true,
         recipient_dsn: &[],
+        start_runner: spawn_runner,
     };
     submit(env, args, &mut source).map(|_| Exit::Ok)
 }
@@ -418,7 +423,11 @@ pub(super) fn submit(
     if !remote.is_empty() {
         deliver_remote(env, args, spool.as_ref(), &mut sub, remote, &mut results);
     }
-    report(env, args, spool.as_ref(), sub, results)
+    let after = After {
+        spool: spool.as_ref(),
+        start_runner: source.start_runner,
+    };
+    report(env, args, &after, sub, results)
 }
 
 /// Intake's verdict on the raw bytes: what no rewriting can fix.
@@ -923,10 +932,11 @@ fn caller_text(meta: &queue::Meta, v: &Verdict, account: Option<&config::Account
 fn report(
     env: &Env,
     args: &SendArgs,
-    spool: Option<&queue::Spool>,
+    after: &After<'_>,
     mut sub: Submission,
     mut results: Results,
 ) -> Result<Accepted, Failure> {
+    let spool = after.spool;
     if !sub.spooled.keep_refused {
         bounce_the_failed(env, args, spool, &sub, &mut results);
     }
@@ -968,7 +978,7 @@ fn report(
         if !env.config.accounts.is_empty()
             && (queued_by_choice || reachable_again || results.bounce_queued)
         {
-            spawn_runner(args);
+            (after.start_runner)(args);
         }
         return Ok(Accepted { queue_id });
     }
@@ -1069,6 +1079,13 @@ fn bounce_the_failed(
     }
 }
 
+/// What `report` works with beside the message: the spool, and how to
+/// start a runner for what waits there.
+struct After<'a> {
+    spool: Option<&'a queue::Spool>,
+    start_runner: fn(&SendArgs),
+}
+
 /// What the log line says happened: `status=sent (…)`, `status=queued (…)`.
 fn status_text(results: &Results) -> String {
     let mut status = Vec::new();
@@ -1124,10 +1141,16 @@ fn tell_queued(env: &Env, q: &Queued) {
 /// Starts `mailhop queue run` in the background, detached, so the caller
 /// (a PHP request, cron) does not wait for the smarthost.
 pub(super) fn spawn_runner(args: &SendArgs) {
+    if let Some(mut cmd) = runner_command(args) {
+        let _ = cmd.spawn();
+    }
+}
+
+/// `mailhop queue run` with this configuration, detached: no terminal,
+/// its own process group.
+pub(super) fn runner_command(args: &SendArgs) -> Option<std::process::Command> {
     use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
+    let exe = std::env::current_exe().ok()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg0("mailhop").args(["queue", "run"]);
     if let Some(c) = &args.common.config {
@@ -1137,7 +1160,7 @@ pub(super) fn spawn_runner(args: &SendArgs) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    let _ = cmd.spawn();
+    Some(cmd)
 }
 
 /// The exit code for several failed recipients: a temporary failure wins

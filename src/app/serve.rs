@@ -224,8 +224,78 @@ fn deliver(
         input: message,
         keep_refused: false,
         recipient_dsn: &dsn,
+        start_runner,
     };
     Ok(submit(&env, &args, &mut source)?.queue_id)
+}
+
+/// The queue runner this process started, if it still runs, and whether
+/// mail was queued since it began: one runner at a time, whatever the
+/// number of messages and connections, each delivering what the last left.
+struct RunnerSlot {
+    running: bool,
+    again: bool,
+}
+
+static RUNNER: Mutex<RunnerSlot> = Mutex::new(RunnerSlot {
+    running: false,
+    again: false,
+});
+
+/// Starts a queue runner for a message just queued, unless one this
+/// process started still runs; then another starts when it ends, for what
+/// it may have missed. A long session or a busy listener thus never runs
+/// a runner per message, and nothing waits for the timer.
+fn start_runner(args: &SendArgs) {
+    let mut slot = RUNNER.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.running {
+        slot.again = true;
+        return;
+    }
+    let Some(child) = runner_process(args) else {
+        return;
+    };
+    slot.running = true;
+    drop(slot);
+    let args = args.clone();
+    // Waits for the child (no zombie), and starts the next one if asked.
+    let reaper = std::thread::Builder::new()
+        .name("runner".into())
+        .spawn(move || {
+            let mut child = child;
+            loop {
+                let _ = child.wait();
+                let mut slot = RUNNER.lock().unwrap_or_else(|e| e.into_inner());
+                let next = if std::mem::take(&mut slot.again) {
+                    runner_process(&args)
+                } else {
+                    None
+                };
+                match next {
+                    Some(c) => child = c,
+                    None => {
+                        slot.running = false;
+                        return;
+                    }
+                }
+            }
+        });
+    if reaper.is_err() {
+        RUNNER.lock().unwrap_or_else(|e| e.into_inner()).running = false;
+    }
+}
+
+/// Before this process ends (and its waiting thread with it): mail queued
+/// while the last runner ran gets a runner of its own, detached.
+fn hand_over_runner(args: &SendArgs) {
+    let mut slot = RUNNER.lock().unwrap_or_else(|e| e.into_inner());
+    if std::mem::take(&mut slot.again) {
+        super::send::spawn_runner(args);
+    }
+}
+
+fn runner_process(args: &SendArgs) -> Option<std::process::Child> {
+    super::send::runner_command(args)?.spawn().ok()
 }
 
 /// stdin and stdout as one stream; reads wait at most the idle time.
@@ -302,7 +372,9 @@ fn smtp_stdio(args: &SendArgs) -> Result<Exit, Failure> {
         output: dup(io::stdout().as_fd())?,
     };
     let peer = stdin_peer();
-    let summary = run_session(&shared, stdio, peer, None)?;
+    let summary = run_session(&shared, stdio, peer, None);
+    hand_over_runner(args);
+    let summary = summary?;
     if let Some(peer) = peer {
         eprintln!("mailhop: smtp from {peer}: {}", describe(&summary));
     }
@@ -424,6 +496,7 @@ fn serve(args: &ServeArgs) -> Result<Exit, Failure> {
     for w in workers.drain(..) {
         let _ = w.join();
     }
+    hand_over_runner(&shared.base);
     eprintln!("mailhop: stopped");
     Ok(Exit::Ok)
 }

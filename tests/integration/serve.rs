@@ -815,3 +815,185 @@ fn a_recipient_refused_beside_one_delivered_is_bounced_not_replied() {
     assert!(!dsn.contains("reject550-quiet"), "NOTIFY=NEVER: {dsn}");
     s.stop();
 }
+
+/// A smarthost in front of `upstream`: it takes the first connection and
+/// says nothing on it until `release` (a runner stuck on its greeting),
+/// and passes every later one through. Reports each first accept on
+/// `accepted`. The port stays bound throughout, so no other test takes it.
+struct Gate {
+    port: u16,
+    release: mpsc::Sender<()>,
+    accepted: Receiver<()>,
+}
+
+impl Gate {
+    fn start(upstream: u16) -> Gate {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (release, released) = mpsc::channel::<()>();
+        let (tx, accepted) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let Ok((first, _)) = listener.accept() else {
+                return;
+            };
+            let _ = tx.send(());
+            std::thread::spawn(move || {
+                let _ = released.recv();
+                drop(first);
+            });
+            for conn in listener.incoming() {
+                let Ok(down) = conn else { return };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut d, mut u) = (down, up);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut d, &mut u);
+                    let _ = u.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut d2);
+                    let _ = d2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Gate {
+            port,
+            release,
+            accepted,
+        }
+    }
+}
+
+/// A world with queue mode "always" (its own queue) that relays to `port`.
+fn always_world(port: u16) -> World {
+    let w = World::new(&format!(
+        "[[account]]\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"shop@example.com\"\ntimeout = 60\n"
+    ));
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    w.write_config(&cfg.replace("[queue]\n", "[queue]\nmode = \"always\"\n"));
+    w
+}
+
+/// The `mailhop queue run` processes started for this configuration.
+fn runners_for(config: &std::path::Path) -> usize {
+    let want = config.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2).any(|w| w == [&b"queue"[..], &b"run"[..]]) && args.contains(&want)
+        })
+        .count()
+}
+
+/// With mode "always" every message wants a runner; a server gets one at
+/// a time (here: one stuck on a smarthost that never greets), and what
+/// was queued meanwhile is delivered by the next, once it is gone.
+#[test]
+fn one_queue_runner_at_a_time_and_none_is_missed() {
+    let server = Smtpd::start(
+        &SmtpdOptions::default(),
+        &tempfile::tempdir().unwrap().keep(),
+    );
+    let gate = Gate::start(server.port);
+    let w = always_world(gate.port);
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let mut c = Client::connect(&s.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("EHLO client"), 250);
+    for i in 0..5 {
+        assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
+        assert_eq!(c.cmd(&format!("RCPT TO:<r{i}@example.net>")), 250);
+        assert_eq!(c.cmd("DATA"), 354);
+        c.send(format!("Subject: m{i}\r\n\r\nbody\r\n.\r\n").as_bytes());
+        assert_eq!(c.reply().0, 250);
+        if i == 0 {
+            // The first runner is connected and waits for a greeting.
+            gate.accepted.recv_timeout(TIMEOUT).unwrap();
+        }
+    }
+    assert_eq!(
+        runners_for(&w.config()),
+        1,
+        "one runner, not one per message"
+    );
+    // The gate lets go: the first runner gives up on its message, and the
+    // next delivers the other four.
+    gate.release.send(()).unwrap();
+    let got = server.wait_messages(4);
+    let mut to: Vec<String> = got.iter().flat_map(|m| m.rcpt_tos.clone()).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "r1@example.net",
+            "r2@example.net",
+            "r3@example.net",
+            "r4@example.net"
+        ]
+    );
+    assert_eq!(c.cmd("QUIT"), 221);
+    s.stop();
+}
+
+/// `-bs` ends with its session: mail queued while its runner was busy is
+/// handed to a runner of its own then, not left for the timer.
+#[test]
+fn bs_hands_queued_mail_to_a_runner_when_it_ends() {
+    let server = Smtpd::start(
+        &SmtpdOptions::default(),
+        &tempfile::tempdir().unwrap().keep(),
+    );
+    let gate = Gate::start(server.port);
+    let w = always_world(gate.port);
+    let mut bs = Command::new(BIN)
+        .args(["-bs", "-C"])
+        .arg(w.config())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = bs.stdin.take().unwrap();
+    let mut output = BufReader::new(bs.stdout.take().unwrap());
+    let mut reply = || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(output.read_line(&mut line).unwrap() > 0, "-bs ended early");
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line[..3].parse::<u16>().unwrap();
+            }
+        }
+    };
+    assert_eq!(reply(), 220);
+    input.write_all(b"EHLO client\r\n").unwrap();
+    assert_eq!(reply(), 250);
+    for i in 1..=2 {
+        for (line, code) in [
+            ("MAIL FROM:<app@example.com>".to_string(), 250),
+            (format!("RCPT TO:<m{i}@example.net>"), 250),
+            ("DATA".to_string(), 354),
+            (format!("Subject: m{i}\r\n\r\nbody\r\n."), 250),
+        ] {
+            input.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+            assert_eq!(reply(), code, "{line}");
+        }
+        if i == 1 {
+            // Its runner is connected and waits for a greeting.
+            gate.accepted.recv_timeout(TIMEOUT).unwrap();
+        }
+    }
+    input.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(reply(), 221);
+    assert!(bs.wait().unwrap().success());
+    // The first runner still waits for its greeting; the second message
+    // went anyway.
+    let got = server.wait_messages(1);
+    assert_eq!(got[0].rcpt_tos, ["m2@example.net"]);
+    gate.release.send(()).unwrap();
+}
