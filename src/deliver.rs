@@ -1030,67 +1030,25 @@ fn finish(
         .collect();
     if !failed.is_empty() {
         if claimed.meta.sender.is_empty() {
-            // A bounce that failed: never bounce a bounce.
-            let id = claimed.meta.id.clone();
-            let path = spool.fail(claimed)?;
-            report.failed += 1;
-            report.lines.push(format!(
-                "{id}: bounce could not be delivered; moved to {}",
-                path.display()
-            ));
-            return Ok(());
-        }
-        let bounce = match queue_bounce(spool, &claimed.meta, &failed, opts) {
-            Ok(id) => id,
-            Err(e) => {
-                // The failed recipients stay failed (not bounced), and the
-                // item stays: a later run makes the bounce. What this run
-                // did to the item is saved, and the run goes on.
+            // A bounce that failed: never bounce a bounce. Once nothing is
+            // pending, the item goes to failed/ for a person to see; until
+            // then its deferred recipients are retried.
+            if claimed.meta.pending().next().is_none() {
+                let id = claimed.meta.id.clone();
+                let path = spool.fail(claimed)?;
+                report.failed += 1;
                 report.lines.push(format!(
-                    "{}: the bounce could not be queued ({e}); kept for a later run",
-                    claimed.meta.id
+                    "{id}: bounce could not be delivered; moved to {}",
+                    path.display()
                 ));
-                reschedule(&mut claimed.meta, now);
-                return spool.update(&claimed);
+                return Ok(());
             }
-        };
-        if let Some(bounce) = bounce {
-            report.new_bounces.push(bounce);
-        }
-        // Per recipient: one that fails on a later attempt gets a bounce
-        // of its own.
-        for r in claimed
-            .meta
-            .recipients
-            .iter_mut()
-            .filter(|r| r.state == RcptState::Failed)
-        {
-            r.state = RcptState::Bounced;
-        }
-        report.bounced += 1;
-        let (noticed, silent): (Vec<&Recipient>, Vec<&Recipient>) = failed
-            .iter()
-            .partition(|r| r.wants_failure_notice(&claimed.meta));
-        let list = |rs: &[&Recipient]| {
-            rs.iter()
-                .map(|r| r.address.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !noticed.is_empty() {
-            report.lines.push(format!(
-                "{}: bounced to <{}> for {}",
-                claimed.meta.id,
-                opts.bounce_to.as_deref().unwrap_or(&claimed.meta.sender),
-                list(&noticed)
-            ));
-        }
-        if !silent.is_empty() {
-            report.lines.push(format!(
-                "{}: failed for {}; no bounce: the sender asked for none (NOTIFY)",
-                claimed.meta.id,
-                list(&silent)
-            ));
+        } else if !bounce_failed(spool, &mut claimed.meta, &failed, opts, report) {
+            // The failed recipients stay failed (not bounced), and the
+            // item stays: a later run makes the bounce. What this run did
+            // to the item is saved, and the run goes on.
+            reschedule(&mut claimed.meta, now);
+            return spool.update(&claimed);
         }
     }
     if claimed.meta.pending().next().is_none() {
@@ -1104,6 +1062,80 @@ fn finish(
     reschedule(&mut claimed.meta, now);
     report.deferred += 1;
     spool.update(&claimed)
+}
+
+/// The Original-Recipient field (RFC 3464 §2.3.1) for an ORCPT: its own
+/// address type and address, as the client gave them (the SMTP server
+/// took only an atom and printable ASCII). Anything else in a queue file
+/// is written again from the address, so it cannot break the field.
+fn original_recipient(orcpt: &str) -> Option<String> {
+    let (kind, addr) = orcpt.split_once(';')?;
+    let atom = !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b));
+    let printable = !addr.is_empty() && addr.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    Some(if atom && printable {
+        format!("{kind}; {addr}")
+    } else {
+        crate::message::dsn::recipient(addr.trim())
+    })
+}
+
+/// Bounces `failed` (those whose NOTIFY asks for it) and marks them all
+/// settled. False when the bounce could not be queued: they stay failed.
+fn bounce_failed(
+    spool: &Spool,
+    meta: &mut Meta,
+    failed: &[Recipient],
+    opts: &RunOptions,
+    report: &mut Report,
+) -> bool {
+    let bounce = match queue_bounce(spool, meta, failed, opts) {
+        Ok(id) => id,
+        Err(e) => {
+            report.lines.push(format!(
+                "{}: the bounce could not be queued ({e}); kept for a later run",
+                meta.id
+            ));
+            return false;
+        }
+    };
+    // Per recipient: one that fails on a later attempt gets a bounce of
+    // its own.
+    for r in meta
+        .recipients
+        .iter_mut()
+        .filter(|r| r.state == RcptState::Failed)
+    {
+        r.state = RcptState::Bounced;
+    }
+    let (noticed, silent): (Vec<&Recipient>, Vec<&Recipient>) =
+        failed.iter().partition(|r| r.wants_failure_notice(meta));
+    let list = |rs: &[&Recipient]| {
+        rs.iter()
+            .map(|r| r.address.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(bounce) = bounce {
+        report.new_bounces.push(bounce);
+        report.bounced += 1;
+        report.lines.push(format!(
+            "{}: bounced to <{}> for {}",
+            meta.id,
+            opts.bounce_to.as_deref().unwrap_or(&meta.sender),
+            list(&noticed)
+        ));
+    }
+    if !silent.is_empty() {
+        report.lines.push(format!(
+            "{}: failed for {}; no bounce: the sender asked for none (NOTIFY)",
+            meta.id,
+            list(&silent)
+        ));
+    }
+    true
 }
 
 /// Queues an RFC 3464 delivery status notification for those of `failed`
@@ -1214,10 +1246,8 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
             .to_string();
         let mut fields: dsn::Fields = Vec::new();
         // RFC 3464 §2.3.1: the ORCPT the client gave, as given.
-        // Written again from its address, so what a client sent cannot
-        // break the field.
-        if let Some((_, addr)) = r.dsn.orcpt.as_deref().and_then(|o| o.split_once(';')) {
-            fields.push(("Original-Recipient", dsn::recipient(addr.trim())));
+        if let Some(orcpt) = r.dsn.orcpt.as_deref().and_then(original_recipient) {
+            fields.push(("Original-Recipient", orcpt));
         }
         fields.extend([
             ("Final-Recipient", dsn::recipient(&r.address)),
@@ -1551,6 +1581,51 @@ mod tests {
             items.iter().all(|m| m.sender.is_empty()
                 || m.recipients.iter().all(|r| r.state != RcptState::Failed))
         );
+    }
+
+    #[test]
+    fn original_recipient_keeps_the_orcpt_address_type() {
+        assert_eq!(
+            original_recipient("utf-8;J\\x{F6}rg@y").as_deref(),
+            Some("utf-8; J\\x{F6}rg@y")
+        );
+        assert_eq!(
+            original_recipient("rfc822;a@b").as_deref(),
+            Some("rfc822; a@b")
+        );
+        // Damage in a queue file cannot reach the bounce's header.
+        assert_eq!(
+            original_recipient("x\r\nBcc: e;a@b\r\nX: y").as_deref(),
+            Some(r"utf-8; a@b\x{D}\x{A}X:\x{20}y")
+        );
+        assert_eq!(original_recipient("no type"), None);
+    }
+
+    /// A null-sender item (a bounce, `-f "<>"`, SMTP `MAIL FROM:<>`) with
+    /// one recipient refused for good and one deferred: the deferred one
+    /// stays in the queue; the item goes to failed/ once nothing waits.
+    #[test]
+    fn a_null_sender_item_keeps_its_deferred_recipients() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), false);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        enqueue(&spool, t0, "", &["bad@y", "later@y"]);
+        let mut relay = Fake::default();
+        let rep = run(&spool, &mut relay, &opts(t0)).unwrap();
+        assert_eq!(
+            (rep.bounced, rep.failed, rep.deferred),
+            (0, 0, 1),
+            "{rep:?}"
+        );
+        let items = spool.list().unwrap().0;
+        assert_eq!(items.len(), 1);
+        assert!(items[0].pending().any(|r| r.address == "later@y"));
+        // later@y expires: nothing waits, and the item goes to failed/.
+        let mut o = opts(t0 + Duration::from_secs(61));
+        o.max_age = Duration::from_secs(60);
+        let rep = run(&spool, &mut relay, &o).unwrap();
+        assert_eq!(rep.failed, 1, "{rep:?}");
+        assert!(spool.list().unwrap().0.is_empty());
     }
 
     #[test]

@@ -29,7 +29,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The lines of one recipient, in the order `to_bytes` writes them.
+/// The lines of one recipient, in the order `to_bytes` writes them. A
+/// later version's own per-recipient keys go after these: unknown to this
+/// one, they are skipped; before them, they would break the order.
 const RCPT_KEYS: [&str; 4] = ["rcpt", "via", "notify", "orcpt"];
 
 /// Format version written in the first line of every metadata file.

@@ -1012,10 +1012,14 @@ fn report(
 
 /// An SMTP client gets one reply for the whole message: once some
 /// recipients were delivered or queued, it must be 250, or the client
-/// sends them all again. So, as Postfix does, the recipients that failed
-/// get a bounce (unless their NOTIFY asks for none; never for a bounce)
-/// and leave `failed`. If the bounce cannot be queued they stay, and the
-/// client hears of them.
+/// sends them all again. So, as Postfix does, when every recipient that
+/// failed failed for good (what would be a 5xx reply), they get a bounce
+/// (unless their NOTIFY asks for none; never for the null sender) and
+/// leave `failed`. A temporary failure among them (a locked mailbox, a
+/// queue that cannot be written) keeps them all: the client hears 4xx and
+/// tries again later, a duplicate for some rather than a loss for others.
+/// Without a spool (`mode = "never"`) nothing can be bounced: the client
+/// hears of them.
 fn bounce_the_failed(
     env: &Env,
     args: &SendArgs,
@@ -1024,7 +1028,11 @@ fn bounce_the_failed(
     results: &mut Results,
 ) {
     let Some(spool) = spool else { return };
-    if results.failed.is_empty() || (results.delivered.is_empty() && results.queued.is_none()) {
+    let permanent = |f: &FailedRcpt| reply_for(&Failure::new(f.exit, "")).code >= 500;
+    if results.failed.is_empty()
+        || (results.delivered.is_empty() && results.queued.is_none())
+        || !results.failed.iter().all(permanent)
+    {
         return;
     }
     let mut original = new_meta(env, args, sub, Vec::new());
@@ -1038,36 +1046,23 @@ fn bounce_the_failed(
             r
         })
         .collect();
-    let opts = deliver::RunOptions {
-        now: env.now,
-        force: false,
-        only: None,
-        max_age: env.config.queue.max_age,
-        bounce_to: env.config.queue.bounce_to.clone(),
-        hostname: env.hostname.clone(),
-        uid: None,
-    };
     let bounce = if original.sender.is_empty() {
         Ok(None)
     } else {
+        let opts = deliver::RunOptions {
+            now: env.now,
+            force: false,
+            only: None,
+            max_age: env.config.queue.max_age,
+            bounce_to: env.config.queue.bounce_to.clone(),
+            hostname: env.hostname.clone(),
+            uid: None,
+        };
         deliver::queue_bounce(spool, &original, &original.recipients, &opts)
     };
     match bounce {
         Ok(id) => {
-            let list: Vec<&str> = results.failed.iter().map(|f| f.address.as_str()).collect();
-            let how = match &id {
-                Some(id) => format!("bounce queued as {id}"),
-                None => "no bounce: the sender asked for none, or is <>".to_string(),
-            };
-            log_line(
-                env,
-                Severity::Info,
-                &format!(
-                    "{} status=bounced ({}: {how})",
-                    sub.summary,
-                    log::field(&list.join(", "))
-                ),
-            );
+            log_bounced(env, sub, &original, id.as_deref());
             results.bounce_queued = id.is_some();
             results.failed.clear();
         }
@@ -1077,6 +1072,41 @@ fn bounce_the_failed(
             &format!("{} the bounce could not be queued: {e}", sub.summary),
         ),
     }
+}
+
+/// The log line for recipients an SMTP client was not told about: who got
+/// a bounce, and who none (their NOTIFY, or the null sender).
+fn log_bounced(env: &Env, sub: &Submission, original: &queue::Meta, id: Option<&str>) {
+    let (noticed, silent): (Vec<&queue::Recipient>, Vec<&queue::Recipient>) = original
+        .recipients
+        .iter()
+        .partition(|r| id.is_some() && r.wants_failure_notice(original));
+    let list = |rs: &[&queue::Recipient]| {
+        log::field(
+            &rs.iter()
+                .map(|r| r.address.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    };
+    let mut status = Vec::new();
+    if let Some(id) = id.filter(|_| !noticed.is_empty()) {
+        status.push(format!(
+            "status=bounced ({}: bounce queued as {id})",
+            list(&noticed)
+        ));
+    }
+    if !silent.is_empty() {
+        status.push(format!(
+            "status=bounced ({}: no bounce: the sender asked for none, or is <>)",
+            list(&silent)
+        ));
+    }
+    log_line(
+        env,
+        Severity::Info,
+        &format!("{} {}", sub.summary, status.join(" ")),
+    );
 }
 
 /// What `report` works with beside the message: the spool, and how to

@@ -207,8 +207,10 @@ fn mail_from(rest: &str) -> Result<MailFrom, Reply> {
         address: mailbox(path)?,
         ..MailFrom::default()
     };
+    let mut seen = Vec::new();
     for p in params.split_whitespace() {
         let (key, value) = p.split_once('=').unwrap_or((p, ""));
+        once(&mut seen, key)?;
         match (key.to_ascii_uppercase().as_str(), value) {
             ("SIZE", v) => {
                 m.size = Some(v.parse().map_err(|_| bad_param("Bad SIZE parameter"))?);
@@ -247,8 +249,10 @@ fn rcpt_to(rest: &str) -> Result<RcptTo, Reply> {
     if r.address.is_empty() {
         return Err(Reply::new(501, "5.1.3", "Empty recipient address"));
     }
+    let mut seen = Vec::new();
     for p in params.split_whitespace() {
         let (key, value) = p.split_once('=').unwrap_or((p, ""));
+        once(&mut seen, key)?;
         match key.to_ascii_uppercase().as_str() {
             "NOTIFY" => r.notify = Some(notify(value)?),
             "ORCPT" => r.orcpt = Some(orcpt(value)?),
@@ -256,6 +260,17 @@ fn rcpt_to(rest: &str) -> Result<RcptTo, Reply> {
         }
     }
     Ok(r)
+}
+
+/// A parameter may be given once per command (RFC 3461 §4, RFC 5321
+/// §4.1.2 in practice): a second one is refused, not taken over the first.
+fn once(seen: &mut Vec<String>, key: &str) -> Result<(), Reply> {
+    let key = key.to_ascii_uppercase();
+    if seen.contains(&key) {
+        return Err(bad_param(format!("Duplicate parameter {}", key_of(&key))));
+    }
+    seen.push(key);
+    Ok(())
 }
 
 /// A parameter's keyword for an error message: bounded, so a 1 MB
@@ -268,9 +283,9 @@ fn notify(value: &str) -> Result<String, Reply> {
     let items: Vec<String> = value.split(',').map(str::to_ascii_lowercase).collect();
     let ok = match items.as_slice() {
         [only] if only == "never" => true,
-        _ => items
-            .iter()
-            .all(|i| matches!(i.as_str(), "success" | "failure" | "delay")),
+        _ => items.iter().enumerate().all(|(n, i)| {
+            matches!(i.as_str(), "success" | "failure" | "delay") && !items[..n].contains(i)
+        }),
     };
     if ok {
         Ok(items.join(","))
@@ -279,11 +294,18 @@ fn notify(value: &str) -> Result<String, Reply> {
     }
 }
 
+/// `addr-type ";" xtext` (RFC 3461 §4.2): the type an atom, the whole
+/// value at most 500 characters.
 fn orcpt(value: &str) -> Result<String, Reply> {
     let (kind, addr) = value
         .split_once(';')
         .ok_or_else(|| bad_param("Bad ORCPT parameter"))?;
-    if kind.is_empty() || addr.is_empty() {
+    let atom = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b))
+    };
+    if value.len() > MAX_DSN_VALUE || !atom(kind) || addr.is_empty() {
         return Err(bad_param("Bad ORCPT parameter"));
     }
     Ok(format!("{kind};{}", xtext_decode(addr)?))
@@ -411,6 +433,14 @@ mod tests {
         assert_eq!(r.orcpt.as_deref(), Some("rfc822;u@x"));
         assert_eq!(code(b"RCPT TO:<u@x> NOTIFY=NEVER,SUCCESS"), 555);
         assert_eq!(code(b"RCPT TO:<u@x> ORCPT=bad"), 555);
+        // The type an atom, the whole value bounded (RFC 3461 §4.2).
+        assert_eq!(code(b"RCPT TO:<u@x> ORCPT=rfc(822);u@x"), 555);
+        let long = format!("RCPT TO:<u@x> ORCPT={};u@x", "a".repeat(3000));
+        assert_eq!(code(long.as_bytes()), 555);
+        // Each parameter once, each NOTIFY keyword once.
+        assert_eq!(code(b"RCPT TO:<u@x> NOTIFY=NEVER notify=FAILURE"), 555);
+        assert_eq!(code(b"RCPT TO:<u@x> NOTIFY=FAILURE,failure"), 555);
+        assert_eq!(code(b"MAIL FROM:<u@x> RET=FULL RET=HDRS"), 555);
         let long = format!("RCPT TO:<{}@x>", "a".repeat(300));
         assert_eq!(code(long.as_bytes()), 501);
     }

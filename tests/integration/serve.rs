@@ -997,3 +997,55 @@ fn bs_hands_queued_mail_to_a_runner_when_it_ends() {
     assert_eq!(got[0].rcpt_tos, ["m2@example.net"]);
     gate.release.send(()).unwrap();
 }
+
+/// A temporary failure beside a recipient that went (here a local
+/// mailbox that cannot be created) is not bounced as failed for good, nor
+/// dropped under a 250: the client hears 4xx and keeps the message.
+#[test]
+fn a_temporary_failure_beside_a_delivery_is_a_4xx_not_a_bounce() {
+    let (w, server) = relay_world("");
+    std::fs::write(w.path("file"), b"").unwrap();
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    w.write_config(&cfg.replace("/mail/%u", "/file/%u"));
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let mut c = Client::connect(&s.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("EHLO client"), 250);
+    assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.net>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<alice@host.example.com> NOTIFY=NEVER"), 250);
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send(format!("{MSG}.\r\n").as_bytes());
+    let (code, text) = c.reply();
+    assert_eq!(code, 451, "{text}");
+    assert!(text.contains("alice@host.example.com"), "{text}");
+    assert_eq!(c.cmd("QUIT"), 221);
+    s.stop();
+    assert_eq!(server.wait_messages(1).len(), 1);
+    assert!(!w.log().contains("status=bounced"), "{}", w.log());
+    assert!(w.queued().is_empty());
+}
+
+/// Without a queue (`mode = "never"`) nothing can be bounced: a recipient
+/// refused beside one delivered is the reply, as mailhop(8) says.
+#[test]
+fn mode_never_replies_the_failure_beside_a_delivery() {
+    let (w, server) = relay_world("");
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    w.write_config(&cfg.replace("[queue]\n", "[queue]\nmode = \"never\"\n"));
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let mut c = Client::connect(&s.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("EHLO client"), 250);
+    assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.net>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<reject550@example.net>"), 250);
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send(format!("{MSG}.\r\n").as_bytes());
+    let (code, text) = c.reply();
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("delivered to: b@example.net"), "{text}");
+    assert_eq!(c.cmd("QUIT"), 221);
+    s.stop();
+    assert_eq!(server.wait_messages(1)[0].rcpt_tos, ["b@example.net"]);
+}
