@@ -268,3 +268,20 @@ SMTPD = {
 }
 for name, (c0, c1, client) in SMTPD.items():
     put("smtpd", name, bytes([c0, c1]) + client.encode("utf-8", "surrogateescape"))
+
+# smtpd_data: byte 0 = size limit (bits 0-2: 0, 1, 2, 5, 16, 64, 1 MiB,
+# unlimited) and largest chunk (bits 3-5: 1, 2, 3, 4, 7, 16, 100, 4096);
+# byte 1 seeds the chunk lengths. Then what follows a 354.
+DATA = {
+    "message": (6 | 5 << 3, 1, MESSAGE + "QUIT\r\n"),
+    "empty": (6, 0, ".\r\n"),
+    "stuffing": (7 | 1 << 3, 7, "..\r\n..x\r\n.y\r\n.\rz\r\n...\r\n.\r\nRSET\r\n"),
+    "bare-lf": (6 | 2 << 3, 3, "a\n.\nb\n.\r\nc\r\n.\n\r\n.\r\n"),
+    "cr-runs": (6 | 3 << 3, 9, "a\r\r\n\r.\r\r\n\r\r\r\n.\r\n"),
+    "unfinished": (6 | 4 << 3, 5, "no end marker\r\n.\r"),
+    "over-limit": (3 | 4 << 3, 2, "0123456789\r\n.\r\nNOOP\r\n"),
+    "at-limit": (4, 0, "0123456789abcd\r\n.\r\n"),
+    "nul-8bit": (6 | 6 << 3, 4, "\0\xff\xfe\r\n.\0\r\n.\r\n"),
+}
+for name, (c0, c1, body) in DATA.items():
+    put("smtpd_data", name, bytes([c0, c1]) + body.encode("latin-1"))
