@@ -192,3 +192,96 @@ REPLIES = {
 }
 for name, v in REPLIES.items():
     put("smtp_reply", name, v)
+
+# smtpd: byte 0 = access (bits 0-2: 0 trusted, 6 needs AUTH, 7 denied),
+# STARTTLS (8), AUTH (16), shutdown (32), size limit (bits 6-7: 1 MiB, 0,
+# 16, 200); byte 1 = recipient limit (bits 0-1: 100, 1, 2, 3), error limit
+# (bits 2-3: 20, 1, 3, 5), read size (bits 4-7: whole, 1, 2, 3, 5, 7, 16,
+# 64, 100, 500, 1000, 4095, 4096, 4097, 16384, 20000). Then the client.
+TLS, AUTH, STOP = 8, 16, 32
+NEEDS_AUTH = 6
+SIZE_16, SIZE_200 = 2 << 6, 3 << 6
+RCPT_2 = 2
+ERRORS_3 = 2 << 2
+
+
+def read(i):
+    return i << 4
+
+
+PLAIN = "AHVzZXIAc2VjcmV0"  # base64("\0user\0secret")
+MESSAGE = (
+    "From: root@web1.example.org\r\nTo: admin@example.net\r\nSubject: backup\r\n\r\n"
+    "rsync finished\r\n..a stuffed dot\r\n.\r\n"
+)
+SMTPD = {
+    "transaction": (0, 0, "EHLO web1.example.org\r\nMAIL FROM:<root@web1.example.org>\r\n"
+        "RCPT TO:<admin@example.net>\r\nDATA\r\n" + MESSAGE + "QUIT\r\n"),
+    "pipelined-trickle": (0, read(1), "EHLO c\r\nMAIL FROM:<a@b.example> SIZE=120\r\n"
+        "RCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\nDATA\r\n" + MESSAGE
+        + "MAIL FROM:<>\r\nRCPT TO:<g@h.example>\r\nDATA\r\n.\r\nQUIT\r\n"),
+    "pipelined-chunks": (0, read(6), "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+        "line\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n"),
+    "refused-rcpts": (0, RCPT_2, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<nox@d>\r\n"
+        "RCPT TO:<busy@y.example>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nRCPT TO:<g@h>\r\n"
+        "DATA\r\nhi\r\n.\r\nQUIT\r\n"),
+    "no-valid-rcpt": (0, 0, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@d>\r\nDATA\r\nRSET\r\n"
+        "DATA\r\nRCPT TO:<c@d>\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\nQUIT\r\n"),
+    "delivery-refused": (0, 0, "HELO c\r\nMAIL FROM:<queue@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+        "hi\r\n.\r\nQUIT\r\n"),
+    "four-messages": (0, 0, "HELO c\r\n" + "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nm\r\n.\r\n" * 4
+        + "QUIT\r\n"),
+    "dsn-params": (0, 0, "EHLO c\r\nMAIL FROM:<a@b> RET=HDRS ENVID=env+2B1 SIZE=10 BODY=8BITMIME "
+        "SMTPUTF8 AUTH=<>\r\nRCPT TO:<c@d> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c+40d\r\n"
+        "RCPT TO:<e@f> NOTIFY=NEVER\r\nRCPT TO:<@relay:g@h>\r\nVRFY root\r\nEXPN list\r\nHELP\r\n"
+        "DATA\r\n.\r\nQUIT\r\n"),
+    "utf8-address": (0, 0, "EHLO c\r\nMAIL FROM:<j\u00f6rg@b> SMTPUTF8\r\nRCPT TO:<\u00e4x@d>\r\n"
+        "MAIL FROM:<j\u00f6rg@b>\r\nQUIT\r\n"),
+    "size-limit": (SIZE_16, 0, "EHLO c\r\nMAIL FROM:<a@b> SIZE=17\r\nMAIL FROM:<a@b> SIZE=16\r\n"
+        "RCPT TO:<c@d>\r\nDATA\r\n0123456789abcdefg\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+        "DATA\r\n0123456789abcd\r\n.\r\nQUIT\r\n"),
+    "starttls-auth-plain": (NEEDS_AUTH | TLS | AUTH, 0, "EHLO c\r\nAUTH PLAIN " + PLAIN + "\r\n"
+        "MAIL FROM:<a@b>\r\nSTARTTLS\r\nEHLO c\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN " + PLAIN + "\r\n"
+        "AUTH PLAIN " + PLAIN + "\r\nEHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\n"
+        "STARTTLS\r\nQUIT\r\n"),
+    "starttls-auth-dialogue": (NEEDS_AUTH | TLS | AUTH, read(3), "EHLO c\r\nSTARTTLS\r\n"
+        "EHLO c\r\nAUTH PLAIN\r\n*\r\nAUTH LOGIN\r\ndXNlcg==\r\nd3Jvbmc=\r\nAUTH PLAIN\r\nQUIT\r\n"
+        "AUTH LOGIN dXNlcg==\r\nc2VjcmV0\r\nAUTH PLAIN =\r\nMAIL FROM:<a@b>\r\nQUIT\r\n"),
+    "starttls-injection": (TLS, 0, "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@b>\r\nRCPT TO:<c@d>\r\n"),
+    "auth-without-tls": (AUTH, 0, "EHLO c\r\nAUTH PLAIN " + PLAIN + "\r\nAUTH CRAM-MD5\r\nAUTH\r\n"
+        "STARTTLS\r\nQUIT\r\n"),
+    "needs-auth": (NEEDS_AUTH, 0, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nQUIT\r\n"),
+    "denied": (7, 0, "EHLO c\r\nQUIT\r\n"),
+    "bdat-unsupported": (0, 0, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 10 LAST\r\n"
+        "0123456789RSET\r\nQUIT\r\n"),
+    "bare-lf": (0, 0, "HELO c\nMAIL FROM:<a@b>\nRCPT TO:<c@d>\nDATA\na\n.\nb\r\n.\n.\r\nQUIT\n"),
+    "smuggling": (0, read(2), "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\n.\n"
+        "MAIL FROM:<evil@b>\r\nRCPT TO:<victim@d>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n"),
+    "nul-and-controls": (0, 0, "HELO c\r\nNOOP\0\r\nMAIL FROM:<a\0b>\r\nRCPT TO:<c@d\x1b[31m>\r\n"
+        "\udcff\udcfe\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n\0\r\r\n.\r\nQUIT\r\n"),
+    "long-lines": (0, read(12), "HELO c\r\nNOOP " + "a" * 5000 + "\r\nMAIL FROM:<" + "a" * 4083
+        + ">\r\nMAIL FROM:<" + "b" * 4084 + ">\r\nRCPT TO:<" + "c" * 300 + "@d>\r\nQUIT\r\n"),
+    "error-limit": (0, ERRORS_3, "HELO c\r\nFOO\r\nMAIL\r\nRCPT TO:<a@b>\r\nNOOP\r\n"),
+    "shutdown-mid-data": (STOP, 0, "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+        "half a message\r\n"),
+    "eof-mid-command": (0, read(1), "HELO c\r\nMAIL FROM:<a@b"),
+}
+for name, (c0, c1, client) in SMTPD.items():
+    put("smtpd", name, bytes([c0, c1]) + client.encode("utf-8", "surrogateescape"))
+
+# smtpd_data: byte 0 = size limit (bits 0-2: 0, 1, 2, 5, 16, 64, 1 MiB,
+# unlimited) and largest chunk (bits 3-5: 1, 2, 3, 4, 7, 16, 100, 4096);
+# byte 1 seeds the chunk lengths. Then what follows a 354.
+DATA = {
+    "message": (6 | 5 << 3, 1, MESSAGE + "QUIT\r\n"),
+    "empty": (6, 0, ".\r\n"),
+    "stuffing": (7 | 1 << 3, 7, "..\r\n..x\r\n.y\r\n.\rz\r\n...\r\n.\r\nRSET\r\n"),
+    "bare-lf": (6 | 2 << 3, 3, "a\n.\nb\n.\r\nc\r\n.\n\r\n.\r\n"),
+    "cr-runs": (6 | 3 << 3, 9, "a\r\r\n\r.\r\r\n\r\r\r\n.\r\n"),
+    "unfinished": (6 | 4 << 3, 5, "no end marker\r\n.\r"),
+    "over-limit": (3 | 4 << 3, 2, "0123456789\r\n.\r\nNOOP\r\n"),
+    "at-limit": (4, 0, "0123456789abcd\r\n.\r\n"),
+    "nul-8bit": (6 | 6 << 3, 4, "\0\xff\xfe\r\n.\0\r\n.\r\n"),
+}
+for name, (c0, c1, body) in DATA.items():
+    put("smtpd_data", name, bytes([c0, c1]) + body.encode("latin-1"))
