@@ -39,10 +39,21 @@ impl World {
         } else {
             "[rewrite]\ndomain = \"host.example.com\"\n"
         };
-        let queue = if extra.contains("[queue]") {
-            String::new()
-        } else {
-            format!("[queue]\ndir = \"{}\"\n", w.path("queue").display())
+        // Every world has a queue of its own, also when `extra` has a
+        // [queue] table without a dir: the default (~/.local/state) is
+        // shared by all tests, and one test's items would be another's.
+        let own_dir = format!("[queue]\ndir = \"{}\"\n", w.path("queue").display());
+        let (extra, queue) = match extra.split_once("[queue]\n") {
+            Some((_, table))
+                if table
+                    .split("\n[")
+                    .next()
+                    .is_some_and(|t| t.contains("dir =")) =>
+            {
+                (extra.to_string(), String::new())
+            }
+            Some(_) => (extra.replacen("[queue]\n", &own_dir, 1), String::new()),
+            None => (extra.to_string(), own_dir),
         };
         w.write_config(&format!(
             "hostname = \"host.example.com\"\nsyslog = false\nlog_file = \"{}\"\ndead_letter = \"{}\"\n{local}\n{extra}\n{rewrite}{queue}",
