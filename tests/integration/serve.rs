@@ -57,6 +57,7 @@ impl Serving {
             .args(["serve", "--listen", listen, "-C"])
             .arg(w.config())
             .env("XDG_CONFIG_HOME", w.path("xdg"))
+            .env("XDG_STATE_HOME", w.path("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

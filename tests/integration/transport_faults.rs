@@ -106,12 +106,6 @@ fn world(port: u16, account_extra: &str, queue_mode: &str) -> World {
         "[[account]]\nname = \"s\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
          from = \"{USER}\"\n{account_extra}\n[queue]\nmode = \"{queue_mode}\"\n"
     ));
-    // World::new put [queue] dir in only when the text had no [queue].
-    let cfg = std::fs::read_to_string(w.config()).unwrap().replace(
-        "[queue]\n",
-        &format!("[queue]\ndir = \"{}\"\n", w.path("queue").display()),
-    );
-    w.write_config(&cfg);
     let pw = w.path("password");
     std::fs::write(&pw, format!("{PASS}\n")).unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();

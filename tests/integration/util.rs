@@ -89,7 +89,11 @@ impl World {
             argv0,
             &full,
             stdin,
-            &[("XDG_CONFIG_HOME", self.path("xdg").as_path())],
+            &[
+                ("XDG_CONFIG_HOME", self.path("xdg").as_path()),
+                // State (stats, caches) stays in the world too.
+                ("XDG_STATE_HOME", self.path("state").as_path()),
+            ],
         )
     }
 
