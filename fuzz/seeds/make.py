@@ -147,6 +147,15 @@ put("queue_record", "bounce", (
     "next-attempt: 1700086400\nhold: 0\neight-bit: 0\nrcpt: bounced x@example.org 554%205.2.252%20SendAsDenied\n\n"
 ))
 
+put("queue_record", "per-recipient", (
+    f"mailhop-queue 1\nid: {ID}\narrival: 1700000000\nsender: app@example.com\naccount: o365\n"
+    "uid: 0\nattempts: 1\nnext-attempt: 1700000060\nhold: 0\neight-bit: 0\ndsn-ret: hdrs\n"
+    "rcpt: done b@y \nvia: backup\nnotify: SUCCESS,FAILURE\n"
+    "rcpt: pending c@y 450%204.2.0%20later\nnotify: NEVER\norcpt: rfc822;C+x@y\n"
+    "rcpt: failed d@y 550%205.1.1%20no\norcpt: utf-8;J\\x{F6}rg@y\n\n"
+    "Subject: per recipient\r\n"
+))
+
 # address: header values.
 ADDR = {
     "cron": "root (Cron Daemon)",
