@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Pacing;
+use crate::message::dsn;
 use crate::queue::{self, Claimed, Meta, QueueError, RcptState, Recipient, Spool};
 use crate::transport::{self, Envelope, Outcome};
 
@@ -1065,21 +1066,15 @@ fn finish(
 }
 
 /// The Original-Recipient field (RFC 3464 §2.3.1) for an ORCPT: its own
-/// address type and address, as the client gave them (the SMTP server
-/// took only an atom and printable ASCII). Anything else in a queue file
-/// is written again from the address, so it cannot break the field.
+/// address type and address, as the client gave them. Anything else in a
+/// queue file is written again from the address, so it cannot break the
+/// field.
 fn original_recipient(orcpt: &str) -> Option<String> {
-    let (kind, addr) = orcpt.split_once(';')?;
-    let atom = !kind.is_empty()
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b));
-    let printable = !addr.is_empty() && addr.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    Some(if atom && printable {
-        format!("{kind}; {addr}")
-    } else {
-        crate::message::dsn::recipient(addr.trim())
-    })
+    if let Some((kind, addr)) = dsn::orcpt(orcpt) {
+        return Some(format!("{kind}; {}", addr.trim()));
+    }
+    let (_, addr) = orcpt.split_once(';')?;
+    Some(dsn::recipient(addr.trim()))
 }
 
 /// Bounces `failed` (those whose NOTIFY asks for it) and marks them all
@@ -1199,8 +1194,6 @@ pub fn build_dsn(original: &Meta, failed: &[Recipient], to: &str, opts: &RunOpti
     use mail_builder::MessageBuilder;
     use mail_builder::headers::content_type::ContentType;
     use mail_builder::mime::{BodyPart, MimePart};
-
-    use crate::message::dsn;
 
     let now = secs(opts.now);
     let mut human = format!(

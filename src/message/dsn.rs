@@ -26,6 +26,16 @@ const HARD_LIMIT: usize = 998;
 /// a bounce does not need all of it.
 const MAX_VALUE_CHARS: usize = 4000;
 
+/// A decoded ORCPT value (RFC 3461 §4.2), `addr-type;address`, split:
+/// the type an atom, the address printable ASCII. `None` for anything
+/// else, which is then neither accepted, relayed nor written into a bounce.
+pub fn orcpt(value: &str) -> Option<(&str, &str)> {
+    let (kind, addr) = value.split_once(';')?;
+    let atom = !kind.is_empty() && kind.bytes().all(super::header::is_atext);
+    let printable = !addr.trim().is_empty() && addr.bytes().all(|b| (b' '..=b'~').contains(&b));
+    (atom && printable).then_some((kind, addr))
+}
+
 /// One field group: the per-message fields, or one recipient's.
 pub type Fields = Vec<(&'static str, String)>;
 
@@ -136,6 +146,22 @@ mod tests {
             .split("\r\n")
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn orcpt_is_an_atom_type_and_a_printable_address() {
+        assert_eq!(orcpt("rfc822;a@b"), Some(("rfc822", "a@b")));
+        assert_eq!(orcpt("utf-8;\"a b\"@c"), Some(("utf-8", "\"a b\"@c")));
+        for bad in [
+            "rfc822",
+            ";a@b",
+            "rfc(822);a@b",
+            "rfc822;",
+            "rfc822; ",
+            "x;a\r\nB: c",
+        ] {
+            assert_eq!(orcpt(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

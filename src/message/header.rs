@@ -474,7 +474,7 @@ fn fold_points(value: &[u8], head: usize) -> Vec<(usize, bool)> {
 }
 
 /// RFC 5322 3.2.3 atext.
-fn is_atext(b: u8) -> bool {
+pub(crate) fn is_atext(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
 }
 

@@ -297,18 +297,14 @@ fn notify(value: &str) -> Result<String, Reply> {
 /// `addr-type ";" xtext` (RFC 3461 §4.2): the type an atom, the whole
 /// value at most 500 characters.
 fn orcpt(value: &str) -> Result<String, Reply> {
-    let (kind, addr) = value
-        .split_once(';')
-        .ok_or_else(|| bad_param("Bad ORCPT parameter"))?;
-    let atom = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b))
-    };
-    if value.len() > MAX_DSN_VALUE || !atom(kind) || addr.is_empty() {
-        return Err(bad_param("Bad ORCPT parameter"));
+    let bad = || bad_param("Bad ORCPT parameter");
+    let (kind, addr) = value.split_once(';').ok_or_else(bad)?;
+    if value.len() > MAX_DSN_VALUE {
+        return Err(bad());
     }
-    Ok(format!("{kind};{}", xtext_decode(addr)?))
+    let decoded = format!("{kind};{}", xtext_decode(addr)?);
+    crate::message::dsn::orcpt(&decoded).ok_or_else(bad)?;
+    Ok(decoded)
 }
 
 /// RFC 3461 4: `+XX` escapes; the result is printable ASCII.

@@ -163,13 +163,10 @@ impl Dsn {
         if let Some(n) = own.and_then(|r| r.notify.as_ref()).or(self.notify.as_ref()) {
             out.push_str(&format!(" NOTIFY={}", n.to_ascii_uppercase()));
         }
-        // The address type is an atom; one that is not cannot be sent.
+        // One that is not well formed cannot be sent.
         if let Some((kind, addr)) = own
             .and_then(|r| r.orcpt.as_deref())
-            .and_then(|o| o.split_once(';'))
-            .filter(|(k, _)| {
-                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            })
+            .and_then(crate::message::dsn::orcpt)
         {
             out.push_str(&format!(" ORCPT={kind};{}", xtext(addr)));
         }
