@@ -711,6 +711,24 @@ fn kill_9_before_the_250() {
     assert_eq!(server.messages().len(), 1);
 }
 
+/// One whole transaction of MSG on a new connection to `addr`: `mail` is
+/// the MAIL FROM line, `rcpts` the RCPT TO lines (each must get 250).
+/// Returns the reply to the end of DATA.
+fn transaction(addr: &str, mail: &str, rcpts: &[&str]) -> (u16, String) {
+    let mut c = Client::connect(addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("EHLO client"), 250);
+    assert_eq!(c.cmd(mail), 250);
+    for r in rcpts {
+        assert_eq!(c.cmd(r), 250, "{r}");
+    }
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send(format!("{MSG}.\r\n").as_bytes());
+    let reply = c.reply();
+    assert_eq!(c.cmd("QUIT"), 221);
+    reply
+}
+
 /// DSN parameters are per RCPT in SMTP: one transaction with different
 /// NOTIFY and ORCPT values is still one message to the smarthost, each
 /// recipient keeping its own; the 250 names the queue id the log uses.
@@ -718,21 +736,14 @@ fn kill_9_before_the_250() {
 fn one_transaction_keeps_each_recipients_dsn_and_replies_with_its_queue_id() {
     let (w, server) = relay_world("");
     let s = Serving::start(&w, "127.0.0.1:0");
-    let mut c = Client::connect(&s.addr);
-    assert_eq!(c.reply().0, 220);
-    assert_eq!(c.cmd("EHLO client"), 250);
-    assert_eq!(
-        c.cmd("MAIL FROM:<app@example.com> RET=HDRS ENVID=e+2B1"),
-        250
+    let (code, text) = transaction(
+        &s.addr,
+        "MAIL FROM:<app@example.com> RET=HDRS ENVID=e+2B1",
+        &[
+            "RCPT TO:<b@example.net> NOTIFY=NEVER ORCPT=rfc822;B+2Bx@example.net",
+            "RCPT TO:<c@example.net> NOTIFY=SUCCESS,FAILURE",
+        ],
     );
-    assert_eq!(
-        c.cmd("RCPT TO:<b@example.net> NOTIFY=NEVER ORCPT=rfc822;B+2Bx@example.net"),
-        250
-    );
-    assert_eq!(c.cmd("RCPT TO:<c@example.net> NOTIFY=SUCCESS,FAILURE"), 250);
-    assert_eq!(c.cmd("DATA"), 354);
-    c.send(format!("{MSG}.\r\n").as_bytes());
-    let (code, text) = c.reply();
     assert_eq!(code, 250, "{text}");
     let id = text
         .trim_end()
@@ -743,7 +754,6 @@ fn one_transaction_keeps_each_recipients_dsn_and_replies_with_its_queue_id() {
         !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()),
         "{id}"
     );
-    assert_eq!(c.cmd("QUIT"), 221);
     let got = server.wait_messages(1);
     assert_eq!(
         got[0].rcpt_tos,
@@ -776,24 +786,16 @@ fn one_transaction_keeps_each_recipients_dsn_and_replies_with_its_queue_id() {
 fn a_recipient_refused_beside_one_delivered_is_bounced_not_replied() {
     let (w, server) = relay_world("");
     let s = Serving::start(&w, "127.0.0.1:0");
-    let mut c = Client::connect(&s.addr);
-    assert_eq!(c.reply().0, 220);
-    assert_eq!(c.cmd("EHLO client"), 250);
-    assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
-    assert_eq!(c.cmd("RCPT TO:<b@example.net>"), 250);
-    assert_eq!(
-        c.cmd("RCPT TO:<reject550@example.net> ORCPT=rfc822;orig@example.net"),
-        250
+    let (code, text) = transaction(
+        &s.addr,
+        "MAIL FROM:<app@example.com>",
+        &[
+            "RCPT TO:<b@example.net>",
+            "RCPT TO:<reject550@example.net> ORCPT=rfc822;orig@example.net",
+            "RCPT TO:<reject550-quiet@example.net> NOTIFY=NEVER",
+        ],
     );
-    assert_eq!(
-        c.cmd("RCPT TO:<reject550-quiet@example.net> NOTIFY=NEVER"),
-        250
-    );
-    assert_eq!(c.cmd("DATA"), 354);
-    c.send(format!("{MSG}.\r\n").as_bytes());
-    let (code, text) = c.reply();
     assert_eq!(code, 250, "{text}");
-    assert_eq!(c.cmd("QUIT"), 221);
     // The message to b@, then the bounce, sent by the runner the server
     // started, to the envelope sender.
     let got = server.wait_messages(2);
@@ -1009,18 +1011,16 @@ fn a_temporary_failure_beside_a_delivery_is_a_4xx_not_a_bounce() {
     let cfg = std::fs::read_to_string(w.config()).unwrap();
     w.write_config(&cfg.replace("/mail/%u", "/file/%u"));
     let s = Serving::start(&w, "127.0.0.1:0");
-    let mut c = Client::connect(&s.addr);
-    assert_eq!(c.reply().0, 220);
-    assert_eq!(c.cmd("EHLO client"), 250);
-    assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
-    assert_eq!(c.cmd("RCPT TO:<b@example.net>"), 250);
-    assert_eq!(c.cmd("RCPT TO:<alice@host.example.com> NOTIFY=NEVER"), 250);
-    assert_eq!(c.cmd("DATA"), 354);
-    c.send(format!("{MSG}.\r\n").as_bytes());
-    let (code, text) = c.reply();
+    let (code, text) = transaction(
+        &s.addr,
+        "MAIL FROM:<app@example.com>",
+        &[
+            "RCPT TO:<b@example.net>",
+            "RCPT TO:<alice@host.example.com> NOTIFY=NEVER",
+        ],
+    );
     assert_eq!(code, 451, "{text}");
     assert!(text.contains("alice@host.example.com"), "{text}");
-    assert_eq!(c.cmd("QUIT"), 221);
     s.stop();
     assert_eq!(server.wait_messages(1).len(), 1);
     assert!(!w.log().contains("status=bounced"), "{}", w.log());
@@ -1035,18 +1035,13 @@ fn mode_never_replies_the_failure_beside_a_delivery() {
     let cfg = std::fs::read_to_string(w.config()).unwrap();
     w.write_config(&cfg.replace("[queue]\n", "[queue]\nmode = \"never\"\n"));
     let s = Serving::start(&w, "127.0.0.1:0");
-    let mut c = Client::connect(&s.addr);
-    assert_eq!(c.reply().0, 220);
-    assert_eq!(c.cmd("EHLO client"), 250);
-    assert_eq!(c.cmd("MAIL FROM:<app@example.com>"), 250);
-    assert_eq!(c.cmd("RCPT TO:<b@example.net>"), 250);
-    assert_eq!(c.cmd("RCPT TO:<reject550@example.net>"), 250);
-    assert_eq!(c.cmd("DATA"), 354);
-    c.send(format!("{MSG}.\r\n").as_bytes());
-    let (code, text) = c.reply();
+    let (code, text) = transaction(
+        &s.addr,
+        "MAIL FROM:<app@example.com>",
+        &["RCPT TO:<b@example.net>", "RCPT TO:<reject550@example.net>"],
+    );
     assert_eq!(code, 550, "{text}");
     assert!(text.contains("delivered to: b@example.net"), "{text}");
-    assert_eq!(c.cmd("QUIT"), 221);
     s.stop();
     assert_eq!(server.wait_messages(1)[0].rcpt_tos, ["b@example.net"]);
 }
