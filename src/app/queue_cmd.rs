@@ -107,13 +107,10 @@ fn run(env: &Env, spool: &queue::Spool, action: &cli::QueueAction) -> Result<Exi
         return Err(queue_failure(queue::QueueError::BadId(bad.clone())));
     }
     let opts = crate::deliver::RunOptions {
-        now: env.now,
         force,
         only,
-        max_age: env.config.queue.max_age,
-        bounce_to: env.config.queue.bounce_to.clone(),
-        hostname: env.hostname.clone(),
         uid: (!sees_all(env)).then_some(env.uid),
+        ..run_options(env)
     };
     let mut relay = SmtpRelay { env };
     let report = crate::deliver::run(spool, &mut relay, &opts)?;
@@ -383,6 +380,20 @@ pub(super) fn queue_json(
         .chain(failed.iter().map(|m| one(m, queue::Area::Failed)))
         .collect();
     serde_json::Value::Array(all).to_string()
+}
+
+/// A run's options from the configuration: every item, on schedule, for
+/// every user. Bounces the send path makes use them too.
+pub(super) fn run_options(env: &Env) -> crate::deliver::RunOptions {
+    crate::deliver::RunOptions {
+        now: env.now,
+        force: false,
+        only: None,
+        max_age: env.config.queue.max_age,
+        bounce_to: env.config.queue.bounce_to.clone(),
+        hostname: env.hostname.clone(),
+        uid: None,
+    }
 }
 
 /// `sendmail -qIid`, `-qRrecipient`, `-qSsender`: delivers now the items

@@ -1049,15 +1049,7 @@ fn bounce_the_failed(
     let bounce = if original.sender.is_empty() {
         Ok(None)
     } else {
-        let opts = deliver::RunOptions {
-            now: env.now,
-            force: false,
-            only: None,
-            max_age: env.config.queue.max_age,
-            bounce_to: env.config.queue.bounce_to.clone(),
-            hostname: env.hostname.clone(),
-            uid: None,
-        };
+        let opts = super::queue_cmd::run_options(env);
         deliver::queue_bounce(spool, &original, &original.recipients, &opts)
     };
     match bounce {
