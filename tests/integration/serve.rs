@@ -368,6 +368,58 @@ fn smarthost_down_queued_with_250_then_delivered_by_sendmail_q() {
     assert!(w.queued().is_empty());
 }
 
+/// Each recipient's NOTIFY and ORCPT survive the queue: kept in the item
+/// (`queue list --json` shows them) and sent per RCPT by the queue run.
+#[test]
+fn per_recipient_dsn_survives_the_queue() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let w = World::new(&format!(
+        "[[account]]\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"shop@example.com\"\nconnect_timeout = 5\n"
+    ));
+    let s = Serving::start(&w, "127.0.0.1:0");
+    let (code, text) = transaction(
+        &s.addr,
+        "MAIL FROM:<app@example.com>",
+        &[
+            "RCPT TO:<b@example.net> NOTIFY=NEVER ORCPT=rfc822;B+2Bx@example.net",
+            "RCPT TO:<c@example.net> NOTIFY=FAILURE,DELAY",
+        ],
+    );
+    assert_eq!(code, 250, "{text}");
+    let q = w.queued();
+    assert_eq!(q.len(), 1, "{q:?}");
+    let rcpts = &q[0]["recipients"];
+    assert_eq!(rcpts[0]["notify"], "never", "{q:?}");
+    assert_eq!(rcpts[0]["orcpt"], "rfc822;B+x@example.net", "{q:?}");
+    assert_eq!(rcpts[1]["notify"], "failure,delay", "{q:?}");
+    assert_eq!(rcpts[1]["orcpt"], serde_json::Value::Null, "{q:?}");
+    let server = Smtpd::start(
+        &SmtpdOptions {
+            port: Some(port),
+            ..SmtpdOptions::default()
+        },
+        &w.path("spool"),
+    );
+    assert_eq!(w.sendmail(&["-q"], b"").code, 0);
+    let got = server.wait_messages(1);
+    assert_eq!(got[0].rcpt_tos, ["b@example.net", "c@example.net"]);
+    assert_eq!(
+        got[0].rcpt_options,
+        [
+            vec![
+                "NOTIFY=NEVER".to_string(),
+                "ORCPT=rfc822;B+2Bx@example.net".to_string()
+            ],
+            vec!["NOTIFY=FAILURE,DELAY".to_string()],
+        ]
+    );
+    s.stop();
+}
+
 #[test]
 fn bad_input_gets_the_right_replies() {
     // No smarthost: an accepted message waits in the queue.
@@ -723,7 +775,8 @@ fn transaction(addr: &str, mail: &str, rcpts: &[&str]) -> (u16, String) {
         assert_eq!(c.cmd(r), 250, "{r}");
     }
     assert_eq!(c.cmd("DATA"), 354);
-    c.send(format!("{MSG}.\r\n").as_bytes());
+    // Dot-stuffed, as every SMTP client must.
+    c.send(format!("{}.\r\n", MSG.replace("\r\n.", "\r\n..")).as_bytes());
     let reply = c.reply();
     assert_eq!(c.cmd("QUIT"), 221);
     reply
