@@ -27,7 +27,7 @@
 //! (deadlines on the socket), `cert` (describing a refused certificate).
 
 use std::fmt;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -547,6 +547,10 @@ impl Echoes {
 /// Slowest body transfer waited for: 1 KiB/s (8 kbit/s, below any working
 /// link; a dead one is caught sooner by the per-write command_timeout).
 const MIN_RATE: u64 = 1024;
+
+/// How much of the message is read, stuffed and written at a time: one TLS
+/// record's payload (RFC 8446 §5.1).
+const DATA_CHUNK: usize = 16 * 1024;
 
 /// The deadline for one whole transaction (MAIL to the final reply), so
 /// that a server which answers every step just in time, or reads the body
@@ -1574,9 +1578,10 @@ impl Session {
         Ok(r)
     }
 
-    /// Streams the message with dot-stuffing and the terminator, in as few
-    /// writes as the buffer allows (the terminator goes out with the tail
-    /// of the message, never alone). Returns the message size.
+    /// Streams the message with dot-stuffing and the terminator. Each
+    /// stuffed chunk is held until the next read shows whether it is the
+    /// last, so the terminator goes out with the tail of the message, never
+    /// alone. Returns the message size.
     fn write_data(&mut self, message: &mut dyn Read) -> Result<u64, Error> {
         // The body may take as long as the transaction allows, but each
         // write must make progress within command_timeout.
@@ -1585,11 +1590,13 @@ impl Session {
             deadline: self.transaction,
             idle,
         });
-        let mut out = BufWriter::with_capacity(64 * 1024, &mut self.conn);
         let mut stuffer = DotStuffer::new();
-        let mut chunk = vec![0u8; 64 * 1024];
+        // One TLS record's worth at a time: larger chunks only grow this
+        // buffer and rustls's queue of encrypted records (peak RSS), while
+        // the writes stay far fewer than the network's round trips.
+        let mut chunk = vec![0u8; DATA_CHUNK];
+        let mut pending = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 8);
         let mut total = 0u64;
-        let mut encoded = Vec::with_capacity(66 * 1024);
         loop {
             let n = match message.read(&mut chunk) {
                 Ok(0) => break,
@@ -1603,14 +1610,17 @@ impl Session {
                     ));
                 }
             };
-            total += n as u64;
-            encoded.clear();
-            stuffer.encode(&chunk[..n], &mut encoded);
-            out.write_all(&encoded)
+            self.conn
+                .write_all(&pending)
                 .map_err(|e| io_kind(Stage::Message, &e, "sending the message"))?;
+            pending.clear();
+            total += n as u64;
+            stuffer.encode(&chunk[..n], &mut pending);
         }
-        out.write_all(stuffer.terminator())
-            .and_then(|()| out.flush())
+        pending.extend_from_slice(stuffer.terminator());
+        self.conn
+            .write_all(&pending)
+            .and_then(|()| self.conn.flush())
             .map_err(|e| io_kind(Stage::Message, &e, "sending the message"))?;
         Ok(total)
     }
