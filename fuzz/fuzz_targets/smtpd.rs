@@ -292,8 +292,8 @@ impl<'a> Model<'a> {
         };
         self.pos += lf + 1;
         let raw = &rest[..lf];
-        let too_long = raw.len() > MAX_LINE;
         let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let too_long = text.len() > MAX_LINE;
         Input::Line { text, too_long }
     }
 

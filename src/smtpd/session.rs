@@ -361,8 +361,8 @@ enum DataRead {
 }
 
 /// Reads one line into `line` (without CRLF or LF). `Ok(None)` at EOF;
-/// `Ok(Some(true))` when the line was longer than [`MAX_LINE`] (the rest
-/// was read and dropped).
+/// `Ok(Some(true))` when the line, without its CRLF or LF, was longer than
+/// [`MAX_LINE`] (the rest was read and dropped).
 fn read_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option<bool>> {
     line.clear();
     let mut too_long = false;
@@ -384,7 +384,9 @@ fn read_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option<boo
             Some(i) => (&buf[..i], Some(i)),
             None => (buf, None),
         };
-        if line.len().saturating_add(part.len()) <= MAX_LINE {
+        // Room for one octet over the limit: the CR of a CRLF, which is not
+        // part of the line, so a line is as long with CRLF as with bare LF.
+        if line.len().saturating_add(part.len()) <= MAX_LINE + 1 {
             line.extend_from_slice(part);
         } else {
             too_long = true;
@@ -395,7 +397,7 @@ fn read_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option<boo
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            return Ok(Some(too_long));
+            return Ok(Some(too_long || line.len() > MAX_LINE));
         }
     }
 }

@@ -197,6 +197,24 @@ fn long_command_line_is_500_and_skipped() {
 }
 
 #[test]
+fn the_line_limit_does_not_count_the_cr() {
+    for (len, ending, code) in [
+        (MAX_LINE, &b"\r\n"[..], 250),
+        (MAX_LINE, b"\n", 250),
+        (MAX_LINE + 1, b"\r\n", 500),
+        (MAX_LINE + 1, b"\n", 500),
+    ] {
+        let mut sink = Sink::default();
+        let mut input = b"NOOP ".to_vec();
+        input.resize(len, b'x');
+        input.extend_from_slice(ending);
+        input.extend_from_slice(b"QUIT\r\n");
+        let (out, _) = replies(&input, &mut sink);
+        assert_eq!(codes(&out), [220, code, 221], "{len} octets and {ending:?}");
+    }
+}
+
+#[test]
 fn garbage_after_quit_is_ignored() {
     let mut sink = Sink::default();
     let (out, _) = replies(b"QUIT\r\nMAIL FROM:<a@b>\r\n\0\0\0\r\n", &mut sink);
