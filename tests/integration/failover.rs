@@ -8,16 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::smtpd::{Mode, Smtpd, SmtpdOptions};
-use crate::util::World;
-
-/// A port nobody listens on (bound, learned, closed).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{World, closed_port};
 
 fn server(dir: &std::path::Path, max_connections: Option<u32>) -> Smtpd {
     Smtpd::start(

@@ -466,11 +466,7 @@ fn from_policy_account_rewrites_from_but_keeps_name() {
     // (not yet available) smarthost and must be kept, never dropped.
     // A smarthost that refuses connections, and no queue: the failure is
     // reported and the message kept.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::closed_port();
     let w = World::new(&format!(
         "[[account]]\nname = \"o365\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
          from = \"shop@example.com\"\n[queue]\nmode = \"never\"\n"

@@ -6,16 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::smtpd::{Mode, Smtpd, SmtpdOptions};
-use crate::util::World;
-
-/// A port nobody listens on (bound, learned, closed).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{World, closed_port};
 
 fn account(port: u16) -> String {
     format!(
@@ -70,7 +61,7 @@ fn pflogsumm_counts_sent_deferred_and_bounced_from_the_log() {
     let Some(pflogsumm) = pflogsumm() else {
         return;
     };
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port));
     let _server = server(Some(port), &w);
     // Two recipients delivered at once.
@@ -137,7 +128,7 @@ fn check(w: &World, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn check_queue_speaks_the_nagios_plugin_conventions() {
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port));
     let (code, line) = check(&w, &["--warn", "1h", "--crit", "6h"]);
     assert_eq!(
@@ -174,7 +165,7 @@ fn check_queue_speaks_the_nagios_plugin_conventions() {
 
 #[test]
 fn queue_stats_counts_the_queue_and_the_runs() {
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port));
     for i in 0..3 {
         assert_eq!(

@@ -8,16 +8,7 @@ use std::time::Duration;
 
 use crate::scripted::{Step, serve, serve_many};
 use crate::smtpd::{Mode, Smtpd, SmtpdOptions};
-use crate::util::{World, spawn_sendmail};
-
-/// A port nobody listens on (bound, learned, closed).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{World, closed_port, spawn_sendmail};
 
 fn account(port: u16, extra: &str) -> String {
     format!(
@@ -51,7 +42,7 @@ fn plain_server(port: Option<u16>, dir: &std::path::Path) -> Smtpd {
 
 #[test]
 fn smarthost_down_then_up_delivers_everything_in_arrival_order() {
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port, ""));
     for i in 0..5 {
         let r = w.sendmail(&["-oi", "b@example.net"], &msg(&format!("m{i}")));
@@ -192,7 +183,7 @@ fn permanent_refusal_of_one_recipient_bounces_it_and_delivers_the_other() {
 
 #[test]
 fn expired_message_is_bounced() {
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port, ""));
     assert_eq!(w.sendmail(&["-oi", "b@example.net"], &msg("old")).code, 0);
     // Age the item by six days: its arrival is in the metadata.
@@ -233,7 +224,7 @@ fn expired_message_is_bounced() {
 
 #[test]
 fn hold_release_and_delete() {
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port, ""));
     for s in ["keep", "held", "gone"] {
         assert_eq!(w.sendmail(&["-oi", "b@example.net"], &msg(s)).code, 0);
@@ -293,7 +284,7 @@ fn hold_release_and_delete() {
 fn failed_items_are_listed_shown_and_deleted_but_not_held() {
     // A message with the null sender that is refused for good cannot be
     // bounced: it moves to failed/.
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(port, ""));
     let r = w.sendmail(&["-oi", "-f", "<>", "reject550@example.net"], &msg("dead"));
     assert_eq!(r.code, 0, "queued while the server is down: {r:?}");
@@ -508,7 +499,7 @@ fn kill_after_the_final_250_loses_nothing() {
 #[test]
 fn concurrent_senders_and_racing_runners_deliver_each_message_once() {
     const N: usize = 200;
-    let port = free_port();
+    let port = closed_port();
     let w = std::sync::Arc::new(World::new(&account(port, "")));
     // 200 invocations at once while the smarthost is down: all queued.
     let threads: Vec<_> = (0..N)
@@ -552,7 +543,7 @@ fn full_filesystem_fails_cleanly() {
         crate::util::prerequisite_missing("not root: cannot mount a tiny tmpfs");
         return;
     }
-    let w = World::new(&account(free_port(), ""));
+    let w = World::new(&account(closed_port(), ""));
     let dir = w.path("tiny");
     std::fs::create_dir_all(&dir).unwrap();
     let mounted = std::process::Command::new("mount")
@@ -587,7 +578,7 @@ fn full_filesystem_fails_cleanly() {
 
 #[test]
 fn q_with_r_s_i_selects_items_like_sendmail() {
-    let port = free_port();
+    let port = closed_port();
     let w = World::new(&account(
         port,
         "[rewrite]\nfrom_policy = \"keep\"\ndomain = \"host.example.com\"\n",

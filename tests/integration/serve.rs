@@ -334,16 +334,20 @@ fn disconnect_mid_data_queues_and_sends_nothing() {
     assert_eq!(server.messages().len(), 1);
 }
 
-#[test]
-fn smarthost_down_queued_with_250_then_delivered_by_sendmail_q() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+/// A world whose smarthost (plain SMTP on the returned port) is down until
+/// a test starts one there.
+fn world_with_relay_down() -> (World, u16) {
+    let port = crate::util::closed_port();
     let w = World::new(&format!(
         "[[account]]\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
          from = \"shop@example.com\"\nconnect_timeout = 5\n"
     ));
+    (w, port)
+}
+
+#[test]
+fn smarthost_down_queued_with_250_then_delivered_by_sendmail_q() {
+    let (w, port) = world_with_relay_down();
     let s = Serving::start(&w, "127.0.0.1:0");
     let mut c = Client::connect(&s.addr);
     start_data(&mut c);
@@ -372,14 +376,7 @@ fn smarthost_down_queued_with_250_then_delivered_by_sendmail_q() {
 /// (`queue list --json` shows them) and sent per RCPT by the queue run.
 #[test]
 fn per_recipient_dsn_survives_the_queue() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let w = World::new(&format!(
-        "[[account]]\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
-         from = \"shop@example.com\"\nconnect_timeout = 5\n"
-    ));
+    let (w, port) = world_with_relay_down();
     let s = Serving::start(&w, "127.0.0.1:0");
     let (code, text) = transaction(
         &s.addr,

@@ -129,6 +129,16 @@ impl World {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nobody listens on: bound, learned, and
+/// closed again (a connection to it is refused).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn read_dir_files(dir: &Path) -> Vec<Vec<u8>> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
