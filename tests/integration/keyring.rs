@@ -166,7 +166,11 @@ fn run(argv0: &str, args: &[&str], stdin: &[u8], bus: &BusEnv) -> Run {
         }
     }
     let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A command that fails before reading (an unknown account) may exit
+    // before this write: a broken pipe is its answer, not the test's error.
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     let out = child.wait_with_output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
