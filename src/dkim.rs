@@ -22,9 +22,8 @@
 //! refused if other users could read them. Key bytes live in zeroised
 //! buffers and never appear in `Debug` output or in error messages.
 //!
-//! [`check`] is the only function that uses the network: it builds a
-//! current-thread tokio runtime for hickory-resolver, which is async-only,
-//! and drops it when done.
+//! [`check`] is the only function that uses the network: TXT lookups
+//! through the stub resolver in `dns`.
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -37,11 +36,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
 use mail_auth::dkim::canonicalize::BodyHasher;
 use mail_auth::dkim::{Canonicalization, Signature};
 use nix::libc;
@@ -1497,47 +1491,21 @@ enum Txt {
 /// each would wait the full timeout again, a minute for a few entries, to
 /// learn nothing new.
 struct Dns {
-    resolver: TokioResolver,
+    resolver: crate::dns::Resolver,
     unanswered: std::cell::RefCell<Option<String>>,
 }
 
-/// The TXT records among `answers`, each one string (a record's
-/// character-strings joined, as DKIM, SPF and DMARC read them).
-pub fn txt_strings(answers: &[hickory_resolver::proto::rr::Record]) -> Vec<String> {
-    answers
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn lookup_txt(dns: &Dns, name: &str) -> Txt {
+fn lookup_txt(dns: &Dns, name: &str) -> Txt {
     if let Some(reason) = dns.unanswered.borrow().as_ref() {
         return Txt::Failed(format!(
             "{reason} (not asked: the server did not answer before)"
         ));
     }
-    // The trailing dot makes the name absolute: no search domains.
-    match dns.resolver.txt_lookup(format!("{name}.")).await {
-        Ok(lookup) => {
-            let records = txt_strings(lookup.answers());
-            if records.is_empty() {
-                Txt::None
-            } else {
-                Txt::Found(records)
-            }
-        }
-        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Txt::None,
+    match dns.resolver.txt(name) {
+        Ok(records) if records.is_empty() => Txt::None,
+        Ok(records) => Txt::Found(records),
         Err(e) => {
-            if matches!(e, NetError::Timeout | NetError::NoConnections) || e.is_connection_closed()
-            {
+            if e.is_unanswered() {
                 *dns.unanswered.borrow_mut() = Some(e.to_string());
             }
             Txt::Failed(e.to_string())
@@ -1609,60 +1577,28 @@ pub fn check(
         .map_err(output)?;
         return Ok(Verdict::Bad);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| DkimError::Resolver {
-            reason: e.to_string(),
-        })?;
-    runtime.block_on(async {
-        let dns = Dns {
-            resolver: build_resolver(nameserver)?,
-            unanswered: std::cell::RefCell::new(None),
-        };
-        let mut verdict = Verdict::Good;
-        for (i, settings) in entries.iter().enumerate() {
-            if i > 0 {
-                writeln!(out).map_err(output)?;
-            }
-            let entry = check_entry(settings, &dns, allowed_group, euid, out)
-                .await
-                .map_err(output)?;
-            verdict = verdict.max(entry);
+    let dns = Dns {
+        resolver: match nameserver {
+            Some(addr) => crate::dns::Resolver::with_server(addr, DNS_TIMEOUT),
+            None => crate::dns::Resolver::system(DNS_TIMEOUT).map_err(|e| DkimError::Resolver {
+                reason: e.to_string(),
+            })?,
         }
-        Ok(verdict)
-    })
+        .attempts(2),
+        unanswered: std::cell::RefCell::new(None),
+    };
+    let mut verdict = Verdict::Good;
+    for (i, settings) in entries.iter().enumerate() {
+        if i > 0 {
+            writeln!(out).map_err(output)?;
+        }
+        let entry = check_entry(settings, &dns, allowed_group, euid, out).map_err(output)?;
+        verdict = verdict.max(entry);
+    }
+    Ok(verdict)
 }
 
-fn build_resolver(nameserver: Option<SocketAddr>) -> Result<TokioResolver, DkimError> {
-    let resolver_error = |e: &dyn fmt::Display| DkimError::Resolver {
-        reason: e.to_string(),
-    };
-    let mut builder = match nameserver {
-        Some(addr) => {
-            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                .into_iter()
-                .map(|mut c| {
-                    c.port = addr.port();
-                    c
-                })
-                .collect();
-            let config = ResolverConfig::from_parts(
-                None,
-                Vec::new(),
-                vec![NameServerConfig::new(addr.ip(), true, connections)],
-            );
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        }
-        None => TokioResolver::builder_tokio().map_err(|e| resolver_error(&e))?,
-    };
-    let options = builder.options_mut();
-    options.timeout = DNS_TIMEOUT;
-    options.attempts = 2;
-    builder.build().map_err(|e| resolver_error(&e))
-}
-
-async fn check_entry(
+fn check_entry(
     settings: &Settings,
     dns: &Dns,
     allowed_group: Option<u32>,
@@ -1707,7 +1643,7 @@ async fn check_entry(
         }
     };
 
-    match lookup_txt(dns, &name).await {
+    match lookup_txt(dns, &name) {
         Txt::Failed(e) => {
             writeln!(
                 out,
@@ -1761,8 +1697,8 @@ async fn check_entry(
         }
     }
 
-    check_spf(dns, &d, out).await?;
-    check_dmarc(settings, dns, &d, out).await?;
+    check_spf(dns, &d, out)?;
+    check_dmarc(settings, dns, &d, out)?;
     Ok(result)
 }
 
@@ -1851,12 +1787,12 @@ fn compare_record(
     Ok(matched)
 }
 
-async fn check_spf(dns: &Dns, domain: &str, out: &mut dyn Write) -> io::Result<()> {
+fn check_spf(dns: &Dns, domain: &str, out: &mut dyn Write) -> io::Result<()> {
     let is_spf = |r: &&String| {
         let lower = r.to_ascii_lowercase();
         lower == "v=spf1" || lower.starts_with("v=spf1 ")
     };
-    match lookup_txt(dns, domain).await {
+    match lookup_txt(dns, domain) {
         Txt::Failed(e) => writeln!(out, "  SPF:        lookup failed: {e}"),
         Txt::None => writeln!(
             out,
@@ -1881,18 +1817,13 @@ async fn check_spf(dns: &Dns, domain: &str, out: &mut dyn Write) -> io::Result<(
     }
 }
 
-async fn check_dmarc(
-    settings: &Settings,
-    dns: &Dns,
-    d: &str,
-    out: &mut dyn Write,
-) -> io::Result<()> {
+fn check_dmarc(settings: &Settings, dns: &Dns, d: &str, out: &mut dyn Write) -> io::Result<()> {
     // The From domain's own record, else the nearest parent's (a stand-in
     // for the organizational domain; never a top-level domain).
     let mut domain = d.to_owned();
     let found = loop {
         let name = format!("_dmarc.{domain}");
-        match lookup_txt(dns, &name).await {
+        match lookup_txt(dns, &name) {
             Txt::Failed(e) => {
                 return writeln!(out, "  DMARC:      lookup of {name} failed: {e}");
             }

@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod deliver;
 pub mod discover;
 pub mod dkim;
+pub mod dns;
 pub mod exit;
 pub mod import;
 pub mod local;

@@ -1,5 +1,5 @@
-//! The lookups of discovery: DNS through hickory-resolver (a current-thread
-//! tokio runtime, only in this command), HTTPS through ureq with rustls and
+//! The lookups of discovery: DNS through the stub resolver in `dns`, HTTPS
+//! through ureq with rustls and
 //! certificate verification. Every lookup is bounded in time and size, and
 //! each step is reported as it ends.
 
@@ -8,10 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_proto::rr::RData;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
@@ -171,56 +168,42 @@ impl TxtResolver {
 
     /// The TXT records of `name` (absolute: no search domains).
     pub fn txt(&self, name: &str) -> Txt {
-        let lookup = self
-            .dns
-            .runtime
-            .block_on(self.dns.resolver.txt_lookup(format!("{name}.")));
-        match lookup {
-            Ok(lookup) => {
-                let records = crate::dkim::txt_strings(lookup.answers());
-                if records.is_empty() {
-                    Txt::None
-                } else {
-                    Txt::Found(records)
-                }
-            }
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Txt::None,
+        match self.dns.resolver.txt(name) {
+            Ok(records) if records.is_empty() => Txt::None,
+            Ok(records) => Txt::Found(records),
             Err(e) => Txt::Failed(e.to_string()),
         }
     }
 }
 
-/// A resolver and the runtime it runs on.
+/// The resolver discovery asks.
 #[derive(Debug)]
 struct Dns {
-    runtime: tokio::runtime::Runtime,
-    resolver: TokioResolver,
+    resolver: crate::dns::Resolver,
     /// Whether web servers' names go through `resolver` too.
     for_http: bool,
 }
 
 impl Dns {
     fn new(opts: &Options) -> Result<Dns, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the DNS resolver: {e}"))?;
-        let resolver = runtime.block_on(async { build_resolver(opts) })?;
+        let resolver = match opts.nameserver {
+            Some(addr) => crate::dns::Resolver::with_server(addr, opts.timeout),
+            None => crate::dns::Resolver::system(opts.timeout)
+                .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?,
+        }
+        .attempts(1);
         Ok(Dns {
-            runtime,
             resolver,
             for_http: opts.nameserver.is_some(),
         })
     }
 
     fn mx_step(&self, address: &Address) -> Report {
-        let name = format!("{}.", address.domain);
-        let outcome = match self.runtime.block_on(self.resolver.mx_lookup(name)) {
-            Ok(lookup) => {
-                let mut mx: Vec<(u16, String)> = lookup
-                    .answers()
+        let outcome = match self.resolver.lookup(&address.domain, crate::dns::Type::MX) {
+            Ok(answers) => {
+                let mut mx: Vec<(u16, String)> = answers
                     .iter()
-                    .filter_map(|r| match &r.data {
+                    .filter_map(|data| match data {
                         RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
                         _ => None,
                     })
@@ -239,9 +222,6 @@ impl Dns {
                     )),
                 }
             }
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
-                Outcome::Nothing("no MX records".into())
-            }
             Err(e) => Outcome::Failed(format!("DNS lookup failed: {e}")),
         };
         Report {
@@ -253,15 +233,11 @@ impl Dns {
 
     fn srv_step(&self, address: &Address, service: &str, security: super::Security) -> Report {
         let name = format!("{service}.{}", address.domain);
-        let outcome = match self
-            .runtime
-            .block_on(self.resolver.srv_lookup(format!("{name}.")))
-        {
-            Ok(lookup) => {
-                let records: Vec<srv::Record> = lookup
-                    .answers()
+        let outcome = match self.resolver.lookup(&name, crate::dns::Type::SRV) {
+            Ok(answers) => {
+                let records: Vec<srv::Record> = answers
                     .iter()
-                    .filter_map(|r| match &r.data {
+                    .filter_map(|data| match data {
                         RData::SRV(s) => Some(srv::Record {
                             priority: s.priority,
                             weight: s.weight,
@@ -278,11 +254,11 @@ impl Dns {
                     srv::Answer::NotOffered => {
                         Outcome::Nothing("target \".\": the service is not offered".into())
                     }
+                    srv::Answer::None if answers.is_empty() => {
+                        Outcome::Nothing("no SRV record".into())
+                    }
                     srv::Answer::None => Outcome::Nothing("no usable SRV record".into()),
                 }
-            }
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
-                Outcome::Nothing("no SRV record".into())
             }
             Err(e) => Outcome::Failed(format!("DNS lookup failed: {e}")),
         };
@@ -294,38 +270,8 @@ impl Dns {
     }
 
     fn lookup_ip(&self, host: &str) -> Result<Vec<std::net::IpAddr>, String> {
-        let lookup = self
-            .runtime
-            .block_on(self.resolver.lookup_ip(format!("{host}.")))
-            .map_err(|e| e.to_string())?;
-        Ok(lookup.iter().collect())
+        self.resolver.lookup_ip(host).map_err(|e| e.to_string())
     }
-}
-
-fn build_resolver(opts: &Options) -> Result<TokioResolver, String> {
-    let error = |e: &dyn std::fmt::Display| format!("cannot set up the DNS resolver: {e}");
-    let mut builder = match opts.nameserver {
-        Some(addr) => {
-            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                .into_iter()
-                .map(|mut c| {
-                    c.port = addr.port();
-                    c
-                })
-                .collect();
-            let config = ResolverConfig::from_parts(
-                None,
-                Vec::new(),
-                vec![NameServerConfig::new(addr.ip(), true, connections)],
-            );
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        }
-        None => TokioResolver::builder_tokio().map_err(|e| error(&e))?,
-    };
-    let options = builder.options_mut();
-    options.timeout = opts.timeout;
-    options.attempts = 1;
-    builder.build().map_err(|e| error(&e))
 }
 
 /// Uniform in `0..=n` from the system's random source (RFC 2782's draw).
