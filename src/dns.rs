@@ -36,8 +36,11 @@ const MAX_SERVERS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Resolver {
     servers: Vec<SocketAddr>,
+    /// Per server and attempt.
     timeout: Duration,
     attempts: u32,
+    /// Per lookup, all servers and attempts together, if bounded.
+    within: Option<Duration>,
 }
 
 /// Why a question got no answer.
@@ -112,7 +115,7 @@ impl Resolver {
             .nameservers
             .iter()
             .take(MAX_SERVERS)
-            .map(|ip| SocketAddr::new(IpAddr::from(ip), 53))
+            .map(server_address)
             .collect();
         // As glibc: no nameserver line means the local one.
         let servers = if servers.is_empty() {
@@ -124,6 +127,7 @@ impl Resolver {
             servers,
             timeout,
             attempts: conf.attempts.clamp(1, 5),
+            within: None,
         })
     }
 
@@ -133,6 +137,7 @@ impl Resolver {
             servers: vec![server],
             timeout,
             attempts: DEFAULT_ATTEMPTS,
+            within: None,
         }
     }
 
@@ -142,18 +147,46 @@ impl Resolver {
         self
     }
 
+    /// Ends each lookup (`lookup_ip`: both of its questions) within `total`,
+    /// however many servers and attempts that leaves untried.
+    pub fn within(mut self, total: Duration) -> Resolver {
+        self.within = Some(total);
+        self
+    }
+
+    fn lookup_deadline(&self) -> Option<Instant> {
+        self.within.map(|total| Instant::now() + total)
+    }
+
     /// The records of type `rtype` at `name` (taken as absolute). No such
     /// name and no such record are both an empty list: nobody here tells
     /// them apart.
     pub fn lookup(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, Error> {
+        self.lookup_until(name, rtype, self.lookup_deadline())
+    }
+
+    fn lookup_until(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<RData>, Error> {
         let mut qname = Name::from_ascii(name.trim_end_matches('.'))
             .map_err(|e| Error::new(Kind::Malformed(format!("cannot ask for {name:?}: {e}"))))?;
         qname.set_fqdn(true);
         let mut last = Error::new(Kind::Timeout);
         for _ in 0..self.attempts {
             for server in &self.servers {
-                match ask(*server, &qname, rtype, self.timeout) {
+                let timeout = match deadline.map(remaining) {
+                    None => self.timeout,
+                    Some(Ok(left)) => self.timeout.min(left),
+                    Some(Err(_)) => return Err(last),
+                };
+                match ask(*server, &qname, rtype, timeout) {
                     Ok(answer) => return Ok(answer),
+                    // A server that answered with an error says more than
+                    // one that did not answer: that is what is reported.
+                    Err(e) if e.is_unanswered() && !last.is_unanswered() => {}
                     Err(e) => last = e,
                 }
             }
@@ -161,11 +194,18 @@ impl Resolver {
         Err(last)
     }
 
-    /// The addresses of `host`, IPv4 first.
+    /// The addresses of `host`, IPv4 first. An AAAA question that fails
+    /// does not lose the IPv4 addresses found.
     pub fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, Error> {
+        let deadline = self.lookup_deadline();
         let mut out: Vec<IpAddr> = Vec::new();
         for rtype in [RecordType::A, RecordType::AAAA] {
-            for data in self.lookup(host, rtype)? {
+            let answer = match self.lookup_until(host, rtype, deadline) {
+                Ok(answer) => answer,
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            };
+            for data in answer {
                 match data {
                     RData::A(a) => out.push(IpAddr::V4(a.0)),
                     RData::AAAA(a) => out.push(IpAddr::V6(a.0)),
@@ -195,7 +235,25 @@ impl Resolver {
     }
 }
 
+/// A resolv.conf server on port 53, a link-local IPv6 one with its
+/// interface (`fe80::1%eth0`), by name or number.
+fn server_address(ip: &resolv_conf::ScopedIp) -> SocketAddr {
+    match ip {
+        resolv_conf::ScopedIp::V6(v6, Some(scope)) => {
+            let id = scope
+                .parse::<u32>()
+                .ok()
+                .or_else(|| nix::net::if_::if_nametoindex(scope.as_str()).ok())
+                .unwrap_or(0);
+            SocketAddr::V6(std::net::SocketAddrV6::new(*v6, 53, 0, id))
+        }
+        other => SocketAddr::new(IpAddr::from(other), 53),
+    }
+}
+
 /// One question to one server: UDP, then TCP if the answer was truncated.
+/// A server that does not understand EDNS answers FORMERR; it is asked
+/// once more without it (RFC 6891 §7), within the same time.
 fn ask(
     server: SocketAddr,
     name: &Name,
@@ -203,18 +261,9 @@ fn ask(
     timeout: Duration,
 ) -> Result<Vec<RData>, Error> {
     let deadline = Instant::now() + timeout;
-    let mut query = Message::query();
-    query.metadata.recursion_desired = true;
-    query.add_query(Query::query(name.clone(), rtype));
-    let mut edns = Edns::new();
-    edns.set_max_payload(UDP_PAYLOAD);
-    query.set_edns(edns);
-    let bytes = query
-        .to_vec()
-        .map_err(|e| Error::new(Kind::Malformed(format!("cannot encode the question: {e}"))))?;
-    let mut answer = over_udp(server, &bytes, &query, deadline)?;
-    if answer.metadata.truncation {
-        answer = over_tcp(server, &bytes, &query, deadline)?;
+    let mut answer = exchange(server, &question(name, rtype, true), deadline)?;
+    if answer.metadata.response_code == ResponseCode::FormErr {
+        answer = exchange(server, &question(name, rtype, false), deadline)?;
     }
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer
@@ -227,13 +276,46 @@ fn ask(
     }
 }
 
+/// A recursive query for `name`, offering a larger UDP payload if `edns`.
+fn question(name: &Name, rtype: RecordType, edns: bool) -> Message {
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(name.clone(), rtype));
+    if edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(UDP_PAYLOAD);
+        query.set_edns(edns);
+    }
+    query
+}
+
+/// Sends `query` and returns the answer, over TCP if UDP's was truncated.
+fn exchange(server: SocketAddr, query: &Message, deadline: Instant) -> Result<Message, Error> {
+    let bytes = query
+        .to_vec()
+        .map_err(|e| Error::new(Kind::Malformed(format!("cannot encode the question: {e}"))))?;
+    let answer = over_udp(server, &bytes, query, deadline)?;
+    if answer.metadata.truncation {
+        // The server did answer: a failure now is not "no answer".
+        return over_tcp(server, &bytes, query, deadline).map_err(|e| {
+            Error::new(Kind::Malformed(format!(
+                "the answer was truncated, and asking again over TCP failed: {e}"
+            )))
+        });
+    }
+    Ok(answer)
+}
+
 /// Whether `answer` answers `query`: its id, a response, the same question.
 /// Anything else arriving on the socket (a late answer to an earlier try, a
 /// spoofing attempt) is ignored.
 fn answers(answer: &Message, query: &Message) -> bool {
+    // A server that does not parse the question (FORMERR) may not echo it.
+    let question = answer.queries == query.queries
+        || (answer.queries.is_empty() && answer.metadata.response_code == ResponseCode::FormErr);
     answer.metadata.id == query.metadata.id
         && answer.metadata.message_type == MessageType::Response
-        && answer.queries == query.queries
+        && question
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, Error> {
@@ -264,7 +346,9 @@ fn over_udp(
     // Connected: the kernel drops datagrams from anyone but the server.
     socket.connect(server).map_err(io_error)?;
     socket.send(bytes).map_err(io_error)?;
-    let mut buf = vec![0u8; usize::from(UDP_PAYLOAD).max(512)];
+    // As large as a datagram can be: a server that ignores the payload size
+    // offered would otherwise have its answer cut short by the kernel.
+    let mut buf = vec![0u8; 65_535];
     loop {
         socket
             .set_read_timeout(Some(remaining(deadline)?))
@@ -521,9 +605,83 @@ mod tests {
     }
 
     #[test]
+    fn a_server_without_edns_is_asked_again_without_it() {
+        let (addr, h) = udp_server(vec![
+            Box::new(|q| {
+                assert!(q.edns.is_some(), "the first question offers EDNS");
+                // As old servers do: no question echoed.
+                let m =
+                    Message::error_msg(q.metadata.id, q.metadata.op_code, ResponseCode::FormErr);
+                vec![m.to_vec().unwrap()]
+            }),
+            Box::new(|q| {
+                assert!(q.edns.is_none(), "the second does not");
+                vec![txt_answer(q, &["plain"]).to_vec().unwrap()]
+            }),
+        ]);
+        let r = Resolver::with_server(addr, SHORT).attempts(1);
+        assert_eq!(r.txt("example.com").unwrap(), vec!["plain"]);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn an_answered_error_is_reported_over_a_later_timeout() {
+        let (addr, h) = udp_server(vec![
+            Box::new(|q| {
+                let mut m = response(q);
+                m.metadata.response_code = ResponseCode::ServFail;
+                vec![m.to_vec().unwrap()]
+            }),
+            Box::new(|_| Vec::new()),
+        ]);
+        let e = Resolver::with_server(addr, Duration::from_millis(300))
+            .attempts(2)
+            .txt("example.com")
+            .unwrap_err();
+        assert!(!e.is_unanswered(), "{e}");
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_failed_aaaa_question_keeps_the_ipv4_addresses() {
+        let (addr, h) = udp_server(vec![
+            Box::new(|q| {
+                let mut m = response(q);
+                m.add_answer(Record::from_rdata(
+                    q.queries[0].name().clone(),
+                    60,
+                    RData::A(A::new(192, 0, 2, 7)),
+                ));
+                vec![m.to_vec().unwrap()]
+            }),
+            Box::new(|_| Vec::new()),
+        ]);
+        let r = Resolver::with_server(addr, Duration::from_millis(300)).attempts(1);
+        assert_eq!(
+            r.lookup_ip("mail.example.com").unwrap(),
+            vec![IpAddr::from([192, 0, 2, 7])]
+        );
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn no_question_is_sent_once_the_total_bound_is_spent() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = Resolver::with_server(server.local_addr().unwrap(), Duration::from_secs(10))
+            .attempts(3)
+            .within(Duration::ZERO)
+            .txt("example.com")
+            .unwrap_err();
+        assert!(e.is_unanswered(), "{e}");
+        server.set_nonblocking(true).unwrap();
+        let got = server.recv(&mut [0u8; 512]);
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
     fn resolv_conf_servers_and_attempts() {
         let r = Resolver::from_resolv_conf(
-            b"# comment\nnameserver 192.0.2.1\nnameserver 2001:db8::1\noptions attempts:3\n",
+            b"# comment\nnameserver 192.0.2.1\nnameserver 2001:db8::1\nnameserver fe80::1%7\noptions attempts:3\n",
             SHORT,
         )
         .unwrap();
@@ -531,7 +689,8 @@ mod tests {
             r.servers,
             vec![
                 "192.0.2.1:53".parse::<SocketAddr>().unwrap(),
-                "[2001:db8::1]:53".parse().unwrap()
+                "[2001:db8::1]:53".parse().unwrap(),
+                "[fe80::1%7]:53".parse().unwrap(),
             ]
         );
         assert_eq!(r.attempts, 3);

@@ -191,7 +191,8 @@ impl Dns {
             None => crate::dns::Resolver::system(opts.timeout)
                 .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?,
         }
-        .attempts(1);
+        .attempts(1)
+        .within(opts.timeout);
         Ok(Dns {
             resolver,
             for_http: opts.nameserver.is_some(),
