@@ -42,6 +42,8 @@ use nix::libc;
 use ring::digest;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+
+use crate::dns::{Resolver, Txt};
 use zeroize::Zeroizing;
 
 use crate::message::header::{Header, HeaderError};
@@ -1476,22 +1478,12 @@ fn dkim_table(domain: &str, selector: &str, key_file: &str, algorithm: &str) -> 
     doc.to_string()
 }
 
-/// What a TXT lookup found.
-enum Txt {
-    /// The records, each one's strings concatenated.
-    Found(Vec<String>),
-    /// NXDOMAIN or no TXT record.
-    None,
-    /// A timeout, SERVFAIL, ...
-    Failed(String),
-}
-
 /// The resolver for one `check` run. Once the server has not answered
 /// (timed out, refused), later lookups fail at once with the same reason:
 /// each would wait the full timeout again, a minute for a few entries, to
 /// learn nothing new.
 struct Dns {
-    resolver: crate::dns::Resolver,
+    resolver: Resolver,
     unanswered: std::cell::RefCell<Option<String>>,
 }
 
@@ -1501,16 +1493,13 @@ fn lookup_txt(dns: &Dns, name: &str) -> Txt {
             "{reason} (not asked: the server did not answer before)"
         ));
     }
-    match dns.resolver.txt(name) {
-        Ok(records) if records.is_empty() => Txt::None,
-        Ok(records) => Txt::Found(records),
-        Err(e) => {
-            if e.is_unanswered() {
-                *dns.unanswered.borrow_mut() = Some(e.to_string());
-            }
-            Txt::Failed(e.to_string())
-        }
+    let result = dns.resolver.txt(name);
+    if let Err(e) = &result
+        && e.is_unanswered()
+    {
+        *dns.unanswered.borrow_mut() = Some(e.to_string());
     }
+    Txt::from(result)
 }
 
 /// `tag=value; ...` (RFC 6376 §3.2), names lowercased, whitespace removed
@@ -1578,13 +1567,11 @@ pub fn check(
         return Ok(Verdict::Bad);
     }
     let dns = Dns {
-        resolver: match nameserver {
-            Some(addr) => crate::dns::Resolver::with_server(addr, DNS_TIMEOUT),
-            None => crate::dns::Resolver::system(DNS_TIMEOUT).map_err(|e| DkimError::Resolver {
+        resolver: Resolver::new(nameserver, DNS_TIMEOUT)
+            .map_err(|e| DkimError::Resolver {
                 reason: e.to_string(),
-            })?,
-        }
-        .attempts(2),
+            })?
+            .attempts(2),
         unanswered: std::cell::RefCell::new(None),
     };
     let mut verdict = Verdict::Good;

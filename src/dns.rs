@@ -10,8 +10,8 @@
 //! statistics, libm: 320 KiB of resident memory in every process, the send
 //! path's included, for code that only these commands run.)
 //!
-//! Every question is bounded: `timeout` per server and attempt, and at
-//! most 64 KiB read for an answer.
+//! Every question is bounded: `timeout` per server and attempt, optionally
+//! `within` a total per lookup, and at most 64 KiB read for an answer.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -31,6 +31,28 @@ const UDP_PAYLOAD: u16 = 1232;
 const DEFAULT_ATTEMPTS: u32 = 2;
 /// The most servers of resolv.conf used, as glibc (MAXNS).
 const MAX_SERVERS: usize = 3;
+
+/// What a TXT lookup found, as `dkim check`, `check` and discovery report
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Txt {
+    /// The records, each one's strings joined.
+    Found(Vec<String>),
+    /// No such name, or no TXT record there.
+    None,
+    /// No answer (timeout, SERVFAIL, ...): the reason.
+    Failed(String),
+}
+
+impl From<Result<Vec<String>, Error>> for Txt {
+    fn from(result: Result<Vec<String>, Error>) -> Txt {
+        match result {
+            Ok(records) if records.is_empty() => Txt::None,
+            Ok(records) => Txt::Found(records),
+            Err(e) => Txt::Failed(e.to_string()),
+        }
+    }
+}
 
 /// Where questions go, and how long each may take.
 #[derive(Debug, Clone)]
@@ -97,6 +119,14 @@ impl std::error::Error for Error {
 }
 
 impl Resolver {
+    /// `nameserver` alone when given (`--nameserver`), else the system's.
+    pub fn new(nameserver: Option<SocketAddr>, timeout: Duration) -> Result<Resolver, Error> {
+        match nameserver {
+            Some(addr) => Ok(Resolver::with_server(addr, timeout)),
+            None => Resolver::system(timeout),
+        }
+    }
+
     /// The servers of /etc/resolv.conf, with its `attempts` (each question
     /// gets `timeout` per server and attempt, whatever its `timeout` says:
     /// the caller's bound is the one the user sees documented).
@@ -106,10 +136,10 @@ impl Resolver {
                 "cannot read /etc/resolv.conf: {e}"
             )))
         })?;
-        Resolver::from_resolv_conf(&text, timeout)
+        Ok(Resolver::from_resolv_conf(&text, timeout))
     }
 
-    fn from_resolv_conf(text: &[u8], timeout: Duration) -> Result<Resolver, Error> {
+    fn from_resolv_conf(text: &[u8], timeout: Duration) -> Resolver {
         let (conf, _) = resolv_conf::Config::parse_with_errors(text);
         let servers: Vec<SocketAddr> = conf
             .nameservers
@@ -123,12 +153,12 @@ impl Resolver {
         } else {
             servers
         };
-        Ok(Resolver {
+        Resolver {
             servers,
             timeout,
             attempts: conf.attempts.clamp(1, 5),
             within: None,
-        })
+        }
     }
 
     /// Every question to `server` alone.
@@ -683,8 +713,7 @@ mod tests {
         let r = Resolver::from_resolv_conf(
             b"# comment\nnameserver 192.0.2.1\nnameserver 2001:db8::1\nnameserver fe80::1%7\noptions attempts:3\n",
             SHORT,
-        )
-        .unwrap();
+        );
         assert_eq!(
             r.servers,
             vec![
@@ -694,7 +723,7 @@ mod tests {
             ]
         );
         assert_eq!(r.attempts, 3);
-        let none = Resolver::from_resolv_conf(b"search example.com\n", SHORT).unwrap();
+        let none = Resolver::from_resolv_conf(b"search example.com\n", SHORT);
         assert_eq!(
             none.servers,
             vec!["127.0.0.1:53".parse::<SocketAddr>().unwrap()]

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::CheckArgs;
-use crate::discover::net::{Txt, TxtResolver};
+use crate::dns::{Resolver, Txt};
 
 use super::env::Env;
 use super::lookup::load_aliases;
@@ -45,8 +45,9 @@ pub(super) fn warn(env: &Env, c: &CheckArgs, out: &mut dyn Write) {
     if c.offline {
         return;
     }
-    let dns = match TxtResolver::new(c.nameserver, DNS_TIMEOUT) {
-        Ok(d) => d,
+    // Once per domain, within the timeout in all, as discovery asks.
+    let dns = match Resolver::new(c.nameserver, DNS_TIMEOUT) {
+        Ok(r) => r.attempts(1).within(DNS_TIMEOUT),
         Err(e) => {
             let _ = writeln!(out, "SPF and DMARC: could not check: {e}");
             return;
@@ -67,12 +68,12 @@ pub(super) fn warn(env: &Env, c: &CheckArgs, out: &mut dyn Write) {
             .dkim
             .iter()
             .any(|d| crate::dkim::matches_domain(&d.domain, &domain));
-        let spf_txt = dns.txt(&domain);
+        let spf_txt = Txt::from(dns.txt(&domain));
         // A domain whose lookup got no answer is not asked again: each
         // try would wait the whole timeout to learn the same.
         let dmarc_txt = match &spf_txt {
             Txt::Failed(e) => Txt::Failed(e.clone()),
-            _ => dns.txt(&format!("_dmarc.{domain}")),
+            _ => Txt::from(dns.txt(&format!("_dmarc.{domain}"))),
         };
         let spf = spf_verdict(&spf_txt, &a.smtp.host);
         let dmarc = dmarc_policy(&dmarc_txt);

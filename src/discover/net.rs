@@ -134,48 +134,6 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// A TXT lookup's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Txt {
-    /// Each record's strings joined.
-    Found(Vec<String>),
-    /// No such name, or no TXT there.
-    None,
-    /// No answer: the reason.
-    Failed(String),
-}
-
-/// DNS for `mailhop check`'s SPF and DMARC warnings: TXT lookups with the
-/// same resolver discovery uses.
-#[derive(Debug)]
-pub struct TxtResolver {
-    dns: Dns,
-}
-
-impl TxtResolver {
-    pub fn new(nameserver: Option<SocketAddr>, timeout: Duration) -> Result<TxtResolver, String> {
-        let opts = Options {
-            nameserver,
-            ca_file: None,
-            https_port: None,
-            timeout,
-            only: None,
-        };
-        Ok(TxtResolver {
-            dns: Dns::new(&opts)?,
-        })
-    }
-
-    /// The TXT records of `name` (absolute: no search domains).
-    pub fn txt(&self, name: &str) -> Txt {
-        match self.dns.resolver.txt(name) {
-            Ok(records) if records.is_empty() => Txt::None,
-            Ok(records) => Txt::Found(records),
-            Err(e) => Txt::Failed(e.to_string()),
-        }
-    }
-}
-
 /// The resolver discovery asks.
 #[derive(Debug)]
 struct Dns {
@@ -186,13 +144,10 @@ struct Dns {
 
 impl Dns {
     fn new(opts: &Options) -> Result<Dns, String> {
-        let resolver = match opts.nameserver {
-            Some(addr) => crate::dns::Resolver::with_server(addr, opts.timeout),
-            None => crate::dns::Resolver::system(opts.timeout)
-                .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?,
-        }
-        .attempts(1)
-        .within(opts.timeout);
+        let resolver = crate::dns::Resolver::new(opts.nameserver, opts.timeout)
+            .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?
+            .attempts(1)
+            .within(opts.timeout);
         Ok(Dns {
             resolver,
             for_http: opts.nameserver.is_some(),
