@@ -99,6 +99,11 @@ fn rules_that_could_touch_protected_headers_are_config_errors() {
             "[[headers.rule]]\npattern = '(unclosed'\naction = \"remove\"\n",
             "rule #1",
         ),
+        // Patterns match bytes: Unicode classes are refused, not ignored.
+        (
+            "[[headers.rule]]\npattern = '^X-Script: \\p{Greek}'\naction = \"remove\"\n",
+            "rule #1",
+        ),
     ] {
         let w = World::new(&format!("[headers]\n{rule}"));
         let r = w.sendmail(&["-oi", "root"], LEAKY.as_bytes());
